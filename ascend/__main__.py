@@ -1,0 +1,3 @@
+from ascend.cli.main import main
+
+main()
