@@ -19,6 +19,10 @@ class AscendError(Exception):
         self.fix = fix
         super().__init__(self.line())
 
+    def lines(self) -> list[str]:
+        """All problems, one line each (most errors have exactly one)."""
+        return [self.line()]
+
     def line(self) -> str:
         text = self.what
         if self.why:
@@ -29,7 +33,22 @@ class AscendError(Exception):
 
 
 class RecipeError(AscendError):
-    """A recipe file, override or cross-field rule is wrong."""
+    """A recipe file, override or cross-field rule is wrong.
+
+    ``problems`` carries every problem found in one pass (each already one line), so a user
+    fixes a recipe in one round trip instead of one error per run.
+    """
+
+    def __init__(self, what: str, *, why: str | None = None, fix: str | None = None,
+                 problems: list[str] | None = None):
+        self.problems = list(problems or [])
+        super().__init__(what, why=why, fix=fix)
+
+    def lines(self) -> list[str]:
+        return self.problems or [self.line()]
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
 
 class PlanError(AscendError):

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     except AscendError as err:
         if debug:
             raise
-        print(f"error: {err.line()}", file=sys.stderr)
+        for line in err.lines():
+            print(f"error: {line}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

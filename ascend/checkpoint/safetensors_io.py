@@ -1,0 +1,377 @@
+"""Streaming safetensors: lazy row-range reads and incremental atomic writes.
+
+Memory stays bounded by what the caller asks for: reads fetch only the requested rows with
+``os.pread`` (no mmap, so untouched file pages never count against the process's memory), and
+writes compute the header up front from the planned tensors, then append tensor bytes chunk by
+chunk to a temporary file that is fsynced and renamed only when complete.
+
+File format (huggingface/safetensors): 8-byte little-endian header length N, N bytes of JSON
+``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}`` padded
+with spaces to a multiple of 8, then the tensor bytes; offsets are relative to the data start and
+must tile the data region with no gaps.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ascend.errors import CheckpointError, ConvertError
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def itemsize(dtype: str) -> int:
+    return DTYPES[dtype].itemsize
+
+
+def numel(shape: Iterable[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor's bytes are: ``path`` and absolute byte range ``[start, end)``."""
+
+    name: str
+    dtype: str  # safetensors dtype string, e.g. "BF16", "F8_E4M3"
+    shape: tuple[int, ...]
+    path: str
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def row_bytes(self) -> int:
+        return numel(self.shape[1:]) * itemsize(self.dtype)
+
+
+def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
+    """Parse one file's header. Returns (tensors, metadata, raw header bytes).
+
+    Raises CheckpointError if the file is shorter than its header says (truncated download).
+    """
+    path = str(path)
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CheckpointError(f"{path} is not a safetensors file", why=f"only {size} bytes", fix="re-download it")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise CheckpointError(
+                    f"{path} is truncated or not a safetensors file",
+                    why=f"header claims {n} bytes, file has {size}",
+                    fix="re-download it (ascend fetch verifies completeness)",
+                )
+            raw = f.read(n)
+    except OSError as err:
+        raise CheckpointError(f"cannot read {path}", why=err.strerror, fix="check the path and permissions") from None
+    try:
+        header = json.loads(raw)
+    except ValueError as err:
+        raise CheckpointError(f"{path} has a corrupt safetensors header", why=str(err), fix="re-download it") from None
+    metadata = header.pop("__metadata__", None) or {}
+    data_start = 8 + n
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        dtype = entry["dtype"]
+        if dtype not in DTYPES:
+            raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {dtype}")
+        shape = tuple(entry["shape"])
+        if end - begin != numel(shape) * itemsize(dtype):
+            raise CheckpointError(f"{path}: tensor {name} byte range does not match shape {list(shape)} {dtype}")
+        if data_start + end > size:
+            raise CheckpointError(
+                f"{path} is truncated",
+                why=f"tensor {name} ends at byte {data_start + end}, file has {size}",
+                fix="re-download the file (ascend fetch verifies completeness)",
+            )
+        tensors[name] = TensorInfo(name, dtype, shape, path, data_start + begin, data_start + end)
+    return tensors, metadata, raw
+
+
+class SafetensorsDir:
+    """A directory of safetensors files (one file, or shards with ``*.index.json``), read lazily.
+
+    Every tensor is located through the index (so an FP8 weight's ``_scale_inv`` may live in a
+    different shard); only headers are read up front.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.dir = Path(directory)
+        if not self.dir.is_dir():
+            raise CheckpointError(f"{self.dir} is not a directory", fix="pass the checkpoint directory")
+        self.tensors: dict[str, TensorInfo] = {}
+        self.headers: dict[str, bytes] = {}
+        self.files = self._file_list()
+        for fname in self.files:
+            tensors, _, raw = read_header(self.dir / fname)
+            self.headers[fname] = raw
+            for name, info in tensors.items():
+                if name in self.tensors:
+                    raise CheckpointError(f"tensor {name} appears in two files", why=f"{self.tensors[name].path} and {info.path}")
+                self.tensors[name] = info
+        self._check_index()
+        self._fds: dict[str, int] = {}
+
+    def _index_path(self) -> Path | None:
+        indexes = sorted(self.dir.glob("*.safetensors.index.json"))
+        return indexes[0] if indexes else None
+
+    def _file_list(self) -> list[str]:
+        index = self._index_path()
+        if index is not None:
+            try:
+                self.weight_map: dict[str, str] | None = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError) as err:
+                raise CheckpointError(f"{index} is not a valid safetensors index", why=str(err)) from None
+            files = sorted(set(self.weight_map.values()))
+            missing = [f for f in files if not (self.dir / f).is_file()]
+            if missing:
+                raise CheckpointError(
+                    f"{len(missing)} shard file(s) named in {index.name} are missing",
+                    why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+                    fix="download the missing shards (ascend fetch resumes)",
+                )
+            return files
+        self.weight_map = None
+        files = sorted(p.name for p in self.dir.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"no *.safetensors files in {self.dir}", fix="point --src at a Hugging Face checkpoint directory")
+        return files
+
+    def _check_index(self) -> None:
+        if self.weight_map is None:
+            return
+        for name, fname in self.weight_map.items():
+            info = self.tensors.get(name)
+            if info is None or Path(info.path).name != fname:
+                raise CheckpointError(
+                    f"tensor {name} is listed in the index under {fname} but is not in that file",
+                    fix="re-download the checkpoint or rebuild its index",
+                )
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def _fd(self, path: str) -> int:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = self._fds[path] = os.open(path, os.O_RDONLY)
+        return fd
+
+    def read_rows(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``[start, stop)`` along dim 0 of tensor ``name`` (all of a 0-/1-D tensor if stop is None)."""
+        info = self.tensors[name]
+        if not info.shape:
+            begin, end, shape = info.start, info.end, ()
+        else:
+            stop = info.shape[0] if stop is None else stop
+            begin = info.start + start * info.row_bytes
+            end = info.start + stop * info.row_bytes
+            shape = (stop - start, *info.shape[1:])
+        buf = bytearray(end - begin)
+        view = memoryview(buf)
+        fd, pos = self._fd(info.path), begin
+        while pos < end:
+            got = os.preadv(fd, [view[pos - begin:]], pos)
+            if got <= 0:
+                raise CheckpointError(f"{info.path} is truncated", why=f"tensor {name} could not be read at byte {pos}")
+            pos += got
+        if not buf:
+            return torch.empty(shape, dtype=DTYPES[info.dtype])
+        return torch.frombuffer(buf, dtype=torch.uint8).view(DTYPES[info.dtype]).reshape(shape)
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.read_rows(name)
+
+    def fingerprint(self) -> str:
+        """sha256 over file names, sizes, headers and config.json: changes if any tensor moves,
+        changes shape or dtype, or a file is replaced by one of a different size. (Hashing every
+        byte of a 1.5 TB source would cost as much as the conversion.)"""
+        h = hashlib.sha256()
+        for fname in self.files:
+            h.update(f"{fname}:{os.path.getsize(self.dir / fname)}:".encode())
+            h.update(self.headers[fname])
+        config = self.dir / "config.json"
+        if config.is_file():
+            h.update(config.read_bytes())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
+def build_header(entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None = None) -> bytes:
+    """Header bytes (length prefix included) for tensors stored back to back in ``entries`` order."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, dtype, shape in entries:
+        size = numel(shape) * itemsize(dtype)
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def data_size(entries: list[tuple[str, str, tuple[int, ...]]]) -> int:
+    return sum(numel(shape) * itemsize(dtype) for _, dtype, shape in entries)
+
+
+def fsync_dir(path: str | Path) -> None:
+    fd = os.open(str(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def partial_name(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+class SafetensorsWriter:
+    """Write one safetensors file incrementally and atomically.
+
+    The header is written first from the planned ``entries`` (name, dtype, shape); the caller
+    then appends each tensor's bytes in the same order with ``write``. ``commit`` checks that
+    exactly the planned bytes arrived, fsyncs, renames ``<name>.partial`` to ``<name>`` and
+    returns (size, sha256). Until then only the ``.partial`` file exists.
+    """
+
+    def __init__(self, path: str | Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None = None):
+        self.path = Path(path)
+        self.tmp = partial_name(self.path)
+        self.header = build_header(entries, metadata)
+        self.expected = len(self.header) + data_size(entries)
+        self.sha = hashlib.sha256()
+        self.written = 0
+        self.f = open(self.tmp, "wb", buffering=0)
+        self.write(self.header)
+
+    def write(self, data: bytes | bytearray | memoryview | torch.Tensor) -> None:
+        if isinstance(data, torch.Tensor):
+            data = tensor_bytes(data)
+        view = memoryview(data).cast("B")
+        self.sha.update(view)
+        try:
+            while view:
+                n = self.f.write(view)
+                view = view[n:]
+                self.written += n
+        except OSError as err:
+            self.abort()
+            if err.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ConvertError(
+                    f"no space left on the device writing {self.path}",
+                    why=f"{self.written} of {self.expected} bytes written",
+                    fix="free space or choose another --out, then rerun (finished files are kept)",
+                ) from None
+            raise ConvertError(f"cannot write {self.path}", why=err.strerror) from None
+        if self.written > self.expected:
+            self.abort()
+            raise ConvertError(f"internal: {self.path} got more bytes than planned")
+
+    def commit(self) -> tuple[int, str]:
+        if self.written != self.expected:
+            self.abort()
+            raise ConvertError(f"internal: {self.path} got {self.written} bytes, planned {self.expected}")
+        try:
+            os.fsync(self.f.fileno())
+        except OSError as err:
+            self.abort()
+            raise ConvertError(f"cannot write {self.path}", why=err.strerror) from None
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
+        return self.written, self.sha.hexdigest()
+
+    def abort(self) -> None:
+        if not self.f.closed:
+            self.f.close()
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw little-endian bytes of ``t`` (made contiguous), without copying when possible."""
+    t = t.contiguous()
+    if t.numel() == 0:
+        return memoryview(b"")
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Small files (json, config): temp name, fsync, rename."""
+    path = Path(path)
+    tmp = partial_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as err:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise ConvertError(f"no space left on the device writing {path}", fix="free space and rerun") from None
+        raise ConvertError(f"cannot write {path}", why=err.strerror) from None
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: str | Path, obj: object) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+def file_sha256(path: str | Path, chunk: int = 16 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()

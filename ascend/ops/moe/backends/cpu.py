@@ -1,0 +1,223 @@
+"""CPU backend: vectorized PyTorch with the exact semantics of the Ascend MoE operators.
+
+Every function here reproduces one torch_npu operator (see ``docs/operators.md`` and the op
+notes in ``shared/reference/ascend-ops.md`` §0–§2): same ordering, index conventions, tie rules,
+normalization and rounding. ``ascend.ops.moe.reference`` holds the plain per-expert loop twin of
+each function; the tests compare the two.
+
+The code is device-agnostic plain torch, so the NPU backend also uses it as its fallback when an
+operator's constraints are not met.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+name = "cpu"
+INT32_MAX = 2**31 - 1
+
+
+def gating_topk(
+    logits: torch.Tensor,
+    k: int,
+    *,
+    bias: torch.Tensor | None = None,
+    n_group: int = 1,
+    topk_group: int = 1,
+    group_select_mode: int = 1,
+    norm_type: int = 1,
+    renorm: int = 0,
+    routed_scaling_factor: float = 1.0,
+    eps: float = 1e-20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grouped top-k gating, semantics of ``npu_moe_gating_top_k``.
+
+    logits: [T, E] any float; bias: [E] (selection only, added after the activation).
+    norm_type 0 = softmax, 1 = sigmoid; group_select_mode 0 = group max, 1 = sum of its top-2.
+    Weights are renormalized (``w / (sum(w) + eps)``) when ``norm_type == 1 or renorm == 1``,
+    then multiplied by ``routed_scaling_factor``.
+    Returns (weights [T, k] logits.dtype, expert_ids [T, k] int32), ordered by descending biased
+    score, ties to the lower expert id.
+    """
+    scores = _activate(logits, norm_type)
+    ids = select_experts(scores, k, bias=bias, n_group=n_group, topk_group=topk_group,
+                         group_select_mode=group_select_mode)
+    weights = scores.gather(1, ids)
+    if norm_type == 1 or renorm == 1:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + eps)
+    weights = weights * routed_scaling_factor
+    return weights.to(logits.dtype), ids.to(torch.int32)
+
+
+def _activate(logits: torch.Tensor, norm_type: int) -> torch.Tensor:
+    """fp32 scores: softmax over experts (norm_type 0) or sigmoid (norm_type 1)."""
+    x = logits.float()
+    if norm_type == 0:
+        return torch.softmax(x, dim=-1)
+    if norm_type == 1:
+        return torch.sigmoid(x)
+    raise ValueError(f"norm_type must be 0 (softmax) or 1 (sigmoid), got {norm_type}")
+
+
+def select_experts(
+    scores: torch.Tensor,
+    k: int,
+    *,
+    bias: torch.Tensor | None = None,
+    n_group: int = 1,
+    topk_group: int = 1,
+    group_select_mode: int = 1,
+) -> torch.Tensor:
+    """Expert ids [T, k] int64 by stable descending sort of ``scores + bias`` (ties -> lower id),
+    restricted to the ``topk_group`` best of ``n_group`` expert groups (discarded groups -> -inf)."""
+    num_tokens, num_experts = scores.shape
+    _check_gating_args(num_experts, k, n_group, topk_group)
+    choice = scores if bias is None else scores + bias.float()
+    if n_group > 1:
+        grouped = choice.view(num_tokens, n_group, num_experts // n_group)
+        if group_select_mode == 0:
+            group_scores = grouped.amax(dim=-1)
+        else:
+            group_scores = grouped.topk(2, dim=-1).values.sum(dim=-1)  # values only: ties irrelevant
+        kept = torch.sort(group_scores, dim=-1, descending=True, stable=True).indices[:, :topk_group]
+        keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, kept, True)
+        choice = grouped.masked_fill(~keep.unsqueeze(-1), float("-inf")).view(num_tokens, num_experts)
+    return torch.sort(choice, dim=-1, descending=True, stable=True).indices[:, :k]
+
+
+def _check_gating_args(num_experts: int, k: int, n_group: int, topk_group: int) -> None:
+    if n_group < 1 or num_experts % n_group:
+        raise ValueError(f"num_experts ({num_experts}) must be divisible by n_group ({n_group})")
+    if not 1 <= topk_group <= n_group:
+        raise ValueError(f"topk_group ({topk_group}) must be in [1, n_group={n_group}]")
+    if not 1 <= k <= num_experts // n_group * topk_group:
+        raise ValueError(
+            f"k ({k}) must be in [1, experts per group x topk_group = {num_experts // n_group * topk_group}]"
+        )
+
+
+def init_routing(
+    x: torch.Tensor,
+    expert_ids: torch.Tensor,
+    num_experts: int,
+    *,
+    active_expert_range: tuple[int, int] | list[int] | None = None,
+    expert_tokens_num_type: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Permute tokens into expert-major order, semantics of ``npu_moe_init_routing_v2`` (dropless).
+
+    x: [N, H]; expert_ids: [N, K] int; flat slot f = i*K + k (token-major).
+    Only experts in ``active_expert_range = [start, end)`` (default all) are kept.
+    Returns
+      expanded_x [N*K, H] x.dtype: row j = x[order[j] // K] for j < valid (grouped by expert
+        ascending, then token ascending); rows from ``valid`` on are zero;
+      expanded_row_idx [N*K] int32: gather index (row_idx_type 0), slot f -> its row, -1 for
+        slots whose expert is outside the range;
+      tokens_per_expert [end-start] int64: counts (type 1) or cumsum (type 0).
+    """
+    start, end = (0, num_experts) if active_expert_range is None else (int(active_expert_range[0]), int(active_expert_range[1]))
+    num_tokens, top_k = expert_ids.shape
+    flat = expert_ids.reshape(-1).long()
+    in_range = (flat >= start) & (flat < end)
+    order = torch.argsort(torch.where(flat < start, INT32_MAX, flat), stable=True)
+    valid = int(in_range.sum())
+    expanded_x = x.new_zeros((num_tokens * top_k, x.shape[1]))
+    torch.index_select(x, 0, order[:valid] // top_k, out=expanded_x[:valid])
+    row_idx = torch.full((num_tokens * top_k,), -1, dtype=torch.int32, device=x.device)
+    row_idx[order[:valid]] = torch.arange(valid, dtype=torch.int32, device=x.device)
+    counts = torch.bincount(flat[in_range] - start, minlength=end - start)[: end - start]
+    return expanded_x, row_idx, _group_list(counts, expert_tokens_num_type)
+
+
+def _group_list(counts: torch.Tensor, group_list_type: int) -> torch.Tensor:
+    if group_list_type == 1:
+        return counts.to(torch.int64)
+    if group_list_type == 0:
+        return counts.cumsum(0).to(torch.int64)
+    raise ValueError(f"group_list_type must be 0 (cumsum) or 1 (counts), got {group_list_type}")
+
+
+def group_counts(group_list: torch.Tensor, group_list_type: int) -> list[int]:
+    """Per-group row counts (a Python list) from a type-0 (cumsum) or type-1 (counts) group list."""
+    values = group_list.long()
+    if group_list_type == 0:
+        values = torch.diff(values, prepend=values.new_zeros(1))
+    elif group_list_type != 1:
+        raise ValueError(f"group_list_type must be 0 (cumsum) or 1 (counts), got {group_list_type}")
+    return values.tolist()
+
+
+def grouped_matmul(x: torch.Tensor, weight: torch.Tensor, group_list: torch.Tensor, group_list_type: int = 1) -> torch.Tensor:
+    """Grouped matmul, semantics of ``npu_grouped_matmul`` (MoE case: split along M).
+
+    x: [M, K]; weight: [E, K, N] (a transposed view of [E, N, K] is fine, no copy is made);
+    group_list: [E] int64 counts (type 1) or cumsum (type 0). Row block e of x is multiplied by
+    weight[e]. Returns y [M, N] x.dtype; rows past sum(group_list) are zero.
+    """
+    y = x.new_zeros((x.shape[0], weight.shape[2]))
+    start = 0
+    for e, n in enumerate(group_counts(group_list, group_list_type)):
+        if n:
+            torch.mm(x[start : start + n], weight[e], out=y[start : start + n])
+        start += n
+    return y
+
+
+def token_unpermute(permuted: torch.Tensor, sorted_indices: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted sum back to token order, semantics of ``npu_moe_token_unpermute``.
+
+    permuted: [M, H]; sorted_indices: [T*K] int (token-major gather index, -1 = no contribution);
+    probs: [T, K] or None (K = 1). out[t] = sum_k probs[t, k] * permuted[sorted_indices[t*K + k]],
+    products in the token dtype, then summed over k. Returns [T, H] permuted.dtype.
+    """
+    top_k = 1 if probs is None else probs.shape[1]
+    num_tokens = sorted_indices.numel() // top_k
+    idx = sorted_indices.reshape(-1).long()
+    missing = idx < 0
+    rows = permuted.index_select(0, idx.clamp(min=0)).view(num_tokens, top_k, -1)
+    if bool(missing.any()):
+        rows = rows.masked_fill(missing.view(num_tokens, top_k, 1), 0)
+    if probs is not None:
+        rows = rows * probs.to(permuted.dtype).unsqueeze(-1)
+    return rows.sum(dim=1)
+
+
+def dynamic_quant(x: torch.Tensor, *, smooth_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token symmetric int8, semantics of ``npu_dynamic_quant`` (``quant_mode="pertoken"``).
+
+    x: [..., H] float; smooth_scales: [H] optional. xs = float(x) * smooth;
+    scale = rowmax|xs| / 127; q = round_half_even(xs / scale).
+    Returns (q int8 x.shape, scale fp32 x.shape[:-1]). All-zero rows give q = 0, scale = 0.
+    """
+    xs = x.float()
+    if smooth_scales is not None:
+        xs = xs * smooth_scales.float()
+    scale = xs.abs().amax(dim=-1) / 127.0
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.round(xs / safe.unsqueeze(-1)).clamp_(-128, 127).to(torch.int8)
+    return q, scale
+
+
+def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor,
+               group_list_type: int = 1) -> torch.Tensor:
+    """The routed experts (SwiGLU) on rows already grouped by expert.
+
+    x_sorted: [M, H]; tokens_per_expert: [E] int64 (group_list_type 1 counts / 0 cumsum);
+    w13: [E, 2I, H] (gate rows then up rows); w2: [E, H, I].
+    Row block e -> down_e(silu(gate_e(x)) * up_e(x)). Returns [M, H] x.dtype; rows past the
+    group-list sum are zero. One matmul pair per non-empty expert on a contiguous slice; only
+    those experts' weights are read.
+    """
+    inter = w2.shape[2]
+    out = x_sorted.new_zeros((x_sorted.shape[0], w2.shape[1]))
+    start = 0
+    for e, n in enumerate(group_counts(tokens_per_expert, group_list_type)):
+        if not n:
+            continue
+        rows = slice(start, start + n)
+        h = F.linear(x_sorted[rows], w13[e])  # [n, 2I]
+        act = F.silu(h[:, :inter]).mul_(h[:, inter:])
+        torch.mm(act, w2[e].t(), out=out[rows])
+        start += n
+    return out

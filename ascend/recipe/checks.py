@@ -1,0 +1,62 @@
+"""Cross-field rules that need only the recipe itself (no model config, no chip table).
+
+Model-dependent rules (heads divisible by attention TP, experts by EP, FP8 block alignment,
+precision supported by the chip) live in `ascend.plan.check_recipe`; `ascend validate` runs both.
+Each problem is one line with the numbers and the fix.
+"""
+
+from __future__ import annotations
+
+from ascend.recipe.schema import Recipe
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def check_recipe_fields(recipe: Recipe) -> list[str]:
+    """Every recipe-level cross-field problem, each prefixed with where the key was set."""
+    from ascend.recipe.load import origin
+
+    problems: list[str] = []
+
+    def problem(key: str, message: str) -> None:
+        problems.append(f"{origin(recipe, key)}: {key}: {message}")
+
+    hw, par, serve, model, conv = recipe.hardware, recipe.parallel, recipe.serve, recipe.model, recipe.convert
+    world = recipe.world_size
+    world_text = f"world size {world} ({hw.nodes} node(s) × {hw.devices_per_node} devices_per_node)"
+    for name in ("dp", "ep"):
+        value = getattr(par, name)
+        if world % value:
+            problem(f"parallel.{name}", f"{value} does not divide {world_text} — use one of {divisors(world)}")
+
+    if hw.hosts and len(hw.hosts) != hw.nodes:
+        problem("hardware.hosts", f"{len(hw.hosts)} host(s) listed for {hw.nodes} node(s) — list exactly one address per node")
+    elif hw.nodes > 1 and not hw.hosts:
+        problem("hardware.hosts", f"multi-node ({hw.nodes} nodes) needs one address per node — add hosts: [node0-ip, node1-ip, ...]")
+    if len(set(hw.hosts)) != len(hw.hosts):
+        problem("hardware.hosts", "the same address is listed twice — each node needs its own address")
+
+    if model.source in ("modelscope", "huggingface") and not model.id:
+        problem("model.id", f"source '{model.source}' needs a hub id — add model.id, e.g. ZhipuAI/GLM-5-FP8")
+    if model.tiny is not None and model.source != "tiny":
+        problem("model.tiny", f"only used with model.source: tiny (source is '{model.source}') — remove it or set source: tiny")
+
+    if serve.engine == "xllm" and hw.chip == "cpu":
+        problem("serve.engine", "xllm needs Ascend NPUs but hardware.chip is cpu — use serve.engine: cpu for the CPU engine")
+    if serve.engine == "cpu" and hw.nodes > 1:
+        problem("serve.engine", "the CPU engine runs on one node — set hardware.nodes: 1")
+    if serve.port == serve.master_port:
+        problem("serve.master_port", f"equals serve.port ({serve.port}) — pick another port for rank rendezvous")
+    if serve.speculative is not None and serve.speculative.method == "mtp" and conv.mtp != "export" and serve.engine == "xllm":
+        problem(
+            "convert.mtp",
+            f"is '{conv.mtp}' but serve.speculative uses MTP, which xLLM loads from an exported draft dir — set convert.mtp: export",
+        )
+    if serve.max_tokens_per_batch < serve.max_seqs:
+        problem(
+            "serve.max_tokens_per_batch",
+            f"{serve.max_tokens_per_batch} is below serve.max_seqs ({serve.max_seqs}); each running sequence needs a token per step — raise it",
+        )
+    return problems

@@ -1,0 +1,187 @@
+"""The recipe schema: typed, strict (unknown keys are errors), documented field by field.
+
+Field names are part of the contract: add fields, never rename them. Each field's description
+is user-facing: `tools/gen_recipe_docs.py` turns this module into docs/recipe-reference.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Family = Literal["glm_moe_dsa", "deepseek_v3", "deepseek_v32", "glm4_moe"]
+Chip = Literal["ascend-910b", "ascend-a3", "ascend-950", "cpu"]
+Precision = Literal["bf16", "fp8", "w8a8"]
+SmokeCheck = Literal[
+    "models",
+    "chat",
+    "stream",
+    "max_tokens",
+    "stop",
+    "thinking",
+    "tools",
+    "tools_stream",
+    "tools_no_args",
+    "tools_multi_turn",
+    "long_prompt",
+    "concurrency",
+    "bad_request",
+]
+ALL_SMOKE_CHECKS: list[str] = list(SmokeCheck.__args__)  # type: ignore[attr-defined]
+
+
+class Section(BaseModel):
+    """Base for every section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinySection(Section):
+    """How `ascend tiny` generates the source checkpoint when `model.source: tiny`."""
+
+    fp8: bool = Field(False, description="Write FP8 e4m3 block-quantized weights, like the published FP8 checkpoints.")
+    seed: int = Field(0, description="Random seed; the checkpoint is deterministic for a seed.")
+    layers: int | None = Field(None, ge=1, description="Number of decoder layers (default: the family's tiny default).")
+    experts: int | None = Field(None, ge=1, description="Number of routed experts (default: the family's tiny default).")
+    mtp: bool = Field(True, description="Include the MTP (next-n) layer.")
+    scripted: bool = Field(
+        False,
+        description="Constructed weights with known behaviour (thinking, tool calls) instead of random ones.",
+    )
+
+
+class ModelSection(Section):
+    """Which model, and where its source checkpoint comes from."""
+
+    family: Family = Field(description="Model family (HF `model_type`).")
+    id: str | None = Field(None, description="Hub id, e.g. `ZhipuAI/GLM-5-FP8` (ModelScope) or `zai-org/GLM-5-FP8` (Hugging Face).")
+    source: Literal["modelscope", "huggingface", "local", "tiny"] = Field(
+        "modelscope", description="Where the checkpoint comes from; `tiny` generates a tiny random one on CPU."
+    )
+    revision: str | None = Field(None, description="Hub revision; default `master` on ModelScope, `main` on Hugging Face.")
+    path: str = Field(description="Directory of the source checkpoint (downloaded or generated there).")
+    tiny: TinySection | None = Field(None, description="Options for `source: tiny`.")
+
+    @property
+    def resolved_revision(self) -> str | None:
+        if self.revision:
+            return self.revision
+        return {"modelscope": "master", "huggingface": "main"}.get(self.source)
+
+
+class HardwareSection(Section):
+    """The cluster: chip kind, node count, ranks per node, node addresses."""
+
+    chip: Chip = Field(description="Chip profile: ascend-910b (Atlas A2), ascend-a3 (dies), ascend-950, cpu.")
+    nodes: int = Field(1, ge=1, description="Number of nodes (servers).")
+    devices_per_node: int = Field(description="Ranks per node (on A3: dies, 16 per Atlas 800 A3).", ge=1)
+    hosts: list[str] = Field(default_factory=list, description="One address per node, node 0 first (required for multi-node).")
+
+
+class ParallelSection(Section):
+    """Parallel layout. Attention TP = world / dp; MoE TP = world / ep (as in xLLM)."""
+
+    dp: int = Field(1, ge=1, description="Attention data-parallel groups.")
+    ep: int = Field(1, ge=1, description="Expert-parallel size.")
+
+
+class PrecisionRule(Section):
+    match: str = Field(description="Glob on tensor names, e.g. `*.mlp.experts.*`.")
+    format: Precision = Field(description="Output format for matching tensors.")
+
+
+class PrecisionSection(Section):
+    default: Precision = Field("bf16", description="Format for tensors no rule matches.")
+    rules: list[PrecisionRule] = Field(default_factory=list, description="First match wins; non-quantizable tensors always stay BF16.")
+
+
+class ConvertSection(Section):
+    """How the source checkpoint is converted for serving."""
+
+    output: str = Field(description="Output directory.")
+    layout: Literal["hf", "sharded"] = Field("hf", description="`hf`: engines shard at load; `sharded`: one file per rank.")
+    precision: PrecisionSection = Field(default_factory=PrecisionSection)
+    mtp: Literal["keep", "drop", "export"] = Field("keep", description="MTP layer: keep in place, drop, or export as xLLM's draft model dir.")
+    workers: int = Field(4, ge=1, description="Parallel conversion worker processes (memory grows with workers).")
+    misaligned_fp8: Literal["refuse", "requantize"] = Field(
+        "refuse", description="FP8 output whose TP split breaks 128-blocks: refuse, or requantize per shard."
+    )
+
+
+class SpeculativeSection(Section):
+    method: Literal["mtp"] = Field("mtp", description="Speculative method; `mtp` uses the exported MTP draft model.")
+    num_tokens: int = Field(1, ge=1, le=8, description="Speculative tokens per step.")
+
+
+class ServeSection(Section):
+    """How the engine is launched."""
+
+    engine: Literal["xllm", "cpu"] = Field("xllm", description="`xllm` on Ascend; `cpu` is the xLLM-compatible CPU engine.")
+    version: str = Field("0.10", description="xLLM flag dialect, e.g. `0.9`, `0.10`, `0.11`.")
+    binary: str = Field("xllm", description="Engine binary (name on PATH or absolute path; `XLLM_BIN` overrides).")
+    port: int = Field(18000, ge=1, le=65535, description="HTTP port of rank 0.")
+    master_port: int = Field(9748, ge=1, le=65535, description="Port of the master node address used by ranks to rendezvous.")
+    max_model_len: int = Field(32768, ge=1, description="Longest sequence (prompt + output) in tokens.")
+    max_seqs: int = Field(32, ge=1, description="Sequences per batch (`--max_seqs_per_batch`).")
+    max_tokens_per_batch: int = Field(8192, ge=1, description="Tokens per scheduler step (`--max_tokens_per_batch`).")
+    block_size: int = Field(128, ge=1, description="KV-cache block size in tokens.")
+    memory_utilization: float = Field(0.85, gt=0, le=1, description="Fraction of device memory the engine may use.")
+    tool_call_parser: str | None = Field(None, description="Tool-call parser name (explicit; `auto` is fatal for some families).")
+    reasoning_parser: str | None = Field(None, description="Reasoning parser name.")
+    speculative: SpeculativeSection | None = Field(None, description="Speculative decoding (MTP).")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment overrides for every rank (win over generated values).")
+    extra_args: list[str] = Field(default_factory=list, description="Extra engine flags, appended verbatim (`--flag=value`).")
+    device_ips: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per host, the NPU device IPs (for generating the rank table)."
+    )
+    rank_table: str | None = Field(None, description="Existing rank table file to use instead of generating one.")
+    startup_timeout_s: int | None = Field(None, ge=1, description="Readiness timeout; default sized from the model.")
+
+
+class SmokeSection(Section):
+    """What the smoke suite checks, and the thresholds it enforces."""
+
+    checks: list[SmokeCheck] = Field(default_factory=lambda: list(ALL_SMOKE_CHECKS), description="Checks to run.")
+    concurrency: int = Field(8, ge=1, description="Parallel streaming requests in the `concurrency` check.")
+    max_tokens: int = Field(32, ge=1, description="Completion length used by the checks.")
+    thresholds: dict[Literal["ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "min_tokens_per_s"], float] = Field(
+        default_factory=dict, description="Latency/throughput limits; a check fails when exceeded."
+    )
+
+
+class Recipe(Section):
+    """One deployment: model, hardware, layout, conversion, serving, smoke test."""
+
+    name: str = Field(description="Short identifier.")
+    description: str = Field("", description="One line shown by `ascend recipes`.")
+    model: ModelSection
+    hardware: HardwareSection
+    parallel: ParallelSection = Field(default_factory=ParallelSection)
+    convert: ConvertSection
+    serve: ServeSection = Field(default_factory=ServeSection)
+    smoke: SmokeSection = Field(default_factory=SmokeSection)
+
+    # Set by the loader, not YAML keys: the file, and where each key's value came from.
+    _source_path: str | None = None
+    _origins: Any = None
+
+    @property
+    def source_path(self) -> str | None:
+        """The YAML file this recipe was loaded from (None when built in code)."""
+        return self._source_path
+
+    @property
+    def world_size(self) -> int:
+        """Total ranks = nodes × devices_per_node."""
+        return self.hardware.nodes * self.hardware.devices_per_node
+
+    @property
+    def attention_tp(self) -> int:
+        """Attention tensor-parallel size = world / dp."""
+        return self.world_size // self.parallel.dp
+
+    @property
+    def moe_tp(self) -> int:
+        """MoE tensor-parallel size = world / ep."""
+        return self.world_size // self.parallel.ep

@@ -1,0 +1,188 @@
+"""Lazy weight reading for the reference model: HF checkpoint dirs and ``sharded`` dirs.
+
+- HF dir: ``config.json`` + ``model.safetensors.index.json`` (or a single ``model.safetensors``,
+  or several ``*.safetensors`` without an index). Tensors are read one at a time through
+  ``safe_open(...).get_slice`` so a rank only materialises the rows/columns it holds.
+- FP8 block checkpoints: a tensor is FP8 iff ``<name>_scale_inv`` exists (checkpoints.md §4); it is
+  dequantized to float32 with its 128x128 block scales (partial edge blocks included) and then
+  sliced.
+- ``sharded`` dir: ``model-rank-0000r-of-0000w.safetensors`` per rank plus ``ascend-plan.json``;
+  the file of rank r already holds exactly r's slices, under the HF names.
+
+Every problem is a one-line ``CheckpointError`` naming the file and the tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ascend.errors import CheckpointError
+
+SHARD_FILE = re.compile(r"model-rank-(\d+)-of-(\d+)\.safetensors$")
+PLAN_FILE = "ascend-plan.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Take part ``index`` of ``parts`` equal parts along ``dim`` (``rows`` overrides: explicit rows)."""
+
+    dim: int
+    parts: int
+    index: int
+
+    def apply(self, shape: tuple[int, ...]) -> tuple[slice, ...]:
+        size = shape[self.dim]
+        if size % self.parts:
+            raise ValueError(f"dimension {self.dim} of size {size} does not split into {self.parts} parts")
+        step = size // self.parts
+        out = [slice(None)] * len(shape)
+        out[self.dim] = slice(self.index * step, (self.index + 1) * step)
+        return tuple(out)
+
+
+def read_config(model_dir: str | Path) -> dict:
+    """``config.json`` of ``model_dir`` as a dict (CheckpointError when missing or unreadable)."""
+    path = Path(model_dir) / "config.json"
+    if not Path(model_dir).is_dir():
+        raise CheckpointError(f"{model_dir}: not a directory", fix="pass a checkpoint directory")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no config.json", fix="pass a Hugging Face checkpoint directory (it has config.json)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot read", why=str(err)) from None
+
+
+def dequantize_fp8(w: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128)) -> torch.Tensor:
+    """FP8 block dequantization, float32 out (delegates to ``ascend.checkpoint.fp8`` when present).
+
+    ``w``: [out, in] float8_e4m3fn; ``scale_inv``: [ceil(out/128), ceil(in/128)] float32.
+    """
+    try:
+        from ascend.checkpoint.fp8 import dequantize_fp8_block
+    except ImportError:  # conversion engineer's module not merged yet: same formula (checkpoints.md §5)
+        rows, cols = w.shape
+        s = scale_inv.float().repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)[:rows, :cols]
+        return w.float() * s
+    return dequantize_fp8_block(w, scale_inv, block=block, dtype=torch.float32)
+
+
+class CheckpointReader:
+    """Reads named tensors (or this rank's slices of them) as float32 from a checkpoint dir."""
+
+    def __init__(self, model_dir: str | Path, *, rank: int = 0, world_size: int = 1):
+        self.dir = Path(model_dir)
+        self.config = read_config(self.dir)
+        self.sharded = (self.dir / PLAN_FILE).is_file()
+        self._handles: dict[Path, object] = {}
+        self.weight_map: dict[str, Path] = {}
+        self.plan: dict | None = None
+        if self.sharded:
+            self._index_sharded(rank, world_size)
+        else:
+            self._index_hf()
+        block = (self.config.get("quantization_config") or {}).get("weight_block_size") or [128, 128]
+        self.block = (int(block[0]), int(block[1]))
+
+    # --- indexing ----------------------------------------------------------------------------
+    def _index_hf(self) -> None:
+        index = self.dir / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (OSError, ValueError, KeyError) as err:
+                raise CheckpointError(f"{index}: not a safetensors index", why=str(err)) from None
+            for name, file in weight_map.items():
+                self.weight_map[name] = self.dir / file
+            return
+        files = sorted(self.dir.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"{self.dir}: no *.safetensors files", fix="pass a complete checkpoint directory")
+        for file in files:
+            for name in self._open(file).keys():
+                self.weight_map[name] = file
+
+    def _index_sharded(self, rank: int, world_size: int) -> None:
+        plan_path = self.dir / PLAN_FILE
+        try:
+            self.plan = json.loads(plan_path.read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{plan_path}: cannot read", why=str(err)) from None
+        file = self.dir / f"model-rank-{rank:05d}-of-{world_size:05d}.safetensors"
+        if not file.is_file():
+            found = sorted(p.name for p in self.dir.glob("model-rank-*.safetensors"))
+            raise CheckpointError(
+                f"{file}: missing",
+                why=f"a sharded dir for {world_size} ranks needs one file per rank; found {found[:3]}...",
+                fix="run with the world size the dir was written for (see ascend-plan.json)",
+            )
+        for name in self._open(file).keys():
+            self.weight_map[name] = file
+
+    def _open(self, file: Path):
+        handle = self._handles.get(file)
+        if handle is None:
+            if not file.is_file():
+                raise CheckpointError(f"{file}: missing", why="listed in model.safetensors.index.json")
+            try:
+                handle = safe_open(str(file), framework="pt", device="cpu")
+            except Exception as err:  # safetensors raises its own error types
+                raise CheckpointError(f"{file}: not a readable safetensors file", why=str(err)) from None
+            self._handles[file] = handle
+        return handle
+
+    # --- reading -----------------------------------------------------------------------------
+    def has(self, name: str) -> bool:
+        return name in self.weight_map
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._open(self._file(name)).get_slice(name).get_shape())
+
+    def _file(self, name: str) -> Path:
+        file = self.weight_map.get(name)
+        if file is None:
+            where = self.dir / ("model.safetensors.index.json" if not self.sharded else PLAN_FILE)
+            raise CheckpointError(f"{where}: tensor {name} is missing", fix="regenerate or re-download the checkpoint")
+        return file
+
+    def get(self, name: str, expected: tuple[int, ...], split: Split | None = None) -> torch.Tensor:
+        """Tensor ``name`` as float32: its full shape must be ``expected``; ``split`` picks this
+        rank's part. In a sharded dir the stored tensor already is the part (its shape is checked
+        against the part's shape)."""
+        file = self._file(name)
+        handle = self._open(file)
+        view = handle.get_slice(name)
+        shape = tuple(view.get_shape())
+        want = expected
+        if self.sharded and split is not None:
+            want = tuple(s // split.parts if d == split.dim else s for d, s in enumerate(expected))
+        if shape != want:
+            raise CheckpointError(
+                f"{file}: tensor {name} has shape {list(shape)}, expected {list(want)}",
+                why="the checkpoint does not match its config.json",
+            )
+        scale_name = f"{name}_scale_inv"
+        if scale_name in self.weight_map:  # FP8 block weight: dequantize whole, then slice
+            scale = self._open(self._file(scale_name)).get_tensor(scale_name)
+            rows, cols = shape
+            want_scale = (-(-rows // self.block[0]), -(-cols // self.block[1]))
+            if tuple(scale.shape) != want_scale:
+                raise CheckpointError(
+                    f"{self._file(scale_name)}: tensor {scale_name} has shape {list(scale.shape)}, expected {list(want_scale)}"
+                )
+            full = dequantize_fp8(handle.get_tensor(name), scale, self.block)
+            if split is not None and not self.sharded:
+                full = full[split.apply(shape)]
+            return full.contiguous()
+        if split is not None and not self.sharded:
+            return view[split.apply(shape)].float().contiguous()
+        return view[:].float()
+
+    def close(self) -> None:
+        self._handles.clear()

@@ -1,0 +1,183 @@
+"""HCCL rank tables: generate (A2 format 1.0, A3 format 1.2), parse tool output, validate.
+
+Formats (CANN HCCL user guide, "rank table" pages; reference/xllm.md §8.2):
+- A2 (``version: "1.0"``): ``server_list[{server_id, device[{device_id, device_ip, rank_id}]}]``.
+- A3 (``version: "1.2"``): the same plus ``host_ip`` per server and ``super_device_id`` per device,
+  and ``super_pod_list[{super_pod_id, server_list[{server_id}]}]``.
+All values are strings; ``rank_id`` is the global rank. ``"-.-.-.-"`` device IPs (what
+``hccn_tool`` prints for an unconfigured NIC) and stale files are the documented failure causes,
+so every table, generated or loaded, goes through :func:`validate_rank_table`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+from ascend.errors import ServeError
+
+FORMAT_BY_CHIP = {"ascend-910b": "1.0", "ascend-a3": "1.2"}
+
+
+def rank_table_format(chip: str) -> str:
+    try:
+        return FORMAT_BY_CHIP[chip]
+    except KeyError:
+        raise ServeError(
+            f"no HCCL rank table format known for hardware.chip {chip!r}",
+            fix=f"rank tables are generated for {', '.join(FORMAT_BY_CHIP)}; pass serve.rank_table "
+            "pointing at a file you wrote for this chip",
+        ) from None
+
+
+_HCCN_IP = re.compile(r"^\s*ipaddr\s*[:=]\s*(\S+)\s*$", re.MULTILINE)
+_SPOD_SDID = re.compile(r"^\s*SDID\s*:\s*(\d+)\s*$", re.MULTILINE | re.IGNORECASE)
+_SPOD_ID = re.compile(r"^\s*Super\s*Pod\s*ID\s*:\s*(\d+)\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+def parse_hccn_ip(text: str, *, source: str = "hccn_tool output") -> str:
+    """The device IP from ``hccn_tool -i N -ip -g`` output (lines ``ipaddr:A.B.C.D`` / ``netmask:…``)."""
+    match = _HCCN_IP.search(text)
+    if not match:
+        raise ServeError(f"{source}: no 'ipaddr:' line", fix="save the output of `hccn_tool -i N -ip -g` for each device")
+    ip = match.group(1)
+    _check_ip(ip, source)
+    return ip
+
+
+def parse_spod_info(text: str, *, source: str = "npu-smi output") -> tuple[str, str]:
+    """``(super_device_id, super_pod_id)`` from ``npu-smi info -t spod-info -i N -c C`` output (A3)."""
+    sdid, spod = _SPOD_SDID.search(text), _SPOD_ID.search(text)
+    if not sdid or not spod:
+        raise ServeError(
+            f"{source}: no 'SDID' / 'Super Pod ID' lines",
+            fix="save the output of `npu-smi info -t spod-info -i <npu> -c <chip>` for each die",
+        )
+    return sdid.group(1), spod.group(1)
+
+
+def read_node_device_ips(node_dir: Path, devices: int) -> list[str]:
+    """Device IPs of one node from saved files ``<node_dir>/hccn_<dev>.txt`` (one per device)."""
+    ips = []
+    for dev in range(devices):
+        path = Path(node_dir) / f"hccn_{dev}.txt"
+        if not path.is_file():
+            raise ServeError(
+                f"{path}: missing",
+                fix=f"on that node run: for i in $(seq 0 {devices - 1}); do hccn_tool -i $i -ip -g > hccn_$i.txt; done",
+            )
+        ips.append(parse_hccn_ip(path.read_text(), source=str(path)))
+    return ips
+
+
+def _check_ip(ip: str, where: str) -> None:
+    if ip.strip() in {"-.-.-.-", ""}:
+        raise ServeError(
+            f"{where}: device IP is {ip!r} (the NIC has no address)",
+            fix="configure it with `hccn_tool -i N -ip -s address A netmask M` and regenerate the rank table",
+        )
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ServeError(f"{where}: {ip!r} is not an IP address", fix="use the address printed by `hccn_tool -i N -ip -g`") from None
+
+
+def build_rank_table(
+    chip: str,
+    hosts: list[str],
+    device_ips: list[list[str]],
+    *,
+    super_device_ids: list[list[str]] | None = None,
+    super_pod_ids: list[str] | None = None,
+) -> dict:
+    """Rank table for ``len(hosts)`` nodes; ``device_ips[node][local_device]``; ranks node-major.
+
+    A3 additionally needs ``super_device_ids[node][die]`` (``SDID`` from ``npu-smi info -t spod-info``)
+    and optionally ``super_pod_ids[node]`` (default: all nodes in super pod ``"0"``).
+    """
+    version = rank_table_format(chip)
+    if len(device_ips) != len(hosts):
+        raise ServeError(f"serve.device_ips lists {len(device_ips)} nodes but hardware.hosts has {len(hosts)}")
+    if version == "1.2" and super_device_ids is None:
+        raise ServeError(
+            "an A3 rank table (format 1.2) needs each die's super_device_id",
+            fix="save `npu-smi info -t spod-info -i <npu> -c <chip>` per die as spod_<rank>.txt next to the "
+            "hccn files, or pass serve.rank_table pointing at a validated file",
+        )
+    servers, rank = [], 0
+    for node, (host, ips) in enumerate(zip(hosts, device_ips)):
+        devices = []
+        for local, ip in enumerate(ips):
+            _check_ip(ip, f"serve.device_ips[{node}][{local}]")
+            entry = {"device_id": str(local), "device_ip": ip, "rank_id": str(rank)}
+            if version == "1.2":
+                entry = {"device_id": str(local), "super_device_id": str(super_device_ids[node][local]),
+                         "device_ip": ip, "rank_id": str(rank)}
+            devices.append(entry)
+            rank += 1
+        server = {"server_id": host, "device": devices}
+        if version == "1.2":
+            server = {"server_id": host, "host_ip": host, "device": devices}
+        servers.append(server)
+    table: dict = {"version": version, "server_count": str(len(hosts)), "server_list": servers}
+    if version == "1.2":
+        pods: dict[str, list] = {}
+        for node, host in enumerate(hosts):
+            pods.setdefault(str(super_pod_ids[node]) if super_pod_ids else "0", []).append({"server_id": host})
+        table["super_pod_list"] = [{"super_pod_id": pid, "server_list": srv} for pid, srv in pods.items()]
+    table["status"] = "completed"
+    return table
+
+
+def validate_rank_table(table: dict, *, chip: str, hosts: list[str], devices_per_node: int, source: str = "rank table") -> None:
+    """Raise ServeError unless ``table`` matches the plan: format per chip, hosts, counts, global ranks, IPs."""
+    expected = rank_table_format(chip)
+    if str(table.get("version")) != expected:
+        raise ServeError(
+            f"{source}: version {table.get('version')!r}, but {chip} needs format {expected}",
+            fix="regenerate it with `ascend serve RECIPE --dry-run --json` (A2 uses 1.0, A3 uses 1.2)",
+        )
+    if table.get("status") != "completed":
+        raise ServeError(f"{source}: status is {table.get('status')!r}, not 'completed'")
+    servers = table.get("server_list") or []
+    if str(table.get("server_count")) != str(len(servers)) or len(servers) != len(hosts):
+        raise ServeError(
+            f"{source}: server_count {table.get('server_count')!r} with {len(servers)} servers, "
+            f"but the recipe has {len(hosts)} nodes (hardware.hosts)",
+        )
+    ranks = []
+    for node, server in enumerate(servers):
+        sid = server.get("server_id")
+        if sid != hosts[node]:
+            raise ServeError(f"{source}: server_list[{node}].server_id is {sid!r}, hardware.hosts[{node}] is {hosts[node]!r}",
+                             fix="list servers in the order of hardware.hosts")
+        devices = server.get("device") or []
+        if len(devices) != devices_per_node:
+            raise ServeError(f"{source}: server {sid} lists {len(devices)} devices, the plan has "
+                             f"{devices_per_node} per node (hardware.devices_per_node)")
+        for dev in devices:
+            _check_ip(str(dev.get("device_ip", "")), f"{source}: server {sid} device {dev.get('device_id')}")
+            if expected == "1.2" and "super_device_id" not in dev:
+                raise ServeError(f"{source}: server {sid} device {dev.get('device_id')} has no super_device_id (needed on A3)")
+            ranks.append(int(dev.get("rank_id", -1)))
+    world = len(hosts) * devices_per_node
+    if ranks != list(range(world)):
+        raise ServeError(f"{source}: rank_id values must be 0..{world - 1} in node-major order, got {ranks[:8]}…"
+                         if len(ranks) > 8 else f"{source}: rank_id values must be 0..{world - 1}, got {ranks}")
+
+
+def load_rank_table(path: Path, **plan) -> dict:
+    """Load and validate a rank table file (``plan``: chip, hosts, devices_per_node)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ServeError(f"{path}: is a symlink; xLLM refuses symlinked rank tables", fix="copy the file instead")
+    try:
+        table = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ServeError(f"serve.rank_table: {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ServeError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})", fix="rank tables allow no comments") from None
+    validate_rank_table(table, source=str(path), **plan)
+    return table
