@@ -37,6 +37,20 @@ def _expand_blocks(scale: torch.Tensor, shape: tuple[int, int], block: tuple[int
     return full[:out_dim, :in_dim]
 
 
+_FP8_TO_F32 = torch.arange(256, dtype=torch.uint8).view(FP8_DTYPE).to(torch.float32).numpy()
+
+
+def fp8_to_float32(w: torch.Tensor) -> torch.Tensor:
+    """float8_e4m3fn -> float32, bit-identical to ``w.to(torch.float32)``.
+
+    A 256-entry table lookup: about twice as fast as torch's elementwise cast on CPU.
+    """
+    import numpy as np
+
+    codes = w.contiguous().view(torch.uint8).numpy()
+    return torch.from_numpy(np.take(_FP8_TO_F32, codes))
+
+
 def dequantize_fp8_block(
     w: torch.Tensor,
     scale_inv: torch.Tensor,
@@ -57,8 +71,15 @@ def dequantize_fp8_block(
             f"weight_scale_inv has shape {tuple(scale_inv.shape)}, expected {list(expected)} "
             f"for a weight of shape {list(w.shape)} with {block[0]}x{block[1]} blocks"
         )
-    out = w.to(torch.float32)
-    out.mul_(_expand_blocks(scale_inv.to(torch.float32), tuple(w.shape), block))
+    out_dim, in_dim = w.shape
+    out = fp8_to_float32(w)
+    scale_inv = scale_inv.to(torch.float32)
+    if out_dim % block[0] == 0 and in_dim % block[1] == 0:
+        # whole blocks: broadcast one scale over each block view (same products, no expanded copy)
+        blocks = out.view(out_dim // block[0], block[0], in_dim // block[1], block[1])
+        blocks.mul_(scale_inv[:, None, :, None])
+    else:
+        out.mul_(_expand_blocks(scale_inv, (out_dim, in_dim), block))
     return out if dtype == torch.float32 else out.to(dtype)
 
 

@@ -264,6 +264,11 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
+def open_for_write(path: Path):
+    """Unbuffered binary file for a weight being written (one place, so tests can simulate a full disk)."""
+    return open(path, "wb", buffering=0)
+
+
 def partial_name(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
@@ -284,7 +289,7 @@ class SafetensorsWriter:
         self.expected = len(self.header) + data_size(entries)
         self.sha = hashlib.sha256()
         self.written = 0
-        self.f = open(self.tmp, "wb", buffering=0)
+        self.f = open_for_write(self.tmp)
         self.write(self.header)
 
     def write(self, data: bytes | bytearray | memoryview | torch.Tensor) -> None:

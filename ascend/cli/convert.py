@@ -1,7 +1,114 @@
-"""`ascend convert` (not yet built)."""
+"""`ascend convert`: FP8 / BF16 / W8A8 conversion, hf or sharded layout, resumable."""
+
+from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
+from ascend.cli.common import interactive, set_option
+
+HELP = """\
+Convert a checkpoint for serving: precision (bf16 | fp8 | w8a8), layout (hf | sharded), MTP.
+
+Recipe mode reads the recipe's convert section (output, layout, precision rules, mtp, workers)
+and parallel layout; flag mode takes everything on the command line (world = tp x dp, ep must
+divide it, MoE TP = world / ep, as in xLLM). A rerun skips finished files; --force starts over.
+
+Examples:
+
+\b
+  ascend convert glm5/a3-w8a8 --src /data/GLM-5-FP8
+  ascend convert glm5/a3-w8a8 --dry-run
+  ascend convert --src /data/GLM-5-FP8 --out /data/GLM-5-bf16 --precision bf16 --layout hf
+  ascend convert --src /data/GLM-5-FP8 --out /data/GLM-5-w8a8 --precision w8a8 --mtp export
+  ascend convert --src ckpt --out ckpt-tp4 --precision bf16 --layout sharded --tp 4 --ep 4
+  # spread over 4 machines (shared filesystem), e.g. a Slurm array:
+  ascend convert glm5/a3-w8a8 --node-rank $SLURM_ARRAY_TASK_ID --nnodes 4
+  ascend convert glm5/a3-w8a8 --finalize
+"""
+
 
 def register(app: typer.Typer) -> None:
-    """Placeholder until this subcommand lands; registers nothing."""
+    @app.command("convert", help=HELP)
+    def convert_cmd(
+        recipe: Optional[str] = typer.Argument(None, help="Recipe file or built-in name (omit for flag mode)."),
+        src: Optional[str] = typer.Option(None, "--src", help="Source checkpoint dir (recipe: model.path)."),
+        out: Optional[str] = typer.Option(None, "--out", help="Output dir (recipe: convert.output)."),
+        precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp8 | w8a8 (flag mode)."),
+        layout: Optional[str] = typer.Option(None, "--layout", help="hf | sharded (flag mode)."),
+        tp: int = typer.Option(1, "--tp", help="Attention TP size (flag mode, sharded)."),
+        dp: int = typer.Option(1, "--dp", help="Attention DP groups (flag mode, sharded)."),
+        ep: int = typer.Option(1, "--ep", help="Expert-parallel size; must divide tp x dp (flag mode)."),
+        mtp: Optional[str] = typer.Option(None, "--mtp", help="keep | drop | export (flag mode; default keep)."),
+        requantize_misaligned: bool = typer.Option(
+            False, "--requantize-misaligned",
+            help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (recipe: convert.workers; default 1)."),
+        force: bool = typer.Option(False, "--force", help="Start over: overwrite a previous or foreign output dir."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the per-file plan and exit."),
+        node_rank: int = typer.Option(0, "--node-rank", help="This machine's part (0-based) of a multi-node conversion."),
+        nnodes: int = typer.Option(1, "--nnodes", help="Number of parts the output files are spread over."),
+        finalize: bool = typer.Option(False, "--finalize", help="Only write index + manifest once all parts are done."),
+        file_gb: float = typer.Option(5.0, "--file-gb", help="Target size of hf output files in GB."),
+        sets: list[str] = set_option(),
+    ) -> None:
+        from ascend.convert.plan import ConvertOptions
+        from ascend.errors import ConvertError
+
+        recipe_hash = None
+        if recipe is not None:
+            from ascend.recipe import load_recipe, recipe_hash as hash_of
+
+            r = load_recipe(recipe, sets)
+            for flag, value in (("--precision", precision), ("--layout", layout), ("--mtp", mtp)):
+                if value is not None:
+                    raise ConvertError(f"{flag} is a flag-mode option", fix=f"use --set convert.… with a recipe instead of {flag}")
+            c = r.convert
+            opts = ConvertOptions(
+                precision=c.precision.default,
+                rules=[(rule.match, rule.format) for rule in c.precision.rules],
+                layout=c.layout,
+                tp=r.attention_tp, dp=r.parallel.dp, ep=r.parallel.ep,
+                mtp=c.mtp,
+                misaligned_fp8="requantize" if requantize_misaligned else c.misaligned_fp8,
+            )
+            src = src or r.model.path
+            out = out or c.output
+            workers = workers or c.workers
+            recipe_hash = hash_of(r, ["model", "parallel", "hardware", "convert"])
+        else:
+            if sets:
+                raise ConvertError("--set needs a recipe", fix="pass a recipe, or use flags only")
+            missing = [f for f, v in (("--src", src), ("--out", out), ("--precision", precision)) if not v]
+            if missing:
+                raise ConvertError(f"flag mode needs {', '.join(missing)}",
+                                   fix="e.g. ascend convert --src D --out D2 --precision bf16 (or pass a recipe)")
+            opts = ConvertOptions(
+                precision=precision, layout=layout or "hf", tp=tp, dp=dp, ep=ep, mtp=mtp or "keep",
+                misaligned_fp8="requantize" if requantize_misaligned else "refuse",
+            )
+        if not src:
+            raise ConvertError("no source checkpoint", fix="set model.path in the recipe or pass --src")
+        if not out:
+            raise ConvertError("no output directory", fix="set convert.output in the recipe or pass --out")
+        opts.file_bytes = int(file_gb * 1e9)
+        opts.validate()
+        if dry_run:
+            from ascend.convert.pipeline import describe_plan, plan_conversion
+
+            typer.echo(describe_plan(plan_conversion(src, opts), src, out))
+            return
+        from ascend.convert.pipeline import convert
+
+        result = convert(
+            src, out, opts, workers=workers or 1, force=force, node_rank=node_rank, nnodes=nnodes,
+            finalize_only=finalize, recipe_hash=recipe_hash, progress=interactive(),
+            log=lambda s: typer.echo(s, err=True),
+        )
+        state = "complete" if result.complete else "part done"
+        typer.echo(
+            f"{result.out_dir}: {state}; wrote {len(result.files_written)} file(s) "
+            f"({result.bytes_written / 1e9:.2f} GB in {result.seconds:.1f} s), kept {len(result.files_skipped)}",
+            err=True,
+        )

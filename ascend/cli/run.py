@@ -1,7 +1,85 @@
-"""`ascend run` (not yet built)."""
+"""`ascend run`: the whole chain from one recipe, stage by stage, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from ascend.cli.common import interactive, json_option, print_json, set_option
+
+HELP = """\
+Run every stage of a recipe: plan -> source (fetch, or `ascend tiny` for tiny recipes) ->
+convert -> verify -> serve -> smoke -> stop. A stage whose artifact is already complete for
+this recipe is skipped, so a rerun resumes where the last one stopped. One line per stage;
+the full report goes to RUN_DIR/report.json and report.txt (default RUN_DIR: runs/<recipe name>).
+
+Exit 0 when every stage that ran passed (stages not built in this installation are reported
+as such), 3 when a check failed (plan does not fit, verify mismatch, smoke failure), 2 for a
+bad recipe or input.
+
+Examples:
+
+\b
+  ascend run tiny/glm5-cpu                             # the whole chain on CPU, in minutes
+  ascend run tiny/glm5-cpu --set serve.port=19080
+  ascend run glm5/a3-w8a8 --until convert              # fetch and convert only
+  ascend run glm5/a3-w8a8 --from serve                 # reuse the converted checkpoint
+  ascend run glm5/a3-w8a8 --until serve                # bring the service up, serve until Ctrl-C
+"""
+
 
 def register(app: typer.Typer) -> None:
-    """Placeholder until this subcommand lands; registers nothing."""
+    @app.command("run", help=HELP)
+    def run_cmd(
+        recipe: str = typer.Argument(..., help="Recipe file or built-in name, e.g. tiny/glm5-cpu."),
+        overrides: list[str] = set_option(),
+        until: str = typer.Option("smoke", "--until", help="Last stage to run: plan, source (= fetch), convert, verify, serve, smoke."),
+        start: str = typer.Option("plan", "--from", help="First stage to run (earlier artifacts must exist)."),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where reports and logs go (default runs/<recipe name>)."),
+        keep_going: bool = typer.Option(False, "--keep-going", help="After a failed check (verify), still serve and smoke to see the effect."),
+        as_json: bool = json_option("Print the run report as JSON on stdout (stage lines go to stderr)."),
+    ) -> None:
+        from rich.console import Console
+
+        from ascend.pipeline import run_pipeline
+        from ascend.pipeline.report import STYLE
+        from ascend.recipe import load_recipe
+
+        r = load_recipe(recipe, overrides)
+        out = Console(stderr=as_json, highlight=False, soft_wrap=True)
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        show_log = interactive()
+
+        def echo(result) -> None:
+            out.print(result.line(), style=STYLE[result.status], markup=False)
+
+        def log(line: str) -> None:
+            if show_log:
+                err.print(line, style="dim", markup=False)
+
+        def hold(ctx) -> None:
+            import signal
+            import threading
+
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *a: stop.set())
+            out.print(f"serving at {ctx.service.base_url} (model {ctx.service.served_model!r}); Ctrl-C to stop", markup=False)
+            try:
+                ctx.service.wait(stop.is_set)
+            except KeyboardInterrupt:
+                pass
+
+        out.print(f"ascend run {recipe}: {r.description or r.name}", style="bold", markup=False)
+        report, error = run_pipeline(
+            r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
+            hold=hold if until == "serve" else None, progress=show_log,
+        )
+        style = "bold red" if report.failed else ("bold yellow" if "PARTIAL" in report.verdict() else "bold green")
+        out.print(report.verdict(), style=style, markup=False)
+        out.print(f"report: {Path(report.run_dir) / 'report.txt'} (JSON: report.json)", markup=False)
+        if as_json:
+            print_json(report.to_dict())
+        if error is not None:
+            raise error

@@ -176,9 +176,10 @@ def check_dir(
             if matches_any(path, include):
                 expected[path] = rf
     for shard in shards:
-        expected.setdefault(shard, (remote or {}).get(shard) or RemoteFile(shard))
+        if matches_any(shard, include):
+            expected.setdefault(shard, (remote or {}).get(shard) or RemoteFile(shard))
     for rel in local_files(root):
-        if rel.endswith(".safetensors"):
+        if rel.endswith(".safetensors") and matches_any(rel, include):
             expected.setdefault(rel, (remote or {}).get(rel) or RemoteFile(rel))
 
     checks: dict[str, FileCheck] = {}

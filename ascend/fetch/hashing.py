@@ -105,6 +105,12 @@ class HashCache:
             self.save()
         return result
 
+    def remember(self, rel: str, sha256: str, source: str) -> None:
+        """Record a hash established elsewhere (e.g. verified by the hub client while streaming)."""
+        stamp = _stamp(self.root / rel)
+        with self._lock:
+            self._entries[rel] = {"size": stamp.size, "mtime_ns": stamp.mtime_ns, "sha256": sha256.lower(), "source": source}
+
     def forget(self, rel: str) -> None:
         with self._lock:
             self._entries.pop(rel, None)

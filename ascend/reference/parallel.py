@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from ascend.models.sharding import ShardCoords
+
 
 @dataclass
 class Parallel:
@@ -70,6 +72,11 @@ class Parallel:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    @property
+    def coords(self) -> ShardCoords:
+        """This rank's coordinates for ``ascend.models.shard_slice`` (same conventions as above)."""
+        return ShardCoords.for_rank(self.rank, self.world_size, dp=self.dp, ep=self.ep)
+
     # --- collectives ---------------------------------------------------------------------------
     def all_reduce_attn(self, x: torch.Tensor) -> torch.Tensor:
         """Sum ``x`` over this rank's attention-TP group (row-parallel outputs, vocab embedding)."""
@@ -77,13 +84,16 @@ class Parallel:
             dist.all_reduce(x, group=self.attn_group)
         return x
 
-    def all_gather_attn(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate ``x`` [..., n] over the attention-TP group along the last dim."""
+    def all_gather_attn(self, x: torch.Tensor, widths: list[int]) -> torch.Tensor:
+        """Concatenate ``x`` [N, widths[tp_rank]] over the attention-TP group along the last dim
+        (column-parallel head; chunks may differ in width, e.g. the last vocab chunk)."""
         if self.attn_tp == 1:
             return x
-        parts = [torch.empty_like(x) for _ in range(self.attn_tp)]
-        dist.all_gather(parts, x.contiguous(), group=self.attn_group)
-        return torch.cat(parts, dim=-1)
+        padded = x.new_zeros(x.shape[0], max(widths))
+        padded[:, : x.shape[1]] = x
+        parts = [torch.empty_like(padded) for _ in range(self.attn_tp)]
+        dist.all_gather(parts, padded, group=self.attn_group)
+        return torch.cat([p[:, :w] for p, w in zip(parts, widths)], dim=-1)
 
     def all_reduce_world(self, x: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:

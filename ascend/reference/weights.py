@@ -16,34 +16,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 
+from ascend.checkpoint.fp8 import dequantize_fp8_block
 from ascend.errors import CheckpointError
+from ascend.models.args import ModelArgs
+from ascend.models.sharding import ShardCoords, shard_slice
+from ascend.models.tensors import spec_index, tensor_specs
 
 SHARD_FILE = re.compile(r"model-rank-(\d+)-of-(\d+)\.safetensors$")
 PLAN_FILE = "ascend-plan.json"
-
-
-@dataclass(frozen=True)
-class Split:
-    """Take part ``index`` of ``parts`` equal parts along ``dim`` (``rows`` overrides: explicit rows)."""
-
-    dim: int
-    parts: int
-    index: int
-
-    def apply(self, shape: tuple[int, ...]) -> tuple[slice, ...]:
-        size = shape[self.dim]
-        if size % self.parts:
-            raise ValueError(f"dimension {self.dim} of size {size} does not split into {self.parts} parts")
-        step = size // self.parts
-        out = [slice(None)] * len(shape)
-        out[self.dim] = slice(self.index * step, (self.index + 1) * step)
-        return tuple(out)
 
 
 def read_config(model_dir: str | Path) -> dict:
@@ -59,26 +44,14 @@ def read_config(model_dir: str | Path) -> dict:
         raise CheckpointError(f"{path}: cannot read", why=str(err)) from None
 
 
-def dequantize_fp8(w: torch.Tensor, scale_inv: torch.Tensor, block: tuple[int, int] = (128, 128)) -> torch.Tensor:
-    """FP8 block dequantization, float32 out (delegates to ``ascend.checkpoint.fp8`` when present).
-
-    ``w``: [out, in] float8_e4m3fn; ``scale_inv``: [ceil(out/128), ceil(in/128)] float32.
-    """
-    try:
-        from ascend.checkpoint.fp8 import dequantize_fp8_block
-    except ImportError:  # conversion engineer's module not merged yet: same formula (checkpoints.md §5)
-        rows, cols = w.shape
-        s = scale_inv.float().repeat_interleave(block[0], 0).repeat_interleave(block[1], 1)[:rows, :cols]
-        return w.float() * s
-    return dequantize_fp8_block(w, scale_inv, block=block, dtype=torch.float32)
-
-
 class CheckpointReader:
     """Reads named tensors (or this rank's slices of them) as float32 from a checkpoint dir."""
 
-    def __init__(self, model_dir: str | Path, *, rank: int = 0, world_size: int = 1):
+    def __init__(self, model_dir: str | Path, args: ModelArgs, coords: ShardCoords, *, rank: int = 0, world_size: int = 1):
         self.dir = Path(model_dir)
-        self.config = read_config(self.dir)
+        self.args, self.coords = args, coords
+        self.config = args.config
+        self.specs = spec_index(tensor_specs(args, mtp=True))
         self.sharded = (self.dir / PLAN_FILE).is_file()
         self._handles: dict[Path, object] = {}
         self.weight_map: dict[str, Path] = {}
@@ -151,38 +124,42 @@ class CheckpointReader:
             raise CheckpointError(f"{where}: tensor {name} is missing", fix="regenerate or re-download the checkpoint")
         return file
 
-    def get(self, name: str, expected: tuple[int, ...], split: Split | None = None) -> torch.Tensor:
-        """Tensor ``name`` as float32: its full shape must be ``expected``; ``split`` picks this
-        rank's part. In a sharded dir the stored tensor already is the part (its shape is checked
-        against the part's shape)."""
+    def read(self, name: str) -> torch.Tensor | None:
+        """This rank's part of tensor ``name`` as float32, or None when the rank holds none of it
+        (another EP rank's expert). Which part is decided by ``ascend.models.shard_slice``; the
+        full tensor must have the shape ``tensor_specs`` gives (in a sharded dir, the stored part
+        must have the part's shape)."""
+        spec = self.specs.get(name)
+        if spec is None:
+            raise KeyError(f"{name} is not a tensor of this {self.args.family} checkpoint")
+        part = shard_slice(spec, self.coords)
+        if part is None:
+            return None
         file = self._file(name)
         handle = self._open(file)
         view = handle.get_slice(name)
         shape = tuple(view.get_shape())
-        want = expected
-        if self.sharded and split is not None:
-            want = tuple(s // split.parts if d == split.dim else s for d, s in enumerate(expected))
+        want = tuple(s.stop - s.start for s in part) if self.sharded else spec.shape
         if shape != want:
             raise CheckpointError(
                 f"{file}: tensor {name} has shape {list(shape)}, expected {list(want)}",
-                why="the checkpoint does not match its config.json",
+                why="the checkpoint does not match its config.json" + (" and ascend-plan.json" if self.sharded else ""),
             )
         scale_name = f"{name}_scale_inv"
-        if scale_name in self.weight_map:  # FP8 block weight: dequantize whole, then slice
-            scale = self._open(self._file(scale_name)).get_tensor(scale_name)
-            rows, cols = shape
-            want_scale = (-(-rows // self.block[0]), -(-cols // self.block[1]))
+        if scale_name in self.weight_map:  # FP8 block weight: dequantize what is stored, then slice
+            scale_file = self._file(scale_name)
+            scale = self._open(scale_file).get_tensor(scale_name)
+            want_scale = (-(-shape[0] // self.block[0]), -(-shape[1] // self.block[1]))
             if tuple(scale.shape) != want_scale:
                 raise CheckpointError(
-                    f"{self._file(scale_name)}: tensor {scale_name} has shape {list(scale.shape)}, expected {list(want_scale)}"
+                    f"{scale_file}: tensor {scale_name} has shape {list(scale.shape)}, expected {list(want_scale)}",
+                    why=f"FP8 block scales of a {list(shape)} weight with {list(self.block)} blocks",
                 )
-            full = dequantize_fp8(handle.get_tensor(name), scale, self.block)
-            if split is not None and not self.sharded:
-                full = full[split.apply(shape)]
-            return full.contiguous()
-        if split is not None and not self.sharded:
-            return view[split.apply(shape)].float().contiguous()
-        return view[:].float()
+            full = dequantize_fp8_block(handle.get_tensor(name), scale, block=self.block, dtype=torch.float32)
+            return (full if self.sharded else full[part]).contiguous()
+        if self.sharded:
+            return view[:].float()
+        return view[part].float().contiguous()
 
     def close(self) -> None:
         self._handles.clear()

@@ -18,16 +18,18 @@ from pathlib import Path
 
 from ascend.errors import ServeError
 
-FORMAT_BY_CHIP = {"ascend-910b": "1.0", "ascend-a3": "1.2"}
+# A2: 1.0. A3: 1.2 for SuperPoD networking (needs super_device_id per die); 1.0 for typical
+# networking, which is what xLLM's two-node GLM-5 guide uses on A3.
+FORMATS_BY_CHIP = {"ascend-910b": ("1.0",), "ascend-a3": ("1.2", "1.0")}
 
 
-def rank_table_format(chip: str) -> str:
+def rank_table_formats(chip: str) -> tuple[str, ...]:
     try:
-        return FORMAT_BY_CHIP[chip]
+        return FORMATS_BY_CHIP[chip]
     except KeyError:
         raise ServeError(
             f"no HCCL rank table format known for hardware.chip {chip!r}",
-            fix=f"rank tables are generated for {', '.join(FORMAT_BY_CHIP)}; pass serve.rank_table "
+            fix=f"rank tables are generated for {', '.join(FORMATS_BY_CHIP)}; pass serve.rank_table "
             "pointing at a file you wrote for this chip",
         ) from None
 
@@ -94,18 +96,14 @@ def build_rank_table(
 ) -> dict:
     """Rank table for ``len(hosts)`` nodes; ``device_ips[node][local_device]``; ranks node-major.
 
-    A3 additionally needs ``super_device_ids[node][die]`` (``SDID`` from ``npu-smi info -t spod-info``)
-    and optionally ``super_pod_ids[node]`` (default: all nodes in super pod ``"0"``).
+    On A3, ``super_device_ids[node][die]`` (``SDID`` from ``npu-smi info -t spod-info``) selects the
+    SuperPoD format 1.2, with ``super_pod_ids[node]`` (default: all nodes in super pod ``"0"``);
+    without them the table is format 1.0 (typical networking).
     """
-    version = rank_table_format(chip)
+    formats = rank_table_formats(chip)
+    version = "1.2" if ("1.2" in formats and super_device_ids is not None) else "1.0"
     if len(device_ips) != len(hosts):
         raise ServeError(f"serve.device_ips lists {len(device_ips)} nodes but hardware.hosts has {len(hosts)}")
-    if version == "1.2" and super_device_ids is None:
-        raise ServeError(
-            "an A3 rank table (format 1.2) needs each die's super_device_id",
-            fix="save `npu-smi info -t spod-info -i <npu> -c <chip>` per die as spod_<rank>.txt next to the "
-            "hccn files, or pass serve.rank_table pointing at a validated file",
-        )
     servers, rank = [], 0
     for node, (host, ips) in enumerate(zip(hosts, device_ips)):
         devices = []
@@ -133,10 +131,11 @@ def build_rank_table(
 
 def validate_rank_table(table: dict, *, chip: str, hosts: list[str], devices_per_node: int, source: str = "rank table") -> None:
     """Raise ServeError unless ``table`` matches the plan: format per chip, hosts, counts, global ranks, IPs."""
-    expected = rank_table_format(chip)
-    if str(table.get("version")) != expected:
+    formats = rank_table_formats(chip)
+    expected = str(table.get("version"))
+    if expected not in formats:
         raise ServeError(
-            f"{source}: version {table.get('version')!r}, but {chip} needs format {expected}",
+            f"{source}: version {table.get('version')!r}, but {chip} takes format {' or '.join(formats)}",
             fix="regenerate it with `ascend serve RECIPE --dry-run --json` (A2 uses 1.0, A3 uses 1.2)",
         )
     if table.get("status") != "completed":

@@ -83,6 +83,7 @@ class Deployment:
     rank_table: dict | None = None
     rank_table_path: str | None = None
     unset_env: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def world_size(self) -> int:
@@ -151,6 +152,10 @@ def _moe_dims(recipe: Any, model_config: dict | None) -> dict | None:
         cfg_file = Path(str(path)) / "config.json" if path else None
         if cfg_file is not None and cfg_file.is_file():
             cfg = json.loads(cfg_file.read_text())
+        elif _get(recipe, "model.id"):
+            from ascend.models.catalog import published_config  # published config.json by hub id
+
+            cfg = published_config(str(_get(recipe, "model.id")))
     if not cfg or "n_routed_experts" not in cfg and "num_experts" not in cfg:
         return None
     return {
@@ -199,8 +204,8 @@ def build_deployment(
         raise ServeError(f"parallel.dp={dp} and parallel.ep={ep} must divide the world size {world}")
     port = int(_get(recipe, "serve.port", 18000))
     master_port = int(_get(recipe, "serve.master_port", DEFAULT_MASTER_PORT))
-    if port <= master_port < port + world:
-        master_port = port + world  # keep the collective port clear of the per-rank HTTP ports
+    if master_port == port:  # only rank 0 binds its --port (xllm.cpp); the master port must differ
+        raise ServeError(f"serve.master_port {master_port} equals serve.port", fix="pick another serve.master_port")
     master = f"{hosts[0] if nodes > 1 else '127.0.0.1'}:{master_port}"
     model_dir = served_model_dir(recipe)
     served = str(_get(recipe, "serve.model_id", "") or Path(model_dir).name)
@@ -232,6 +237,8 @@ def build_deployment(
     # Environment shared by all ranks.
     common: dict[str, str] = {}
     unset: list[str] = []
+    warnings: list[str] = []
+    user_env = {str(k): str(v) for k, v in (_get(recipe, "serve.env", {}) or {}).items()}
     if engine == "xllm":
         common.update(NPU_ENV_COMMON)
         if nodes > 1:
@@ -244,9 +251,13 @@ def build_deployment(
             need = hccl_buffsize_mb(chip, ep=ep, max_bs=max_bs, **{k: dims[k] for k in ("hidden", "experts", "top_k", "shared_experts")})
             if need > XLLM_DEFAULT_EP_BUFFER_MB:
                 common["HCCL_BUFFSIZE"] = str(math.ceil(need * 1.1 / 8) * 8)  # 10% headroom, 8 MB steps
+            given = user_env.get("HCCL_BUFFSIZE", "")
+            if given.isdigit() and int(given) < need:
+                warnings.append(f"serve.env HCCL_BUFFSIZE={given} MB is below the ~{need} MB MoE dispatch may need "
+                                f"(EP {ep}, {max_bs} tokens per rank per step; reference/ascend-ops.md §1.13); "
+                                "if ranks die with 'HCCL_BUFFSIZE is too SMALL' or 'MTE out of range', raise it")
     else:
         common.update(CPU_ENV)
-    user_env = {str(k): str(v) for k, v in (_get(recipe, "serve.env", {}) or {}).items()}
     unset = [u for u in unset if u not in user_env]
 
     ranks: list[RankCommand] = []
@@ -296,7 +307,7 @@ def build_deployment(
         ranks.append(RankCommand(rank, node, local, argv, env))
 
     dep = Deployment(engine, dialect, served, model_dir, port, hosts, per_node, ranks,
-                     rank_table=table, rank_table_path=table_path, unset_env=unset)
+                     rank_table=table, rank_table_path=table_path, unset_env=unset, warnings=warnings)
     dep.scripts = {str(n): node_script(dep, n, recipe_name=str(_get(recipe, "name", ""))) for n in range(nodes)}
     return dep
 
@@ -313,34 +324,43 @@ def _check_extra_args(extra: list[str], dialect: str) -> None:
                              fix="remove it, or use the spelling of this version (see docs/serving.md)")
 
 
-def _rank_table(recipe, chip, hosts, per_node, device_ips, super_device_ids) -> tuple[dict, str]:
+def device_info_from_dir(base: str | Path, hosts: list[str], per_node: int) -> tuple[list[list[str]], list[list[str]] | None]:
+    """Device IPs (and A3 super device ids) from saved tool outputs, one folder per host:
+    ``<base>/<host>/hccn_<dev>.txt`` (``hccn_tool -i <dev> -ip -g``) and optionally
+    ``<base>/<host>/spod_<dev>.txt`` (``npu-smi info -t spod-info -i <npu> -c <chip>``)."""
+    dirs = [Path(base) / h for h in hosts]
+    ips = [ranktable.read_node_device_ips(d, per_node) for d in dirs]
+    sdids = None
+    if all((d / "spod_0.txt").is_file() for d in dirs):
+        sdids = [[ranktable.parse_spod_info((d / f"spod_{i}.txt").read_text(), source=str(d / f"spod_{i}.txt"))[0]
+                  for i in range(per_node)] for d in dirs]
+    return ips, sdids
+
+
+def _rank_table(recipe, chip, hosts, per_node, device_ips, super_device_ids) -> tuple[dict | None, str]:
     plan = {"chip": chip, "hosts": hosts, "devices_per_node": per_node}
     given = _get(recipe, "serve.rank_table")
     if given and Path(str(given)).is_file():
         path = Path(str(given)).absolute()
         return ranktable.load_rank_table(path, **plan), str(path)
-    ips = device_ips or _get(recipe, "serve.device_ips")
-    if isinstance(ips, str):  # a directory of saved hccn_tool outputs: <dir>/<node index>/hccn_<dev>.txt
-        base = Path(ips)
-        node_dirs = [base / str(n) for n in range(len(hosts))]
-        ips = [ranktable.read_node_device_ips(d, per_node) for d in node_dirs]
-        if super_device_ids is None and all((d / "spod_0.txt").is_file() for d in node_dirs):
-            spod = [[ranktable.parse_spod_info((d / f"spod_{i}.txt").read_text(), source=str(d / f"spod_{i}.txt"))
-                     for i in range(per_node)] for d in node_dirs]
-            super_device_ids = [[s for s, _ in node] for node in spod]
+    ips = device_ips
+    if ips is None:
+        given_ips = _get(recipe, "serve.device_ips") or {}
+        if given_ips:
+            missing = [h for h in hosts if h not in given_ips]
+            if missing:
+                raise ServeError(f"serve.device_ips has no entry for host {missing[0]}",
+                                 fix="give every host in hardware.hosts its list of device IPs")
+            ips = [given_ips[h] for h in hosts]
+    path = str(Path(str(given or f"ranktable-{_get(recipe, 'name', 'deployment')}.json")).absolute())
     if not ips:
-        raise ServeError(
-            "a multi-node xLLM deployment needs an HCCL rank table",
-            fix="set serve.device_ips (per node, per device; from `hccn_tool -i N -ip -g`) or serve.rank_table "
-            "(an existing file)",
-        )
+        return None, path  # commands still print; launching refuses until the file exists (see node_script)
     ips = [[str(ip) for ip in node] for node in ips]
     for node, node_ips in enumerate(ips):
         if len(node_ips) != per_node:
             raise ServeError(f"serve.device_ips[{node}] lists {len(node_ips)} devices, hardware.devices_per_node is {per_node}")
     table = ranktable.build_rank_table(chip, hosts, ips, super_device_ids=super_device_ids)
     ranktable.validate_rank_table(table, source="generated rank table", **plan)
-    path = str(Path(str(given or f"ranktable-{_get(recipe, 'name', 'deployment')}.json")).absolute())
     return table, path
 
 
@@ -360,6 +380,8 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
                   '  [ -f "$f" ] && source "$f"', "done"]
     lines += [f"unset {name}" for name in dep.unset_env]
     lines += [f"export {k}={q(v)}" for k, v in common.items()]
+    if dep.rank_table is None and dep.rank_table_path:
+        lines += [f"[ -f {q(dep.rank_table_path)} ] || {{ echo {q('missing rank table ' + dep.rank_table_path + ': set serve.device_ips or serve.rank_table and regenerate')} >&2; exit 2; }}"]
     if dep.rank_table is not None and dep.rank_table_path:
         lines += [f"# the same rank table on every node (never reuse a stale host file)",
                   f"rm -f {q(dep.rank_table_path)}",

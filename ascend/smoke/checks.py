@@ -46,6 +46,7 @@ class SmokeConfig:
     max_model_len: int | None = None
     thinking: bool = True
     tools: bool = True
+    max_tokens: int = 32  # completion length of the plain checks (chat, stream, stop, concurrency)
     thinking_max_tokens: int = 1024
 
 
@@ -55,10 +56,9 @@ THRESHOLDS: dict[str, tuple[str, str]] = {
     "ttft_p99_ms": ("ttft_p99_ms", "max"),
     "itl_p50_ms": ("itl_p50_ms", "max"),
     "itl_p99_ms": ("itl_p99_ms", "max"),
-    "tokens_per_s": ("tokens_per_s", "min"),
+    "min_tokens_per_s": ("tokens_per_s", "min"),
 }
 
-CHAT_MAX_TOKENS = 128
 MARKUP = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "<arg_value>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>")
 
 WEATHER_TOOL: dict[str, Any] = {
@@ -94,17 +94,23 @@ class Context:
     http: httpx.Client
     memo: dict[str, Any] = field(default_factory=dict)
 
+    def budget(self, n: int) -> int:
+        """``n`` completion tokens, capped at half the context so prompt + output always fit."""
+        return min(n, self.cfg.max_model_len // 2) if self.cfg.max_model_len else n
+
     def thinking(self, on: bool) -> dict[str, Any]:
         return {"chat_template_kwargs": {"enable_thinking": on}}
 
-    def chat(self, messages: list[dict[str, Any]], *, max_tokens: int = CHAT_MAX_TOKENS, thinking: bool = False, **kw: Any) -> Any:
+    def chat(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None, thinking: bool = False, **kw: Any) -> Any:
         """One non-streaming completion through the openai client."""
+        max_tokens = max_tokens or self.cfg.max_tokens
         extra = {**self.thinking(thinking), **kw.pop("extra_body", {})}
         return self.client.chat.completions.create(
             model=self.ep.model, messages=messages, temperature=0, max_tokens=max_tokens, extra_body=extra, **kw
         )
 
-    def stream(self, messages: list[dict[str, Any]], *, max_tokens: int = CHAT_MAX_TOKENS, thinking: bool = False, **kw: Any) -> StreamRecord:
+    def stream(self, messages: list[dict[str, Any]], *, max_tokens: int | None = None, thinking: bool = False, **kw: Any) -> StreamRecord:
+        max_tokens = max_tokens or self.cfg.max_tokens
         body = {"messages": messages, "temperature": 0, "max_tokens": max_tokens, **self.thinking(thinking), **kw}
         try:
             return stream_chat(self.http, self.ep, body)
@@ -158,14 +164,11 @@ def baseline(ctx: Context) -> Any:
 # --- readiness ---------------------------------------------------------------------------------
 
 
-def check_health(ctx: Context) -> str:
-    r = ctx.http.get(ctx.ep.root + "/health", headers=ctx.ep.headers(), timeout=30)
-    if r.status_code != 200:
-        raise Fail(f"GET /health -> HTTP {r.status_code}: {r.text[:120]!r}")
-    return "GET /health -> 200"
-
-
 def check_models(ctx: Context) -> str:
+    """Readiness: ``/health`` answers 200 and ``/v1/models`` lists the served id."""
+    h = ctx.http.get(ctx.ep.root + "/health", headers=ctx.ep.headers(), timeout=30)
+    if h.status_code != 200:
+        raise Fail(f"GET /health -> HTTP {h.status_code}: {h.text[:120]!r}")
     r = ctx.http.get(ctx.ep.api + "/models", headers=ctx.ep.headers(), timeout=30)
     if r.status_code != 200:
         raise Fail(f"GET /v1/models -> HTTP {r.status_code}: {r.text[:120]!r}")
@@ -178,7 +181,7 @@ def check_models(ctx: Context) -> str:
     card = next(m for m in r.json()["data"] if m["id"] == ctx.ep.model)
     if ctx.cfg.max_model_len is None and isinstance(card.get("max_model_len"), int):
         ctx.cfg.max_model_len = card["max_model_len"]
-    return f"lists {ctx.ep.model!r}"
+    return f"/health 200; /v1/models lists {ctx.ep.model!r}"
 
 
 # --- basic generation --------------------------------------------------------------------------
@@ -193,12 +196,13 @@ def check_chat(ctx: Context) -> str:
     if choice.finish_reason not in ("stop", "length"):
         raise Fail(f"finish_reason {choice.finish_reason!r}, expected 'stop' or 'length'")
     no_markup(content, "content")
-    return f"{content[:48]!r} finish={choice.finish_reason}, " + check_usage(resp.usage, CHAT_MAX_TOKENS)
+    return f"{content[:48]!r} finish={choice.finish_reason}, " + check_usage(resp.usage, ctx.cfg.max_tokens)
 
 
 def check_stream(ctx: Context) -> tuple[str, dict[str, float]]:
     rec = ctx.stream(GREETING, stream_options={"include_usage": True})
-    ref = baseline(ctx).choices[0]
+    base = baseline(ctx)
+    ref = base.choices[0]
     if rec.content != (ref.message.content or ""):
         raise Fail(f"streamed deltas {rec.content[:60]!r} != non-streaming answer {(ref.message.content or '')[:60]!r} at temperature 0")
     if rec.finish_reason != ref.finish_reason:
@@ -206,8 +210,8 @@ def check_stream(ctx: Context) -> tuple[str, dict[str, float]]:
     usage = rec.usage
     note = "no usage chunk"
     if usage is not None:
-        if usage.get("completion_tokens") != ref.usage.completion_tokens:
-            raise Fail(f"stream usage.completion_tokens {usage.get('completion_tokens')} != non-streaming {ref.usage.completion_tokens}")
+        if usage.get("completion_tokens") != base.usage.completion_tokens:
+            raise Fail(f"stream usage.completion_tokens {usage.get('completion_tokens')} != non-streaming {base.usage.completion_tokens}")
         note = f"usage {usage.get('prompt_tokens')}+{usage.get('completion_tokens')}"
     return f"{len(rec.chunks)} chunks + [DONE], deltas == non-streaming answer, {note}", {"chunks": len(rec.chunks)}
 
@@ -258,7 +262,7 @@ def check_thinking(ctx: Context) -> str:
     if not ctx.cfg.thinking:
         raise Skip("no reasoning parser configured (serve.reasoning_parser): thinking is returned inline")
     question = user("What is 2 + 3? Answer with one number.")
-    limit = ctx.cfg.thinking_max_tokens
+    limit = ctx.budget(ctx.cfg.thinking_max_tokens)
     on = ctx.chat(question, thinking=True, max_tokens=limit).choices[0]
     reasoning, content = reasoning_of(on.message), on.message.content or ""
     if not reasoning.strip():
@@ -307,7 +311,7 @@ def _check_call(name: str, arguments: Any, tools: list[dict[str, Any]], where: s
 
 
 def _tool_call_nonstream(ctx: Context, prompt: str, tools: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    resp = ctx.chat(user(prompt), tools=tools, tool_choice="auto", max_tokens=256)
+    resp = ctx.chat(user(prompt), tools=tools, tool_choice="auto", max_tokens=ctx.budget(256))
     choice = resp.choices[0]
     calls = choice.message.tool_calls or []
     if not calls:
@@ -331,7 +335,7 @@ def check_tools(ctx: Context) -> str:
 def check_tools_stream(ctx: Context) -> str:
     _need_tools(ctx)
     tools = [WEATHER_TOOL]
-    rec = ctx.stream(user("What is the weather in Paris right now? Use the tool."), tools=tools, tool_choice="auto", max_tokens=256)
+    rec = ctx.stream(user("What is the weather in Paris right now? Use the tool."), tools=tools, tool_choice="auto", max_tokens=ctx.budget(256))
     calls = rec.tool_calls()
     if not calls:
         raise Fail(f"no tool_calls deltas (finish_reason {rec.finish_reason!r}, content {rec.content[:100]!r})")
@@ -344,7 +348,7 @@ def check_tools_stream(ctx: Context) -> str:
     return f"{calls[0]['name']}({json.dumps(args)}) assembled from deltas, finish_reason 'tool_calls'"
 
 
-def check_tool_zero_args(ctx: Context) -> str:
+def check_tools_no_args(ctx: Context) -> str:
     _need_tools(ctx)
     name, args = _tool_call_nonstream(ctx, "What time is it on the server? Use the tool.", [TIME_TOOL])
     if args != {}:
@@ -352,7 +356,7 @@ def check_tool_zero_args(ctx: Context) -> str:
     return f"{name}({{}}), finish_reason 'tool_calls'"
 
 
-def check_tool_result(ctx: Context) -> str:
+def check_tools_multi_turn(ctx: Context) -> str:
     _need_tools(ctx)
     messages = [
         {"role": "user", "content": "What is the weather in Paris right now? Use the tool."},
@@ -365,7 +369,7 @@ def check_tool_result(ctx: Context) -> str:
         },
         {"role": "tool", "tool_call_id": "call_0", "content": '{"city": "Paris", "temperature_c": 18, "condition": "sunny"}'},
     ]
-    resp = ctx.chat(messages, tools=[WEATHER_TOOL], tool_choice="auto", max_tokens=256)
+    resp = ctx.chat(messages, tools=[WEATHER_TOOL], tool_choice="auto", max_tokens=ctx.budget(256))
     choice = resp.choices[0]
     content = choice.message.content or ""
     if choice.message.tool_calls:
@@ -416,7 +420,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def check_concurrency(ctx: Context) -> tuple[str, dict[str, float]]:
     n = ctx.cfg.concurrency
-    max_tokens = 32
+    max_tokens = ctx.cfg.max_tokens
 
     def one(i: int) -> StreamRecord:
         return ctx.stream(user(f"Write a short story about lighthouse number {i}."), max_tokens=max_tokens, stream_options={"include_usage": True})
@@ -478,7 +482,6 @@ def check_bad_request(ctx: Context) -> str:
 
 # Name -> check, in the order they run.
 CHECKS: dict[str, Callable[[Context], Any]] = {
-    "health": check_health,
     "models": check_models,
     "chat": check_chat,
     "stream": check_stream,
@@ -487,8 +490,8 @@ CHECKS: dict[str, Callable[[Context], Any]] = {
     "thinking": check_thinking,
     "tools": check_tools,
     "tools_stream": check_tools_stream,
-    "tool_zero_args": check_tool_zero_args,
-    "tool_result": check_tool_result,
+    "tools_no_args": check_tools_no_args,
+    "tools_multi_turn": check_tools_multi_turn,
     "long_prompt": check_long_prompt,
     "concurrency": check_concurrency,
     "bad_request": check_bad_request,

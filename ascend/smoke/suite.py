@@ -132,6 +132,7 @@ def config_from_recipe(recipe: Any) -> SmokeConfig:
     cfg = SmokeConfig(
         checks=list(smoke.checks) if getattr(smoke, "checks", None) else None,
         concurrency=int(getattr(smoke, "concurrency", None) or 4),
+        max_tokens=int(getattr(smoke, "max_tokens", None) or 32),
         thresholds={k: float(v) for k, v in (getattr(smoke, "thresholds", None) or {}).items()},
         max_model_len=getattr(serve, "max_model_len", None),
         thinking=bool(getattr(serve, "reasoning_parser", None)),

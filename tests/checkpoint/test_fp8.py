@@ -122,3 +122,11 @@ def test_wrong_scale_shape_is_refused():
     w = torch.zeros(576, 256, dtype=FP8_DTYPE)
     with pytest.raises(ValueError, match=r"expected \[5, 2\]"):
         dequantize_fp8_block(w, torch.ones(4, 2))
+
+
+def test_table_cast_equals_torch_cast_for_all_256_codes():
+    from ascend.checkpoint.fp8 import fp8_to_float32
+
+    codes = torch.arange(256, dtype=torch.uint8).view(FP8_DTYPE).reshape(16, 16)
+    a, b = fp8_to_float32(codes), codes.to(torch.float32)
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))  # NaN bit patterns included

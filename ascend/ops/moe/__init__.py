@@ -34,6 +34,7 @@ from ascend.ops.moe.api import (
     use_backend,
 )
 from ascend.ops.moe.parallel import DispatchHandle, combine, dispatch
+from ascend.ops.moe import library as _library  # noqa: F401  (registers torch.ops.ascend.*)
 
 __all__ = [
     "DispatchHandle",

@@ -138,10 +138,17 @@ def route(
     ``norm_topk_prob`` is the one case the NPU op cannot express (it always renormalizes sigmoid):
     the ids come from the op and the weights are the selected raw sigmoid scores.
     """
+    return _route(get_backend(), router_logits, top_k, bias=bias, n_group=n_group, topk_group=topk_group,
+                  routed_scaling_factor=routed_scaling_factor, norm_topk_prob=norm_topk_prob,
+                  scoring_func=scoring_func)
+
+
+def _route(backend, router_logits, top_k, *, bias, n_group, topk_group, routed_scaling_factor, norm_topk_prob,
+           scoring_func):
     norm_type = _norm_type(scoring_func)
     logits = router_logits.float()
     raw_sigmoid = norm_type == 1 and not norm_topk_prob
-    weights, ids = gating_topk(logits, top_k, bias=bias, n_group=n_group, topk_group=topk_group,
+    weights, ids = backend.gating_topk(logits, top_k, bias=bias, n_group=n_group, topk_group=topk_group,
                                group_select_mode=1, norm_type=norm_type, renorm=int(norm_topk_prob),
                                routed_scaling_factor=1.0 if raw_sigmoid else routed_scaling_factor)
     if raw_sigmoid:
@@ -176,16 +183,26 @@ def fused_moe(
     w13: [E, 2I, H] (gate rows first, then up); w2: [E, H, I]; bias: [E] ``e_score_correction_bias``.
     Returns y [T, H] x.dtype = sum_k w[t,k] * expert_{id[t,k]}(x[t]). Shared experts: add them yourself.
     """
-    weights, ids = route(router_logits, top_k, bias=bias, n_group=n_group, topk_group=topk_group,
-                         routed_scaling_factor=routed_scaling_factor, norm_topk_prob=norm_topk_prob,
-                         scoring_func=scoring_func)
-    return moe_experts(x, weights, ids, w13, w2)
+    return _fused_moe(get_backend(), x, router_logits, w13, w2, top_k=top_k, bias=bias, n_group=n_group,
+                      topk_group=topk_group, routed_scaling_factor=routed_scaling_factor,
+                      norm_topk_prob=norm_topk_prob, scoring_func=scoring_func)
+
+
+def _fused_moe(backend, x, router_logits, w13, w2, *, top_k, bias, n_group, topk_group, routed_scaling_factor,
+               norm_topk_prob, scoring_func):
+    weights, ids = _route(backend, router_logits, top_k, bias=bias, n_group=n_group, topk_group=topk_group,
+                          routed_scaling_factor=routed_scaling_factor, norm_topk_prob=norm_topk_prob,
+                          scoring_func=scoring_func)
+    return _moe_experts(backend, x, weights, ids, w13, w2)
 
 
 def moe_experts(x: torch.Tensor, weights: torch.Tensor, expert_ids: torch.Tensor, w13: torch.Tensor,
                 w2: torch.Tensor) -> torch.Tensor:
     """The routed experts for given routing: x [T, H], weights/expert_ids [T, k] -> y [T, H]."""
-    backend = get_backend()
+    return _moe_experts(get_backend(), x, weights, expert_ids, w13, w2)
+
+
+def _moe_experts(backend, x, weights, expert_ids, w13, w2):
     expanded_x, row_idx, counts = backend.init_routing(x, expert_ids, w13.shape[0])
     out = backend.expert_mlp(expanded_x, counts, w13, w2, 1)
     return backend.token_unpermute(out, row_idx, weights)

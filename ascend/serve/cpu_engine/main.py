@@ -1,8 +1,145 @@
-"""`ascend-xllm-cpu` (not yet built)."""
+"""``ascend-xllm-cpu``: the xLLM-compatible CPU engine.
 
+Takes xLLM's command line (gflags syntax; an unknown flag is an error, as in xLLM) and behaves
+like xLLM where it is observable: one process per rank (``--nnodes`` ranks, ``--node_rank`` the
+global rank, rendezvous at ``--master_node_addr``), rank 0 serves the OpenAI API on ``--port``
+once the model is loaded and then logs ``Brpc Server started on port <port>``. Ranks run the
+reference model sharded over gloo (attention TP = nnodes / dp_size, MoE EP = ep_size).
+
+Flags the CPU has no use for (devices, HCCL, graphs, memory fractions) are accepted and ignored.
+Optional API key (not an xLLM feature): the environment variable ``ASCEND_XLLM_CPU_API_KEY``.
+
+Example:
+  ascend-xllm-cpu --model=runs/tiny-glm5/w8a8-sharded --port=18080 --nnodes=2 --node_rank=0 \\
+      --master_node_addr=127.0.0.1:18081 --ep_size=2 --reasoning_parser=glm5 --tool_call_parser=glm5
+"""
+
+from __future__ import annotations
+
+import logging
+import os
 import sys
+from pathlib import Path
+
+from ascend.serve.cpu_engine.flags import FlagError, parse_flags
+from ascend.serve.xllm_flags import READY_LINE
+
+log = logging.getLogger("ascend.serve.cpu_engine")
+API_KEY_ENV = "ASCEND_XLLM_CPU_API_KEY"
 
 
-def main() -> None:
-    print("ascend-xllm-cpu is not built yet", file=sys.stderr)
-    sys.exit(2)
+def _setup_logging(rank: int) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname).1s rank{rank} %(name)s] %(message)s")
+
+
+def load_generator(flags: dict):
+    """This rank's runner of the reference runtime (every rank calls this)."""
+    try:
+        from ascend.reference.runner import ModelRunner
+    except ImportError as err:
+        from ascend.errors import BackendUnavailable
+
+        raise BackendUnavailable("the reference model runner is not available", why=str(err),
+                                 fix="install the complete ascend-recipes package") from None
+    host, _, port = flags["master_node_addr"].rpartition(":")
+    return ModelRunner(flags["model"], rank=flags["node_rank"], world_size=flags["nnodes"], dp=flags["dp_size"],
+                       ep=flags["ep_size"], master_addr=host or "127.0.0.1", master_port=int(port))
+
+
+def build_state(generator, flags: dict, *, api_key: str | None = None):
+    """Everything rank 0 needs to serve: tokenizer, chat template, parsers, scheduler."""
+    from ascend.chat import ChatTemplate
+    from ascend.chat.reasoning import get_reasoning_grammar
+    from ascend.chat.tool_calls import get_tool_grammar
+    from ascend.errors import AscendError, ServeError
+    from ascend.serve.cpu_engine.api import EngineState
+    from ascend.serve.cpu_engine.scheduler import Scheduler
+    from ascend.serve.cpu_engine.text import TextCodec
+
+    model_dir = Path(flags["model"])
+    codec = TextCodec.from_model_dir(model_dir)
+    try:
+        template = ChatTemplate.from_model_dir(model_dir)
+    except AscendError as err:
+        log.warning("no chat template, /v1/chat/completions disabled: %s", err.line())
+        template = None
+    reasoning = flags.get("reasoning_parser") or None
+    tool = flags.get("tool_call_parser") or None
+    for name, check in ((reasoning, get_reasoning_grammar), (tool, get_tool_grammar)):
+        if name == "auto":
+            raise ServeError("parser 'auto' is not supported by the CPU engine", fix="name the parser explicitly")
+        if name:
+            try:
+                check(name)
+            except ValueError as err:  # like xLLM: an unknown parser is fatal at startup
+                raise ServeError(str(err)) from None
+    scheduler = Scheduler(generator, codec.eos_ids, max_seqs=flags["max_seqs_per_batch"],
+                          max_tokens_per_batch=flags["max_tokens_per_batch"])
+    served = flags.get("model_id") or model_dir.name
+    return EngineState(codec=codec, template=template, scheduler=scheduler, served_model=served,
+                       reasoning_parser=reasoning, tool_call_parser=tool,
+                       max_concurrent_requests=flags["max_concurrent_requests"], api_key=api_key)
+
+
+def make_server(state, *, host: str, port: int, num_threads: int = 8):
+    """A uvicorn server for ``state`` that logs xLLM's readiness line once it accepts connections."""
+    import uvicorn
+
+    from ascend.serve.cpu_engine.api import create_app
+
+    app = create_app(state)
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            state.scheduler.start()
+            await super().startup(sockets=sockets)
+            if self.started:
+                log.info("%s %d, idle_timeout_s: -1, num_threads: %d", READY_LINE, port, num_threads)
+
+        async def shutdown(self, sockets=None):
+            log.info("Shutting down")
+            await super().shutdown(sockets=sockets)
+            state.scheduler.stop()
+
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
+                            timeout_graceful_shutdown=5, lifespan="off")
+    return Server(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "-help", "--helpfull"):
+        print(__doc__)
+        sys.exit(0 if argv else 1)
+    try:
+        flags = parse_flags(argv)
+    except FlagError as err:
+        print(f"ERROR: {err}", file=sys.stderr)  # gflags' wording; xLLM exits non-zero too
+        sys.exit(1)
+    rank = flags["node_rank"]
+    _setup_logging(rank)
+    from ascend.errors import AscendError
+
+    try:
+        log.info("loading %s as rank %d of %d (dp %d, ep %d)", flags["model"], rank, flags["nnodes"],
+                 flags["dp_size"], flags["ep_size"])
+        generator = load_generator(flags)
+        if rank != 0:
+            generator.follow()  # serve rank 0's forward calls until it shuts down
+            return
+        state = build_state(generator, flags, api_key=os.environ.get(API_KEY_ENV) or None)
+        server = make_server(state, host=flags["host"] or "127.0.0.1", port=flags["port"],
+                             num_threads=flags["num_threads"])
+        try:
+            server.run()
+        finally:
+            generator.shutdown()
+        log.info("Application shutdown complete.")
+    except AscendError as err:
+        log.error("%s", err.line())
+        sys.exit(err.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -175,7 +175,7 @@ def token_unpermute(permuted: torch.Tensor, sorted_indices: torch.Tensor, probs:
     num_tokens = sorted_indices.numel() // top_k
     idx = sorted_indices.reshape(-1).long()
     missing = idx < 0
-    rows = permuted.index_select(0, idx.clamp(min=0)).view(num_tokens, top_k, -1)
+    rows = permuted.index_select(0, idx.clamp(min=0)).view(num_tokens, top_k, permuted.shape[1])
     if bool(missing.any()):
         rows = rows.masked_fill(missing.view(num_tokens, top_k, 1), 0)
     if probs is not None:

@@ -1,0 +1,552 @@
+"""MindSpore checkpoints (``.ckpt`` and MindSpore safetensors) in and out, bit-exact.
+
+Tensors go through the ``mindspore`` package's own API (``mindspore.load_checkpoint`` /
+``mindspore.save_checkpoint``), imported lazily: without the ``mindspore`` extra every entry
+point raises one ``BackendUnavailable`` line saying how to install it.
+
+Memory, honestly:
+
+- MindSpore safetensors are read tensor by tensor: ``load_checkpoint(..., choice_func=...)``
+  materialises only the chosen names (MindSpore memory-maps the file), so reading holds at most
+  ``batch_bytes`` (or one tensor, if larger) at a time. MindSpore's API has no row slices, so a
+  single tensor is the floor: DeepSeek-V3's ``mlp.experts.weight1`` is one [256*7168, 4096]
+  BF16 tensor, 15 GB.
+- ``.ckpt`` is one protobuf message that MindSpore parses whole: reading holds the entire file.
+  Prefer MindSpore safetensors for large checkpoints (MindSpore's ``ckpt_to_safetensors``).
+- Writing: ``save_checkpoint`` takes whole tensors and copies each once more while serialising,
+  so one output file costs about twice its size in memory; files are capped at
+  ``max_file_bytes`` (a single larger tensor gets a file of its own).
+
+BF16 has no NumPy dtype of its own, so tensors cross the torch <-> MindSpore boundary as raw
+bits: a bf16 torch tensor is viewed as int16, handed to MindSpore and viewed back as
+``mindspore.bfloat16`` (and the reverse on reading), so every bit pattern (NaN payloads, -0,
+subnormals) survives. MindSpore's own safetensors writer still goes through its NumPy bfloat16
+type, which needs NumPy 1.x (MindSpore 2.10 is compiled against NumPy 1.25/1.26).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+
+import torch
+
+from ascend.errors import BackendUnavailable, CheckpointError, ConvertError
+from ascend.checkpoint.safetensors_io import (
+    DTYPE_NAMES,
+    DTYPES,
+    INDEX_FILE,
+    SafetensorsDir,
+    SafetensorsWriter,
+    file_sha256,
+    fsync_dir,
+    read_header,
+    write_json,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ascend.models.mindspore_names import MsRule
+
+INSTALL_HINT = 'pip install "ascend-recipes[mindspore]"'
+FORMATS = ("safetensors", "ckpt")
+NAME_MAP_FILE = "param_name_map.json"  # MindSpore Transformers' {param name: file} map
+DEFAULT_MAX_FILE_BYTES = 5 * 10**9
+DEFAULT_BATCH_BYTES = 1 << 30
+
+# torch dtype -> MindSpore dtype attribute name. BF16 crosses as int16 bits (see module doc).
+_MS_DTYPES: dict[torch.dtype, str] = {
+    torch.float64: "float64",
+    torch.float32: "float32",
+    torch.float16: "float16",
+    torch.bfloat16: "bfloat16",
+    torch.int64: "int64",
+    torch.int32: "int32",
+    torch.int16: "int16",
+    torch.int8: "int8",
+    torch.uint8: "uint8",
+    torch.bool: "bool_",
+}
+_BITCAST: dict[torch.dtype, tuple[torch.dtype, str]] = {torch.bfloat16: (torch.int16, "int16")}
+
+
+def require_mindspore() -> Any:
+    """Import and return ``mindspore``, or raise one actionable ``BackendUnavailable`` line."""
+    try:
+        import numpy
+        import mindspore
+    except ImportError as err:
+        raise BackendUnavailable(
+            "MindSpore checkpoints need the 'mindspore' package, which is not installed",
+            why=None if "mindspore" in str(err) else str(err),
+            fix=INSTALL_HINT,
+        ) from None
+    if int(numpy.__version__.split(".")[0]) >= 2:
+        raise BackendUnavailable(
+            f"mindspore {mindspore.__version__} cannot handle bfloat16 with numpy {numpy.__version__}",
+            why="MindSpore is compiled against NumPy 1.x",
+            fix=f'pip install "numpy<2" (or {INSTALL_HINT}, which pins it)',
+        )
+    return mindspore
+
+
+# ---- torch <-> MindSpore tensors ---------------------------------------------------------
+
+
+def to_ms_tensor(t: torch.Tensor) -> Any:
+    """A ``mindspore.Tensor`` with the same dtype, shape and bits as ``t`` (CPU)."""
+    ms = require_mindspore()
+    if t.dtype not in _MS_DTYPES:
+        raise ConvertError(
+            f"MindSpore checkpoints cannot hold {t.dtype} tensors",
+            why="mindspore.save_checkpoint rejects float8 and other dtypes it has no serialiser for",
+            fix="convert to bf16 first (ascend convert --precision bf16)",
+        )
+    t = t.detach().cpu().contiguous()
+    if t.dtype in _BITCAST:
+        carrier, ms_carrier = _BITCAST[t.dtype]
+        return ms.Tensor(t.view(carrier).numpy()).view(getattr(ms, _MS_DTYPES[t.dtype]))
+    return ms.Tensor(t.numpy())
+
+
+def to_torch_tensor(value: Any, name: str = "") -> torch.Tensor:
+    """The torch twin (dtype, shape, bits) of a ``mindspore.Tensor`` / ``Parameter``."""
+    ms = require_mindspore()
+    by_ms = {getattr(ms, n): td for td, n in _MS_DTYPES.items()}
+    dtype = by_ms.get(value.dtype)
+    if dtype is None:
+        raise CheckpointError(
+            f"tensor {name} has MindSpore dtype {value.dtype}, which has no torch equivalent here",
+            fix="convert it to bfloat16 or float32 in MindSpore first",
+        )
+    if dtype in _BITCAST:
+        carrier, ms_carrier = _BITCAST[dtype]
+        return torch.from_numpy(value.view(getattr(ms, ms_carrier)).asnumpy()).view(dtype)
+    return torch.from_numpy(value.asnumpy())
+
+
+# ---- files -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MsTensorInfo:
+    """Where a MindSpore tensor is and what it is (``dtype`` as torch dtype)."""
+
+    name: str
+    path: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        n = self.dtype.itemsize
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def file_format(path: Path) -> str:
+    if path.suffix == ".ckpt":
+        return "ckpt"
+    if path.suffix == ".safetensors":
+        return "safetensors"
+    raise CheckpointError(f"{path} is neither a .ckpt nor a .safetensors file", fix="pass a MindSpore checkpoint file or directory")
+
+
+def mindspore_files(path: str | Path) -> list[Path]:
+    """The checkpoint files of ``path``: the file itself, or a directory's ``*.safetensors``
+    (through ``param_name_map.json`` when present) or ``*.ckpt`` files, sorted."""
+    path = Path(path)
+    if path.is_file():
+        file_format(path)
+        return [path]
+    if not path.is_dir():
+        raise CheckpointError(f"{path} does not exist", fix="pass a MindSpore checkpoint file or directory")
+    name_map = path / NAME_MAP_FILE
+    if name_map.is_file():
+        files = sorted(set(_read_name_map(name_map).values()))
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"{len(missing)} file(s) named in {name_map} are missing",
+                why=", ".join(missing[:3]),
+                fix="copy the whole checkpoint directory",
+            )
+        return [path / f for f in files]
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.ckpt"))
+    files = [f for f in files if f.name != "hyper_param.safetensors"]  # MindSpore Transformers' training hyper-parameters
+    if not files:
+        hint = " (per-rank rank_*/ directories must be merged first: MindSpore Transformers' unified_safetensors)" if list(path.glob("rank_*")) else ""
+        raise CheckpointError(f"no *.safetensors or *.ckpt files in {path}{hint}", fix="point at a complete MindSpore checkpoint")
+    return files
+
+
+def _read_name_map(path: Path) -> dict[str, str]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not valid JSON", why=str(err)) from None
+    data = data.get("weight_map", data) if isinstance(data, dict) else data  # both spellings exist
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise CheckpointError(f"{path} is not a {{parameter: file}} map")
+    return data
+
+
+def list_mindspore(path: str | Path) -> dict[str, MsTensorInfo]:
+    """Name, file, dtype and shape of every tensor, in file order.
+
+    Safetensors: headers only. ``.ckpt``: MindSpore must parse each file whole to list it.
+    """
+    out: dict[str, MsTensorInfo] = {}
+    for f in mindspore_files(path):
+        if file_format(f) == "safetensors":
+            tensors, _, _ = read_header(f)
+            items = [(n, DTYPES[i.dtype], i.shape) for n, i in tensors.items()]
+        else:
+            items = [(n, t.dtype, tuple(t.shape)) for n, t in _load(f, None)]
+        for name, dtype, shape in items:
+            if name in out:
+                raise CheckpointError(f"tensor {name} appears in two files", why=f"{out[name].path.name} and {f.name}")
+            out[name] = MsTensorInfo(name, f, dtype, tuple(shape))
+    return out
+
+
+def _load(path: Path, names: set[str] | None) -> Iterator[tuple[str, torch.Tensor]]:
+    """One ``mindspore.load_checkpoint`` call; yields the chosen tensors, freeing each in turn."""
+    ms = require_mindspore()
+    if names is not None and not names:
+        return
+    choose = None if names is None else names.__contains__
+    try:
+        params = ms.load_checkpoint(str(path), format=file_format(path), choice_func=choose)
+    except (ValueError, TypeError, RuntimeError, OSError) as err:
+        raise CheckpointError(
+            f"MindSpore cannot read {path}", why=str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__,
+            fix="check that the file is a complete, unencrypted MindSpore checkpoint",
+        ) from None
+    for name in list(params):
+        value = params.pop(name)
+        if isinstance(value, str):  # append_dict entries (strings) are metadata, not weights
+            continue
+        yield name, to_torch_tensor(value, name)
+
+
+def read_mindspore(
+    path: str | Path, names: Iterable[str] | None = None, *, batch_bytes: int = DEFAULT_BATCH_BYTES
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(ms_name, tensor)`` for the tensors of a MindSpore checkpoint file or directory.
+
+    ``names``: only these (default all). Safetensors files are read in batches of at most
+    ``batch_bytes`` (at least one tensor); a ``.ckpt`` file is parsed whole by MindSpore.
+    Tensors keep their dtype and bits (bf16 stays bf16).
+    """
+    require_mindspore()  # fail here, not at the first next()
+    return _read(mindspore_files(path), None if names is None else set(names), batch_bytes)
+
+
+def _read(files: list[Path], wanted: set[str] | None, batch_bytes: int) -> Iterator[tuple[str, torch.Tensor]]:
+    for f in files:
+        if file_format(f) == "ckpt":
+            yield from _load(f, wanted)
+            continue
+        tensors, _, _ = read_header(f)
+        batch: list[str] = []
+        size = 0
+        for name, info in tensors.items():
+            if wanted is not None and name not in wanted:
+                continue
+            if batch and size + info.nbytes > batch_bytes:
+                yield from _load(f, set(batch))
+                batch, size = [], 0
+            batch.append(name)
+            size += info.nbytes
+        if batch:
+            yield from _load(f, set(batch))
+
+
+def write_mindspore(
+    path: str | Path, tensors: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]], format: str = "safetensors"
+) -> tuple[int, str]:
+    """Write ``tensors`` as one MindSpore checkpoint file with ``mindspore.save_checkpoint``.
+
+    ``format``: "safetensors" (MindSpore safetensors, metadata ``{"format": "ms"}``) or "ckpt".
+    Atomic: written under a temporary name, fsynced, renamed. Returns (size, sha256).
+    """
+    ms = require_mindspore()
+    if format not in FORMATS:
+        raise ConvertError(f"unknown MindSpore checkpoint format {format!r}", fix=f"use one of: {', '.join(FORMATS)}")
+    path = Path(path)
+    if path.suffix != f".{format}":
+        raise ConvertError(f"{path.name} does not end in .{format}", fix=f"name MindSpore {format} files *.{format}")
+    items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
+    tmp = path.with_name(f"{path.stem}.partial.{format}")
+    try:
+        ms.save_checkpoint([{"name": name, "data": to_ms_tensor(t)} for name, t in items], str(tmp), format=format)
+        os.chmod(tmp, 0o644)  # MindSpore leaves its files read-only
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as err:
+        _remove(tmp)
+        raise ConvertError(f"cannot write {path}", why=err.strerror) from None
+    except (ValueError, TypeError, RuntimeError) as err:
+        _remove(tmp)
+        raise ConvertError(f"MindSpore could not write {path}", why=str(err).strip().splitlines()[0]) from None
+    fsync_dir(path.parent)
+    return path.stat().st_size, file_sha256(path)
+
+
+def _remove(path: Path) -> None:
+    for p in (path, path.with_suffix(".tmp")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# ---- the declared transforms (see ascend.models.mindspore_names) --------------------------
+
+
+def to_mindspore(rule: MsRule, sources: list[torch.Tensor]) -> torch.Tensor:
+    """HF tensors (in ``rule.hf`` order) -> the MindSpore tensor ``rule.ms``."""
+    op = rule.op
+    if op == "rename":
+        return sources[0]
+    if op == "interleave":  # gate [I, H], up [I, H] -> [2I, H] rows g0, u0, g1, u1, ...
+        gate, up = sources
+        return torch.stack((gate, up), dim=1).reshape(2 * gate.shape[0], *gate.shape[1:])
+    if op == "experts_fc1":  # E x (gate [I, H], up [I, H]) -> [E*H, 2I]
+        w = torch.stack([torch.cat(sources[i:i + 2], dim=0) for i in range(0, len(sources), 2)])  # [E, 2I, H]
+        return w.transpose(1, 2).reshape(-1, w.shape[1])
+    if op == "experts_fc2":  # E x down [H, I] -> [E*I, H]
+        w = torch.stack(sources)  # [E, H, I]
+        return w.transpose(1, 2).reshape(-1, w.shape[1])
+    if op == "qkv":  # q [Hq*d, ...], k/v [Hkv*d, ...] -> [Hkv, (Hq/Hkv + 2)*d, ...] flattened
+        kv, d = rule.params["num_kv_heads"], rule.params["head_dim"]
+        q, k, v = (t.reshape(kv, -1, *t.shape[1:]) for t in sources)
+        if q.shape[1] != rule.params["num_heads"] // kv * d or k.shape[1] != d:
+            raise ConvertError(f"{rule.ms}: q/k/v shapes do not match {rule.params}")
+        return torch.cat((q, k, v), dim=1).reshape(-1, *sources[0].shape[1:])
+    raise ConvertError(f"internal: rule {rule.ms} has op {op!r}, which has no forward transform")
+
+
+def from_mindspore(rule: MsRule, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The MindSpore tensor ``rule.ms`` -> ``{hf_name: tensor}`` (exact inverse of ``to_mindspore``)."""
+    op, hf = rule.op, rule.hf
+    if op == "rename":
+        return {hf[0]: t}
+    if op == "interleave":
+        pairs = t.reshape(t.shape[0] // 2, 2, *t.shape[1:])
+        return {hf[0]: pairs[:, 0].contiguous(), hf[1]: pairs[:, 1].contiguous()}
+    if op in ("experts_fc1", "experts_fc2"):
+        per_expert = 2 if op == "experts_fc1" else 1
+        experts = len(hf) // per_expert
+        if t.dim() != 2 or t.shape[0] % experts:
+            raise CheckpointError(f"{rule.ms} has shape {list(t.shape)}, not [{experts} * n, m]", fix="check config.json n_routed_experts")
+        w = t.reshape(experts, t.shape[0] // experts, t.shape[1]).transpose(1, 2)  # [E, 2I, H] or [E, H, I]
+        out = {}
+        for e in range(experts):
+            parts = w[e].chunk(per_expert, dim=0)
+            for j in range(per_expert):
+                out[hf[e * per_expert + j]] = parts[j].contiguous()
+        return out
+    if op == "qkv":
+        kv, d = rule.params["num_kv_heads"], rule.params["head_dim"]
+        qd = rule.params["num_heads"] // kv * d
+        g = t.reshape(kv, qd + 2 * d, *t.shape[1:])
+        if g.shape[1] * kv != t.shape[0]:
+            raise CheckpointError(f"{rule.ms} has {t.shape[0]} rows, config.json implies {kv * (qd + 2 * d)}")
+        rest = t.shape[1:]
+        return {
+            hf[0]: g[:, :qd].reshape(-1, *rest).contiguous(),
+            hf[1]: g[:, qd:qd + d].reshape(-1, *rest).contiguous(),
+            hf[2]: g[:, qd + d:].reshape(-1, *rest).contiguous(),
+        }
+    raise ConvertError(f"internal: rule {rule.ms} has op {op!r}, which has no inverse transform")
+
+
+# ---- whole directories (the plain twin the converter integration is checked against) ------
+
+_WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
+_NOT_COPIED = {INDEX_FILE, NAME_MAP_FILE, "ascend-manifest.json"}
+
+
+def _copy_aux_files(src: Path, out: Path) -> None:
+    """config.json, tokenizer, chat template, ...: every small non-weight file of ``src``."""
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.suffix not in _WEIGHT_SUFFIXES and f.name not in _NOT_COPIED and ".partial" not in f.name:
+            shutil.copyfile(f, out / f.name)
+
+
+def _same_bytes(sd: SafetensorsDir, a: str, b: str, chunk_rows: int = 4096) -> bool:
+    ia, ib = sd.tensors[a], sd.tensors[b]
+    if ia.dtype != ib.dtype or ia.shape != ib.shape:
+        return False
+    rows = ia.shape[0] if ia.shape else 1
+    for start in range(0, rows, chunk_rows):
+        stop = min(start + chunk_rows, rows) if ia.shape else None
+        if not torch.equal(sd.read_rows(a, start, stop).view(torch.uint8), sd.read_rows(b, start, stop).view(torch.uint8)):
+            return False
+    return True
+
+
+def convert_hf_to_mindspore(
+    src: str | Path,
+    out: str | Path,
+    *,
+    format: str = "safetensors",
+    mtp: bool | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> dict[str, Any]:
+    """Write the Hugging Face checkpoint ``src`` as a MindSpore Transformers checkpoint ``out``.
+
+    Output: ``model-0000k-of-0000n.<format>`` files, ``param_name_map.json`` ({name: file}) and
+    the non-weight files of ``src``. ``mtp``: include the MTP layers (default: when ``src`` has
+    them; ``mtp=False`` drops them). Only BF16/F32/F16 sources: FP8 must be dequantized first.
+    Returns a summary dict.
+    """
+    from ascend.models.args import load_model_args
+    from ascend.models.mindspore_names import hf_name_map, mindspore_rules
+
+    require_mindspore()
+    src, out = Path(src), Path(out)
+    sd = SafetensorsDir(src)
+    try:
+        args = load_model_args(src)
+        if mtp is None:
+            mtp = any(f"model.layers.{layer}.eh_proj.weight" in sd for layer in args.mtp_layers)
+        fp8 = [n for n, i in sd.tensors.items() if i.dtype.startswith("F8")]
+        if fp8:
+            raise ConvertError(f"{src} holds FP8 tensors (e.g. {fp8[0]})", why="MindSpore checkpoints cannot hold float8",
+                               fix="convert to bf16 first (ascend convert --precision bf16)")
+        rules = mindspore_rules(args, mtp=mtp)
+        needed = hf_name_map(rules)
+        missing = [n for n in needed if n not in sd]
+        if missing:
+            raise CheckpointError(
+                f"{src} lacks {len(missing)} tensor(s) the {args.family} MindSpore layout needs",
+                why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+                fix="check config.json against the checkpoint",
+            )
+        mtp_prefixes = tuple(f"model.layers.{layer}." for layer in args.mtp_layers)
+        dropped = [n for n in sd.tensors if not mtp and n not in needed and n.startswith(mtp_prefixes)]
+        extra = [n for n in sd.tensors if n not in needed and n not in dropped]
+        if extra:
+            raise ConvertError(
+                f"{len(extra)} tensor(s) of {src} have no MindSpore Transformers name",
+                why=", ".join(extra[:3]) + (" ..." if len(extra) > 3 else ""),
+                fix="check that config.json describes this checkpoint (layers, experts, MTP)",
+            )
+        primary = {rule.ms: rule.hf[0] for rule in rules if rule.op == "rename"}
+        for rule in rules:
+            if rule.op == "alias" and not _same_bytes(sd, rule.hf[0], primary[rule.ms]):
+                raise ConvertError(
+                    f"{rule.hf[0]} differs from {primary[rule.ms]}",
+                    why=f"MindSpore Transformers stores one shared {rule.ms}",
+                    fix="convert with mtp=False (drop the MTP layer) or make the copy equal",
+                )
+
+        # Plan files: rules in order, greedily packed; a rule (one MindSpore tensor) never splits.
+        stored = [r for r in rules if r.op != "alias"]
+        groups: list[list[MsRule]] = [[]]
+        size = 0
+        for rule in stored:
+            nbytes = sum(sd.tensors[h].nbytes for h in rule.hf)
+            if groups[-1] and size + nbytes > max_file_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(rule)
+            size += nbytes
+        out.mkdir(parents=True, exist_ok=True)
+        name_map: dict[str, str] = {}
+        files = []
+        for k, group in enumerate(groups, start=1):
+            fname = f"model-{k:05d}-of-{len(groups):05d}.{format}"
+            tensors = {rule.ms: to_mindspore(rule, [sd.read(h) for h in rule.hf]) for rule in group}
+            nbytes, sha = write_mindspore(out / fname, tensors, format)
+            del tensors
+            name_map.update({rule.ms: fname for rule in group})
+            files.append({"file": fname, "size": nbytes, "sha256": sha})
+        write_json(out / NAME_MAP_FILE, name_map)
+        _copy_aux_files(src, out)
+        return {"family": args.family, "format": format, "files": files, "tensors": len(name_map), "mtp": mtp,
+                "dropped": len(dropped)}
+    finally:
+        sd.close()
+
+
+def convert_mindspore_to_hf(
+    src: str | Path, out: str | Path, *, config: str | Path | None = None, batch_bytes: int = DEFAULT_BATCH_BYTES
+) -> dict[str, Any]:
+    """Write the MindSpore Transformers checkpoint ``src`` (file or directory) as a Hugging Face
+    checkpoint ``out``: one ``model-0000k-of-0000n.safetensors`` per MindSpore file, plus
+    ``model.safetensors.index.json`` and the non-weight files.
+
+    ``config``: the model's HF ``config.json`` (or its directory); default ``src/config.json``.
+    Optimizer state and step counters of training checkpoints are skipped and reported.
+    """
+    from ascend.models.args import load_model_args
+    from ascend.models.mindspore_names import aliases_of, is_training_state, mindspore_rules, ms_name_map
+
+    require_mindspore()
+    src, out = Path(src), Path(out)
+    config_dir = Path(config) if config is not None else (src if src.is_dir() else src.parent)
+    if config_dir.is_file():
+        config_dir = config_dir.parent
+    args = load_model_args(config_dir)
+    listing = list_mindspore(src)
+    mtp = any(name.startswith("mtp.layers.") for name in listing)
+    rules = mindspore_rules(args, mtp=mtp)
+    by_ms = ms_name_map(rules)
+    skipped = [n for n in listing if n not in by_ms and is_training_state(n)]
+    unknown = [n for n in listing if n not in by_ms and n not in skipped]
+    if unknown:
+        raise ConvertError(
+            f"{len(unknown)} tensor(s) of {src} are not {args.family} MindSpore Transformers parameters",
+            why=", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
+            fix="check that config.json describes this checkpoint (layers, experts, MTP)",
+        )
+    missing = [n for n in by_ms if n not in listing]
+    if missing:
+        raise CheckpointError(
+            f"{src} lacks {len(missing)} MindSpore tensor(s) of {args.family}",
+            why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+            fix="check config.json (layers, experts, MTP) or merge a distributed checkpoint first",
+        )
+    aliases = aliases_of(rules)
+    files = list(dict.fromkeys(info.path for name, info in listing.items() if name in by_ms))
+    out.mkdir(parents=True, exist_ok=True)
+    weight_map: dict[str, str] = {}
+    total = 0
+    written = []
+    for k, f in enumerate(files, start=1):
+        fname = f"model-{k:05d}-of-{len(files):05d}.safetensors"
+        hf: dict[str, torch.Tensor] = {}
+        names = [n for n, i in listing.items() if i.path == f and n in by_ms]
+        for name, t in read_mindspore(f, names, batch_bytes=batch_bytes):
+            hf.update(from_mindspore(by_ms[name], t))
+            for copy in aliases.get(name, ()):
+                hf[copy] = t
+        entries = [(n, DTYPE_NAMES[t.dtype], tuple(t.shape)) for n, t in hf.items()]
+        writer = SafetensorsWriter(out / fname, entries)
+        for _, t in hf.items():
+            writer.write(t)
+        size, sha = writer.commit()
+        total += sum(t.numel() * t.element_size() for t in hf.values())
+        weight_map.update({n: fname for n in hf})
+        written.append({"file": fname, "size": size, "sha256": sha})
+        del hf
+    write_json(out / INDEX_FILE, {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))})
+    if src.is_dir():
+        _copy_aux_files(src, out)
+    if not (out / "config.json").is_file():
+        shutil.copyfile(config_dir / "config.json", out / "config.json")
+    return {"family": args.family, "files": written, "tensors": len(weight_map), "skipped": skipped, "mtp": mtp}
+

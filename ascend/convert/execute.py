@@ -1,0 +1,114 @@
+"""Run one output file of a plan: stream source rows in chunks through the piece's transform.
+
+Memory per worker is bounded by the chunk size, not by tensor or file size: a piece is processed
+``chunk_rows`` rows at a time (a multiple of 128 so FP8 blocks stay whole), where
+``chunk_rows * in_features * 4 bytes <= CHUNK_BYTES``. Working set per worker is about
+``4 × CHUNK_BYTES`` (source bytes, fp32 values, result, write buffer) plus the small per-tensor
+scales of the tensor in flight.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
+from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir, SafetensorsWriter
+from ascend.checkpoint.w8a8 import quantize_w8a8
+from ascend.convert.plan import FP8_BLOCK, Piece
+
+CHUNK_BYTES = int(os.environ.get("ASCEND_CONVERT_CHUNK_MB", "64")) << 20
+
+
+def chunk_rows(row_elems: int, budget: int = CHUNK_BYTES) -> int:
+    """Rows per chunk: fp32 working rows within ``budget``, a multiple of 128 (at least 128)."""
+    rows = budget // max(1, row_elems * 4)
+    return max(FP8_BLOCK, rows // FP8_BLOCK * FP8_BLOCK)
+
+
+def _narrow_cols(t: torch.Tensor, cols: tuple[int, int] | None) -> torch.Tensor:
+    return t if cols is None else t[:, cols[0]:cols[1]]
+
+
+def source_fp32(src: SafetensorsDir, piece: Piece, start: int, stop: int, dtype=torch.float32) -> torch.Tensor:
+    """Rows [start, stop) (source coordinates) of the piece's window as ``dtype`` values.
+
+    FP8 sources are dequantized from the enclosing 128-row blocks (so the window may start
+    anywhere) and then narrowed; the result equals the whole-tensor dequantization exactly.
+    """
+    if piece.scale is None:
+        return _narrow_cols(src.read_rows(piece.source, start, stop), piece.cols).to(dtype)
+    a = start // FP8_BLOCK * FP8_BLOCK
+    w = src.read_rows(piece.source, a, stop)
+    s = src.read_rows(piece.scale, a // FP8_BLOCK, -(-stop // FP8_BLOCK))
+    full = dequantize_fp8_block(w, s, dtype=dtype)
+    return _narrow_cols(full[start - a:], piece.cols)
+
+
+def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor], None]) -> None:
+    """Write the piece's outputs, in order, through ``write``."""
+    info = src.tensors[piece.source]
+    shape = info.shape
+    r0, r1 = piece.rows if piece.rows is not None else (0, shape[0] if shape else 0)
+    if piece.op == "copy":
+        if len(shape) < 2:  # scalars / vectors: small, read whole window
+            write(src.read_rows(piece.source, r0, r1) if shape else src.read(piece.source))
+            return
+        step = chunk_rows(shape[1] if len(shape) == 2 else int(info.row_bytes // DTYPES[info.dtype].itemsize))
+        for a in range(r0, r1, step):
+            write(_narrow_cols(src.read_rows(piece.source, a, min(a + step, r1)), piece.cols))
+        return
+    step = chunk_rows(shape[1])
+    if piece.op == "dequant":
+        for a in range(r0, r1, step):
+            write(source_fp32(src, piece, a, min(a + step, r1), dtype=torch.bfloat16))
+        return
+    side: list[list[torch.Tensor]] = [[] for _ in piece.outputs[1:]]
+    for a in range(r0, r1, step):
+        x = source_fp32(src, piece, a, min(a + step, r1))
+        if piece.op == "fp8":
+            q, s = quantize_fp8_block(x, scale_fmt=piece.scale_fmt)
+            write(q)
+            side[0].append(s)
+        elif piece.op == "w8a8":
+            q, scale, offset = quantize_w8a8(x)
+            write(q)
+            side[0].append(scale)
+            side[1].append(offset)
+        else:
+            raise ValueError(f"unknown piece op {piece.op!r}")
+    for parts in side:
+        write(torch.cat(parts))
+
+
+_SOURCES: dict[str, SafetensorsDir] = {}
+
+
+def open_source(src_dir: str) -> SafetensorsDir:
+    """One lazily opened source per process (headers parsed once per worker)."""
+    src = _SOURCES.get(src_dir)
+    if src is None:
+        src = _SOURCES[src_dir] = SafetensorsDir(src_dir)
+    return src
+
+
+def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: dict[str, str] | None = None,
+               progress: Callable[[int], None] | None = None) -> tuple[int, str]:
+    """Write one output file atomically. Returns (size, sha256)."""
+    entries = [o for p in pieces for o in p.outputs]
+    writer = SafetensorsWriter(path, entries, metadata)
+    try:
+        def write(t: torch.Tensor) -> None:
+            writer.write(t)
+            if progress is not None:
+                progress(t.numel() * t.element_size())
+
+        for piece in pieces:
+            run_piece(src, piece, write)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise

@@ -1,0 +1,440 @@
+"""The conversion pipeline: plan, check, run the files (in parallel, resumable), finalize.
+
+Output directory state:
+
+- ``<out>/.ascend-convert/plan.json``  the plan (and its digest, recipe hash) this dir belongs to
+- ``<out>/.ascend-convert/done/*.json`` one record per finished weight file: size and sha256
+- ``*.partial``                        a file being written (deleted on rerun)
+- ``config.json``, tokenizer, index, ``quant_model_description.json``, ``ascend-plan.json``
+                                       written once every weight file is done (finalize)
+- ``ascend-manifest.json``             written last; its presence means the output is complete
+
+Memory: each worker holds about ``4 × CHUNK_BYTES`` (64 MiB default) of tensor data plus the
+scales of one tensor, plus ~0.3 GB of interpreter and torch. Peak RSS of a run is therefore
+about ``0.3 GB + workers × (0.3 GB + 4 × CHUNK_BYTES)``, independent of checkpoint size.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ascend import __version__
+from ascend.checkpoint.safetensors_io import (
+    SafetensorsDir,
+    file_sha256,
+    partial_name,
+    write_atomic,
+    write_json,
+)
+from ascend.convert.plan import ConvertOptions, ConvertPlan, OutputFile, Piece, build_plan, natural_key
+from ascend.errors import CheckpointError, ConvertError
+
+STATE_DIR = ".ascend-convert"
+MANIFEST = "ascend-manifest.json"
+SHARDED_PLAN = "ascend-plan.json"
+MANIFEST_FORMAT = "ascend-manifest/1"
+# Files we write ourselves, never copied from the source
+OWN_FILES = {"config.json", MANIFEST, SHARDED_PLAN, "quant_model_description.json"}
+
+
+@dataclass
+class ConvertResult:
+    out_dir: str
+    files_written: list[str]
+    files_skipped: list[str]
+    complete: bool  # manifest written
+    bytes_written: int
+    seconds: float
+
+
+def load_source(src_dir: str | Path):
+    """(SafetensorsDir, ModelArgs) of a source checkpoint, with one-line errors."""
+    from ascend.models.args import load_model_args
+
+    src_dir = Path(src_dir)
+    if not (src_dir / "config.json").is_file():
+        raise CheckpointError(f"{src_dir}: no config.json", fix="point --src at a Hugging Face checkpoint directory")
+    args = load_model_args(src_dir)
+    return SafetensorsDir(src_dir), args
+
+
+def plan_conversion(src_dir: str | Path, opts: ConvertOptions) -> ConvertPlan:
+    from ascend.errors import PlanError
+
+    src, args = load_source(src_dir)
+    try:
+        return build_plan(src, args, opts)
+    except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
+        raise ConvertError(err.what, why=err.why, fix=err.fix) from None
+    finally:
+        src.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# dry run
+
+
+def describe_plan(plan: ConvertPlan, src_dir: str, out_dir: str) -> str:
+    """Human-readable per-file plan (``--dry-run``)."""
+    o = plan.options
+    lines = [
+        f"convert {src_dir} -> {out_dir}",
+        f"  layout {o.layout}, precision {o.precision}"
+        + (f" + {len(o.rules)} rule(s)" if o.rules else "")
+        + f", mtp {o.mtp}"
+        + (f", world {o.world} (tp {o.tp} x dp {o.dp}), ep {o.ep}, moe tp {o.world // o.ep}" if o.layout == "sharded" else ""),
+    ]
+    total = 0
+    for rel, f in plan.all_files():
+        ops: dict[str, int] = {}
+        for p in f.pieces:
+            ops[p.op] = ops.get(p.op, 0) + 1
+        total += f.nbytes
+        lines.append(f"  {rel}: {len(f.tensors)} tensors, {f.nbytes / 1e9:.3f} GB ({', '.join(f'{k} {v}' for k, v in sorted(ops.items()))})")
+        for p in f.pieces[:3]:
+            lines.append("      " + describe_piece(p))
+        if len(f.pieces) > 3:
+            lines.append(f"      ... {len(f.pieces) - 3} more")
+    lines.append(f"  total {total / 1e9:.3f} GB in {len(plan.all_files())} weight files")
+    return "\n".join(lines)
+
+
+def describe_piece(p: Piece) -> str:
+    window = ""
+    if p.rows is not None:
+        window += f" rows[{p.rows[0]}:{p.rows[1]}]"
+    if p.cols is not None:
+        window += f" cols[{p.cols[0]}:{p.cols[1]}]"
+    outs = ", ".join(f"{n} {d}{list(s)}" for n, d, s in p.outputs)
+    return f"{p.op}: {p.source}{window}{' (+scale)' if p.scale else ''} -> {outs}"
+
+
+# ---------------------------------------------------------------------------------------------
+# state, resume, ownership
+
+
+def _state_dir(out: Path) -> Path:
+    return out / STATE_DIR
+
+
+def _done_path(out: Path, rel: str) -> Path:
+    return _state_dir(out) / "done" / (rel.replace("/", "__") + ".json")
+
+
+def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: bool) -> None:
+    """Refuse to write into a directory made for another recipe/plan (unless --force)."""
+    manifest = out / MANIFEST
+    state = _state_dir(out) / "plan.json"
+    if force:
+        for p in (manifest, state):
+            if p.exists():
+                p.unlink()
+        shutil.rmtree(_state_dir(out) / "done", ignore_errors=True)
+        return
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        if m.get("plan_digest") != digest or (recipe_hash and m.get("recipe_hash") not in (None, recipe_hash)):
+            raise ConvertError(
+                f"{out} holds a conversion made by another recipe or with other options",
+                why=f"its manifest has recipe hash {m.get('recipe_hash')}, plan {m.get('plan_digest')}; this run is "
+                f"recipe {recipe_hash}, plan {digest}",
+                fix="choose another output directory, or pass --force to overwrite it",
+            )
+    if state.is_file():
+        s = json.loads(state.read_text())
+        if s.get("digest") != digest:
+            raise ConvertError(
+                f"{out} holds a partial conversion made by another recipe or with other options",
+                why=f"plan {s.get('digest')} (recipe {s.get('recipe_hash')}) vs this run's {digest} (recipe {recipe_hash})",
+                fix="choose another output directory, or pass --force to start over",
+            )
+    elif out.is_dir() and any(p.name != STATE_DIR for p in out.iterdir()) and not manifest.is_file():
+        raise ConvertError(
+            f"{out} is not empty and was not made by ascend convert",
+            fix="choose an empty or new output directory, or pass --force to write into it",
+        )
+
+
+def _is_done(out: Path, rel: str, digest: str, check_hash: bool = True) -> bool:
+    """A file counts as done when its record matches the plan and the file on disk (size+sha256)."""
+    rec_path = _done_path(out, rel)
+    path = out / rel
+    if not rec_path.is_file() or not path.is_file():
+        return False
+    try:
+        rec = json.loads(rec_path.read_text())
+    except ValueError:
+        return False
+    if rec.get("plan") != digest or path.stat().st_size != rec.get("size"):
+        return False
+    return not check_hash or file_sha256(path) == rec.get("sha256")
+
+
+def files_for_node(plan: ConvertPlan, node_rank: int, nnodes: int) -> list[tuple[str, OutputFile]]:
+    """Deterministic disjoint subset: file i goes to node i mod nnodes (in plan order)."""
+    return [(rel, f) for i, (rel, f) in enumerate(plan.all_files()) if i % nnodes == node_rank]
+
+
+# ---------------------------------------------------------------------------------------------
+# workers
+
+
+_progress_queue = None
+
+
+def _init_worker(queue, threads: int) -> None:
+    import torch
+
+    global _progress_queue
+    _progress_queue = queue
+    torch.set_num_threads(threads)
+
+
+def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], digest: str) -> tuple[str, int, str]:
+    """Worker entry: write one output file and its done record."""
+    from ascend.convert.execute import open_source, write_file
+
+    out = Path(out_dir)
+    path = out / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    queue = _progress_queue
+
+    def progress(n: int) -> None:
+        if queue is not None:
+            queue.put(n)
+
+    plist = [Piece(**{**p, "outputs": [(o[0], o[1], tuple(o[2])) for o in p["outputs"]],
+                      "rows": tuple(p["rows"]) if p["rows"] else None,
+                      "cols": tuple(p["cols"]) if p["cols"] else None}) for p in pieces]
+    size, sha = write_file(open_source(src_dir), path, plist, metadata={"format": "pt"}, progress=progress)
+    write_json(_done_path(out, rel), {"file": rel, "size": size, "sha256": sha, "plan": digest})
+    return rel, size, sha
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def convert(
+    src_dir: str | Path,
+    out_dir: str | Path,
+    opts: ConvertOptions,
+    *,
+    workers: int = 1,
+    force: bool = False,
+    node_rank: int = 0,
+    nnodes: int = 1,
+    finalize_only: bool = False,
+    recipe_hash: str | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda s: None,
+) -> ConvertResult:
+    t0 = time.monotonic()
+    src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
+    if not 0 <= node_rank < nnodes:
+        raise ConvertError(f"--node-rank {node_rank} is outside --nnodes {nnodes}", fix="use 0 <= node-rank < nnodes")
+    if out == Path(src_dir):
+        raise ConvertError("the output directory is the source directory", fix="choose another --out")
+    plan = plan_conversion(src_dir, opts)
+    digest = plan.digest()
+    out.mkdir(parents=True, exist_ok=True)
+    _check_ownership(out, digest, recipe_hash, force)
+    if (out / MANIFEST).is_file():
+        log(f"{out} is already complete (ascend-manifest.json present); nothing to do")
+        return ConvertResult(str(out), [], [rel for rel, _ in plan.all_files()], True, 0, time.monotonic() - t0)
+    (_state_dir(out) / "done").mkdir(parents=True, exist_ok=True)
+    write_json(_state_dir(out) / "plan.json", {"digest": digest, "recipe_hash": recipe_hash, "source": src_dir,
+                                               "plan": plan.to_json()})
+    written: list[str] = []
+    skipped: list[str] = []
+    nbytes = 0
+    if not finalize_only:
+        mine = files_for_node(plan, node_rank, nnodes)
+        todo = []
+        for rel, f in mine:
+            p = partial_name(out / rel)
+            if p.exists():
+                p.unlink()  # left by a killed run
+            if not force and _is_done(out, rel, digest):
+                skipped.append(rel)
+            else:
+                todo.append((rel, f))
+        need = sum(f.nbytes for _, f in todo)
+        free = _free_bytes(out)
+        if need > free:
+            raise ConvertError(
+                f"not enough space in {out}",
+                why=f"{need / 1e9:.2f} GB to write, {free / 1e9:.2f} GB free",
+                fix="free space or choose another --out",
+            )
+        if skipped:
+            log(f"resuming: {len(skipped)} file(s) already complete, {len(todo)} to write")
+        nbytes = _run_files(src_dir, out, todo, digest, workers, progress)
+        written = [rel for rel, _ in todo]
+    complete = all(_is_done(out, rel, digest, check_hash=False) for rel, _ in plan.all_files())
+    if complete:
+        finalize(plan, src_dir, out, digest, recipe_hash)
+    elif finalize_only:
+        missing = [rel for rel, _ in plan.all_files() if not _is_done(out, rel, digest, check_hash=False)]
+        raise ConvertError(
+            f"cannot finalize {out}: {len(missing)} weight file(s) not done yet, e.g. {missing[0]}",
+            fix="run the remaining --node-rank parts first",
+        )
+    else:
+        log(f"node {node_rank}/{nnodes} done; index and manifest are written when every part is finished")
+    return ConvertResult(str(out), written, skipped, complete, nbytes, time.monotonic() - t0)
+
+
+def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], digest: str, workers: int, progress: bool) -> int:
+    if not todo:
+        return 0
+    total = sum(f.nbytes for _, f in todo)
+    jobs = [(rel, [asdict(p) for p in f.pieces]) for rel, f in todo]
+    bar = _Progress(total) if progress else None
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:  # in-process: no spawn cost, same code path as a worker
+        global _progress_queue
+        q = _LocalQueue(bar) if bar else None
+        _progress_queue = q
+        try:
+            for rel, pieces in jobs:
+                _convert_one(src_dir, str(out), rel, pieces, digest)
+        finally:
+            _progress_queue = None
+            if bar:
+                bar.close()
+        return total
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue() if bar else None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
+        pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest) for rel, pieces in jobs}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                if bar:
+                    bar.drain(queue)
+                for fut in done:
+                    fut.result()  # re-raise a worker's error here
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+        finally:
+            if bar:
+                bar.drain(queue)
+                bar.close()
+    return total
+
+
+class _LocalQueue:
+    def __init__(self, bar: "_Progress"):
+        self.bar = bar
+
+    def put(self, n: int) -> None:
+        self.bar.advance(n)
+
+
+class _Progress:
+    """Bytes written and rate, on a terminal only (the caller checks)."""
+
+    def __init__(self, total: int):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+
+        self.p = Progress("converting", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                          transient=True)
+        self.p.start()
+        self.task = self.p.add_task("convert", total=total)
+
+    def advance(self, n: int) -> None:
+        self.p.advance(self.task, n)
+
+    def drain(self, queue) -> None:
+        import queue as queue_mod
+
+        n = 0
+        while True:
+            try:
+                n += queue.get_nowait()
+            except (queue_mod.Empty, OSError, ValueError):
+                break
+        if n:
+            self.advance(n)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# finalize: small files, index, manifest
+
+
+def _copy_side_files(src: Path, dst: Path) -> list[str]:
+    """Tokenizer, chat template, generation config, code files: everything but weights and ours."""
+    copied = []
+    for p in sorted(src.iterdir()):
+        if not p.is_file() or p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json"):
+            continue
+        if p.name in OWN_FILES or p.name.endswith(".partial"):
+            continue
+        write_atomic(dst / p.name, p.read_bytes())
+        copied.append(p.name)
+    return copied
+
+
+def _write_small_files(plan: ConvertPlan, src: Path, dst: Path, records: dict[str, dict]) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    _copy_side_files(src, dst)
+    write_json(dst / "config.json", plan.config)
+    if plan.quant_description is not None:
+        write_json(dst / "quant_model_description.json", plan.quant_description)
+    if plan.sharding is not None:
+        write_json(dst / SHARDED_PLAN, {**plan.sharding, "files": {
+            f.name: [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in f.tensors] for f in plan.files}})
+    if plan.index_name is not None:
+        total = sum(records[f.name]["size"] for f in plan.files)
+        weight_map = {n: f.name for f in plan.files for n, _, _ in f.tensors}
+        write_json(dst / plan.index_name, {"metadata": {"total_size": total},
+                                           "weight_map": dict(sorted(weight_map.items(), key=lambda kv: natural_key(kv[0])))})
+
+
+def finalize(plan: ConvertPlan, src_dir: str, out: Path, digest: str, recipe_hash: str | None) -> None:
+    """Write config, tokenizer, index, descriptions; then the manifest, last."""
+    records = {}
+    for rel, _ in plan.all_files():
+        records[rel] = json.loads(_done_path(out, rel).read_text())
+    src = Path(src_dir)
+    _write_small_files(plan, src, out, records)
+    if plan.draft is not None:
+        _write_small_files(plan.draft, src, out / "mtp", {k[len("mtp/"):]: v for k, v in records.items() if k.startswith("mtp/")})
+    files: dict[str, Any] = {}
+    for p in sorted(out.rglob("*"), key=lambda p: natural_key(str(p.relative_to(out)))):
+        rel = str(p.relative_to(out))
+        if not p.is_file() or rel.startswith(STATE_DIR) or rel == MANIFEST:
+            continue
+        if rel in records:
+            files[rel] = {"size": records[rel]["size"], "sha256": records[rel]["sha256"]}
+        else:
+            files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "toolkit_version": __version__,
+        "recipe_hash": recipe_hash,
+        "plan_digest": digest,
+        "source": {"path": src_dir, "fingerprint": plan.source_fingerprint},
+        "options": asdict(plan.options),
+        "files": files,
+    }
+    write_json(out / MANIFEST, manifest)

@@ -1,0 +1,493 @@
+"""The conversion plan: for every output file, the tensors it holds and how each is made.
+
+A plan is pure data (JSON-serialisable), computed from the source headers, the model's tensor
+table (``ascend.models``) and the options. Every output tensor group comes from one ``Piece``:
+one source tensor (plus its FP8 ``_scale_inv`` partner), an optional row/column window (a TP
+shard), and an operation:
+
+- ``copy``     bytes copied unchanged (norms, router, BF16 weights staying BF16, FP8 pass-through
+               weight and scale windows on 128-block boundaries)
+- ``dequant``  FP8 block -> BF16 (exact: fp32 product, one rounding)
+- ``fp8``      -> FP8 block, writes ``weight`` + ``weight_scale_inv``
+- ``w8a8``     -> int8 per-channel, writes ``weight`` + ``weight_scale`` + ``weight_offset``
+
+Which source tensors are FP8 is decided by the presence of ``<name>_scale_inv`` only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ascend.errors import CheckpointError, ConvertError
+
+SCALE_INV_SUFFIX = "_scale_inv"
+FP8_BLOCK = 128
+DEFAULT_FILE_BYTES = 5 * 10**9  # ~5 GB per hf output file, as published checkpoints
+PLAN_FORMAT = "ascend-convert-plan/1"
+
+# xLLM's draft-model export (tools/export_mtp.py) lifts these MTP-layer modules to model level
+# and renames the rest of layer N to layer 0. Shared by every family with an MTP layer.
+MTP_MODEL_LEVEL_MODULES = ("embed_tokens", "shared_head", "enorm", "hnorm", "eh_proj")
+
+
+@dataclass
+class Piece:
+    """One source tensor (window) -> one group of output tensors, in file order.
+
+    rows / cols: [start, stop) window of the source tensor (None = all).
+    outputs: [(name, safetensors dtype, shape)], the main tensor first.
+    """
+
+    op: str
+    source: str
+    outputs: list[tuple[str, str, tuple[int, ...]]]
+    scale: str | None = None
+    rows: tuple[int, int] | None = None
+    cols: tuple[int, int] | None = None
+    scale_fmt: str | None = None
+
+
+@dataclass
+class OutputFile:
+    name: str
+    pieces: list[Piece] = field(default_factory=list)
+
+    @property
+    def tensors(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        return [o for p in self.pieces for o in p.outputs]
+
+    @property
+    def nbytes(self) -> int:
+        from ascend.checkpoint.safetensors_io import data_size
+
+        return data_size(self.tensors)
+
+
+@dataclass
+class ConvertOptions:
+    """What to produce. ``tp``/``dp``/``ep`` matter for ``layout == "sharded"`` only."""
+
+    precision: str = "bf16"  # default format for quantizable tensors: bf16 | fp8 | w8a8
+    rules: list[tuple[str, str]] = field(default_factory=list)  # (glob, format), first match wins
+    layout: str = "hf"  # hf | sharded
+    tp: int = 1  # attention TP per DP group
+    dp: int = 1
+    ep: int = 1
+    mtp: str = "keep"  # keep | drop | export
+    misaligned_fp8: str = "refuse"  # refuse | requantize
+    file_bytes: int = DEFAULT_FILE_BYTES
+
+    @property
+    def world(self) -> int:
+        return self.tp * self.dp
+
+    def validate(self) -> None:
+        for value, allowed, what in (
+            (self.precision, ("bf16", "fp8", "w8a8"), "precision"),
+            (self.layout, ("hf", "sharded"), "layout"),
+            (self.mtp, ("keep", "drop", "export"), "mtp"),
+            (self.misaligned_fp8, ("refuse", "requantize"), "misaligned_fp8"),
+        ):
+            if value not in allowed:
+                raise ConvertError(f"unknown {what} {value!r}", fix=f"use one of: {', '.join(allowed)}")
+        for _, fmt in self.rules:
+            if fmt not in ("bf16", "fp8", "w8a8"):
+                raise ConvertError(f"unknown precision rule format {fmt!r}", fix="use bf16, fp8 or w8a8")
+        if min(self.tp, self.dp, self.ep) < 1:
+            raise ConvertError("--tp, --dp and --ep must be >= 1")
+        if self.world % self.ep:
+            raise ConvertError(
+                f"ep {self.ep} does not divide the world size {self.world} (tp {self.tp} x dp {self.dp})",
+                fix="choose ep among the divisors of tp x dp",
+            )
+
+    def format_for(self, name: str) -> str:
+        for pattern, fmt in self.rules:
+            if fnmatch.fnmatchcase(name, pattern):
+                return fmt
+        return self.precision
+
+
+@dataclass
+class ConvertPlan:
+    options: ConvertOptions
+    files: list[OutputFile]
+    config: dict[str, Any]  # config.json of the output
+    quant_description: dict[str, str] | None  # W8A8 only
+    index_name: str | None  # hf layout: the index file name
+    sharding: dict[str, Any] | None  # sharded layout: ascend-plan.json body
+    draft: "ConvertPlan | None" = None  # mtp: export -> the draft model dir (subdir "mtp")
+    source_fingerprint: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "options": asdict(self.options),
+            "source_fingerprint": self.source_fingerprint,
+            "files": [{"name": f.name, "pieces": [asdict(p) for p in f.pieces]} for f in self.files],
+            "config": self.config,
+            "quant_description": self.quant_description,
+            "index_name": self.index_name,
+            "sharding": self.sharding,
+            "draft": self.draft.to_json() if self.draft else None,
+        }
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def all_files(self, prefix: str = "") -> list[tuple[str, OutputFile]]:
+        """(relative path, file) for this plan and its draft dir."""
+        out = [(prefix + f.name, f) for f in self.files]
+        if self.draft:
+            out += self.draft.all_files(prefix + "mtp/")
+        return out
+
+
+def natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def _layer_of(name: str) -> int | None:
+    m = re.match(r"model\.layers\.(\d+)\.", name)
+    return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows and FP8 block alignment
+
+
+def _aligned(window: tuple[int, int], size: int) -> bool:
+    """A window keeps whole 128-blocks: starts on a block and ends on one or at the tensor end."""
+    start, stop = window
+    return start % FP8_BLOCK == 0 and (stop % FP8_BLOCK == 0 or stop == size)
+
+
+def _scale_window(window: tuple[int, int] | None) -> tuple[int, int] | None:
+    if window is None:
+        return None
+    return window[0] // FP8_BLOCK, -(-window[1] // FP8_BLOCK)
+
+
+def _window_shape(shape: tuple[int, ...], rows, cols) -> tuple[int, ...]:
+    out = list(shape)
+    if rows is not None:
+        out[0] = rows[1] - rows[0]
+    if cols is not None:
+        out[1] = cols[1] - cols[0]
+    return tuple(out)
+
+
+def make_pieces(
+    src_name: str,
+    out_name: str,
+    info_dtype: str,
+    shape: tuple[int, ...],
+    has_scale: bool,
+    fmt: str,
+    quantizable: bool,
+    rows: tuple[int, int] | None,
+    cols: tuple[int, int] | None,
+    opts: ConvertOptions,
+    scale_fmt: str | None,
+) -> list[Piece]:
+    """The pieces producing ``out_name`` (and its scales) from a source tensor window."""
+    scale = src_name + SCALE_INV_SUFFIX if has_scale else None
+    wshape = _window_shape(shape, rows, cols)
+    base = out_name[: -len(".weight")] if out_name.endswith(".weight") else out_name
+    if not quantizable or len(shape) != 2:
+        fmt = "keep"
+    if has_scale and fmt in ("keep", "bf16"):
+        # a source FP8 tensor the table calls non-quantizable still has to become a real dtype
+        return [Piece("dequant", src_name, [(out_name, "BF16", wshape)], scale=scale, rows=rows, cols=cols)]
+    if fmt in ("keep", "bf16"):
+        return [Piece("copy", src_name, [(out_name, info_dtype, wshape)], rows=rows, cols=cols)]
+    if fmt == "fp8":
+        if has_scale:
+            misaligned = [
+                (axis, w, size)
+                for axis, w, size in (("rows", rows, shape[0]), ("columns", cols, shape[1]))
+                if w is not None and not _aligned(w, size)
+            ]
+            if not misaligned:
+                srows, scols = _scale_window(rows), _scale_window(cols)
+                return [
+                    Piece("copy", src_name, [(out_name, "F8_E4M3", wshape)], rows=rows, cols=cols),
+                    Piece("copy", scale, [(base + ".weight_scale_inv", "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
+                          rows=srows, cols=scols),
+                ]
+            if opts.misaligned_fp8 != "requantize":
+                axis, (start, stop), size = misaligned[0]
+                raise ConvertError(
+                    f"FP8 shard of {src_name} breaks 128-blocks: {axis} [{start}, {stop}) of {size} "
+                    f"({stop - start} {axis} per shard = {(stop - start) / FP8_BLOCK:g} blocks of {FP8_BLOCK})",
+                    why="block-FP8 scales cannot be split inside a 128-block",
+                    fix="use convert.misaligned_fp8: requantize (--requantize-misaligned), a smaller TP, or bf16/w8a8 output",
+                )
+        return [Piece("fp8", src_name, [(out_name, "F8_E4M3", wshape),
+                                        (base + ".weight_scale_inv", "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
+                      scale=scale, rows=rows, cols=cols, scale_fmt=scale_fmt)]
+    if fmt == "w8a8":
+        return [Piece("w8a8", src_name, [(out_name, "I8", wshape), (base + ".weight_scale", "F32", (wshape[0], 1)),
+                                         (base + ".weight_offset", "F32", (wshape[0], 1))],
+                      scale=scale, rows=rows, cols=cols)]
+    raise ConvertError(f"unknown format {fmt!r} for {src_name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Source inventory
+
+
+@dataclass
+class SourceTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    has_scale: bool
+
+
+def inventory(src, specs: dict[str, Any] | None) -> dict[str, SourceTensor]:
+    """Base tensors of the source (``_scale_inv`` partners folded in), checked against the table.
+
+    src: SafetensorsDir; specs: {name: TensorSpec} from ``ascend.models.tensor_specs`` or None.
+    """
+    out: dict[str, SourceTensor] = {}
+    for name, info in src.tensors.items():
+        if name.endswith(SCALE_INV_SUFFIX):
+            base = name[: -len(SCALE_INV_SUFFIX)]
+            if base not in src.tensors:
+                raise CheckpointError(f"scale {name} has no weight {base}", fix="the checkpoint is incomplete; re-download it")
+            continue
+        has_scale = (name + SCALE_INV_SUFFIX) in src.tensors
+        if info.dtype.startswith("F8") and not has_scale:
+            raise CheckpointError(
+                f"FP8 tensor {name} has no {name}{SCALE_INV_SUFFIX}",
+                why="block-FP8 weights cannot be dequantized without their scales",
+                fix="re-download the checkpoint (a shard holding the scale is missing or truncated)",
+            )
+        if has_scale:
+            from ascend.checkpoint.fp8 import scale_shape
+
+            sinfo = src.tensors[name + SCALE_INV_SUFFIX]
+            if len(info.shape) != 2 or tuple(sinfo.shape) != scale_shape(info.shape):
+                raise CheckpointError(
+                    f"{name}{SCALE_INV_SUFFIX} has shape {list(sinfo.shape)}, expected "
+                    f"{list(scale_shape(info.shape)) if len(info.shape) == 2 else '2-D weight'} for weight {list(info.shape)}",
+                    fix="the checkpoint is not 128x128 block-FP8; check its quantization_config",
+                )
+        out[name] = SourceTensor(name, info.dtype, tuple(info.shape), has_scale)
+    if specs is not None:
+        problems = []
+        for name, spec in specs.items():
+            t = out.get(name)
+            if t is None:
+                problems.append(f"missing {name}")
+            elif tuple(t.shape) != tuple(spec.shape):
+                problems.append(f"{name} has shape {list(t.shape)}, config.json implies {list(spec.shape)}")
+        extra = sorted(set(out) - set(specs), key=natural_key)
+        if problems:
+            raise CheckpointError(
+                f"source checkpoint disagrees with its config.json: {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+                fix="check that config.json belongs to these weights and that every shard is complete",
+            )
+        if extra:
+            raise CheckpointError(
+                f"source has {len(extra)} tensor(s) its config.json does not describe, e.g. {extra[0]}",
+                fix="check that config.json belongs to these weights",
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the plan
+
+W8A8_STEM = "quant_model_weight_w8a8_dynamic"
+HF_STEM = "model"
+
+
+def _window(sl: tuple[slice, ...] | None, shape: tuple[int, ...], dim: int) -> tuple[int, int] | None:
+    if sl is None or len(shape) <= dim:
+        return None
+    s = sl[dim]
+    return None if (s.start, s.stop) == (0, shape[dim]) else (s.start, s.stop)
+
+
+def _pack(pieces_by_tensor: list[list[Piece]], stem: str, file_bytes: int) -> list[OutputFile]:
+    """Greedy packing into files of at most ``file_bytes`` (a tensor never spans two files)."""
+    from ascend.checkpoint.safetensors_io import data_size
+
+    groups: list[list[Piece]] = [[]]
+    size = 0
+    for pieces in pieces_by_tensor:
+        n = data_size([o for p in pieces for o in p.outputs])
+        if groups[-1] and size + n > file_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].extend(pieces)
+        size += n
+    total = len(groups)
+    return [OutputFile(f"{stem}-{i + 1:05d}-of-{total:05d}.safetensors", g) for i, g in enumerate(groups)]
+
+
+def _output_formats(files: list[OutputFile]) -> set[str]:
+    return {p.op for f in files for p in f.pieces} & {"fp8", "w8a8"} | (
+        {"fp8"} if any(o[1] == "F8_E4M3" for f in files for o in f.tensors) else set()
+    )
+
+
+def _output_config(cfg: dict[str, Any], files: list[OutputFile], src_quant: dict | None) -> dict[str, Any]:
+    """config.json for the output: quantization block matching what the files hold."""
+    cfg = json.loads(json.dumps(cfg))
+    cfg.pop("quantization_config", None)
+    cfg.pop("quantize", None)
+    formats = _output_formats(files)
+    if "fp8" in formats:
+        qc = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8", "weight_block_size": [128, 128]}
+        if src_quant and src_quant.get("scale_fmt"):
+            qc["scale_fmt"] = src_quant["scale_fmt"]
+        # 2-D weights left unquantized, so loaders do not look for their scales
+        scaled = {o[0] for f in files for o in f.tensors if o[1] == "F8_E4M3"}
+        qc["modules_to_not_convert"] = sorted(
+            {o[0][: -len(".weight")] for f in files for o in f.tensors
+             if o[0].endswith(".weight") and len(o[2]) == 2 and o[0] not in scaled},
+            key=natural_key,
+        )
+        cfg["quantization_config"] = qc
+    if "w8a8" in formats:
+        cfg["quantize"] = "w8a8_dynamic"  # what xLLM's loader reads (reference/xllm.md §7)
+    for key in ("torch_dtype", "dtype"):
+        if key in cfg:
+            cfg[key] = "bfloat16"
+    return cfg
+
+
+def _quant_description(files: list[OutputFile]) -> dict[str, str]:
+    """msModelSlim ``quant_model_description.json``: a type for every tensor written."""
+    desc: dict[str, str] = {"model_quant_type": "W8A8_DYNAMIC", "version": "1.0.0"}
+    for f in files:
+        for p in f.pieces:
+            for name, _, _ in p.outputs:
+                desc[name] = "W8A8_DYNAMIC" if p.op == "w8a8" else "FLOAT"
+    return desc
+
+
+def _mtp_draft_name(name: str, mtp_layer: int) -> str:
+    """xLLM draft naming: ``model.layers.N.<embed_tokens|shared_head|enorm|hnorm|eh_proj>...`` ->
+    ``model.<...>``; every other tensor of layer N -> ``model.layers.0.<...>``."""
+    prefix = f"model.layers.{mtp_layer}."
+    rest = name[len(prefix):]
+    if rest.split(".")[0] in MTP_MODEL_LEVEL_MODULES:
+        return "model." + rest
+    return "model.layers.0." + rest
+
+
+def _draft_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """config.json of the MTP draft model xLLM's ``--draft_model`` loads (tools/export_mtp.py)."""
+    cfg = json.loads(json.dumps(cfg))
+    model_type = cfg.get("model_type", "")
+    cfg["model_type"] = f"{model_type}_mtp"
+    cfg["architectures"] = [a.replace("ForCausalLM", "MtpForCausalLM") for a in cfg.get("architectures", [])]
+    cfg["num_hidden_layers"] = 1
+    cfg["first_k_dense_replace"] = 0  # the MTP layer is an MoE layer
+    for key in ("mlp_layer_types", "indexer_types"):
+        if isinstance(cfg.get(key), list) and cfg[key]:
+            cfg[key] = [cfg[key][-1] if key == "indexer_types" else "sparse"]
+    return cfg
+
+
+def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
+    """The full plan for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs)."""
+    from ascend.models.sharding import ShardCoords, shard_slice
+    from ascend.models.tensors import tensor_specs
+
+    opts.validate()
+    specs = [s for s in tensor_specs(args, mtp=True) if s.scale_of is None]
+    by_name = {s.name: s for s in specs}
+    inv = inventory(src, by_name)
+    src_quant = (args.config or {}).get("quantization_config") or None
+    scale_fmt = args.quantization.scale_fmt if args.quantization is not None else None
+    main_specs = [s for s in specs if not (s.mtp and opts.mtp != "keep")]
+
+    def pieces_for(spec, out_name: str, rows=None, cols=None) -> list[Piece]:
+        t = inv[spec.name]
+        fmt = opts.format_for(spec.name) if spec.quantizable else "keep"
+        return make_pieces(spec.name, out_name, t.dtype, t.shape, t.has_scale, fmt, spec.quantizable,
+                           rows, cols, opts, scale_fmt)
+
+    sharding = None
+    if opts.layout == "hf":
+        per_tensor = [pieces_for(s, s.name) for s in main_specs]
+        probe = [p for ps in per_tensor for p in ps]
+        stem = W8A8_STEM if any(p.op == "w8a8" for p in probe) else HF_STEM
+        files = _pack(per_tensor, stem, opts.file_bytes)
+    else:
+        world = opts.world
+        files, ranks = [], []
+        for rank in range(world):
+            coords = ShardCoords.for_rank(rank, world, dp=opts.dp, ep=opts.ep)
+            f = OutputFile(f"model-rank-{rank:05d}-of-{world:05d}.safetensors")
+            for spec in main_specs:
+                sl = shard_slice(spec, coords)
+                if sl is None:
+                    continue
+                f.pieces.extend(pieces_for(spec, spec.name, _window(sl, spec.shape, 0), _window(sl, spec.shape, 1)))
+            files.append(f)
+            ranks.append({"rank": rank, "file": f.name, "coords": asdict(coords)})
+        sharding = {
+            "format": "ascend-sharded/1",
+            "world_size": world, "dp": opts.dp, "ep": opts.ep,
+            "attn_tp": world // opts.dp, "moe_tp": world // opts.ep,
+            "mtp": opts.mtp, "ranks": ranks,
+        }
+    if {"fp8", "w8a8"} <= _output_formats(files):
+        raise ConvertError("one output cannot mix FP8 and W8A8 tensors", fix="pick fp8 or w8a8 in the precision rules, not both")
+    config = _output_config(args.config, files, src_quant)
+    if opts.mtp != "keep" and args.num_nextn_predict_layers:
+        config["num_nextn_predict_layers"] = 0  # the main dir no longer holds the MTP layer
+    is_w8a8 = "w8a8" in _output_formats(files)
+    plan = ConvertPlan(
+        options=opts,
+        files=files,
+        config=config,
+        quant_description=_quant_description(files) if is_w8a8 else None,
+        index_name=f"{W8A8_STEM if is_w8a8 else HF_STEM}.safetensors.index.json" if opts.layout == "hf" else None,
+        sharding=sharding,
+        source_fingerprint=src.fingerprint(),
+    )
+    if opts.mtp == "export":
+        plan.draft = _draft_plan(args, specs, inv, pieces_for, opts, src_quant)
+    return plan
+
+
+def _draft_plan(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -> ConvertPlan:
+    mtp_specs = [s for s in specs if s.mtp]
+    if not mtp_specs:
+        raise ConvertError("mtp: export asked, but the checkpoint has no MTP layer",
+                           why="config.json num_nextn_predict_layers is 0", fix="use mtp: drop or keep")
+    layers = sorted({s.layer for s in mtp_specs})
+    if len(layers) != 1:
+        raise ConvertError(f"mtp: export supports one MTP layer, the checkpoint has {len(layers)}")
+    layer = layers[0]
+    per_tensor = [pieces_for(s, _mtp_draft_name(s.name, layer)) for s in mtp_specs]
+    names = {p.outputs[0][0] for ps in per_tensor for p in ps}
+    by_name = {s.name: s for s in specs}
+    # embed and head copies from the main model when the MTP layer lacks them
+    for draft_name, main_name in (("model.embed_tokens.weight", "model.embed_tokens.weight"),
+                                  ("model.shared_head.head.weight", "lm_head.weight")):
+        if draft_name not in names and main_name in by_name:
+            per_tensor.append(pieces_for(by_name[main_name], draft_name))
+    probe = [p for ps in per_tensor for p in ps]
+    is_w8a8 = any(p.op == "w8a8" for p in probe)
+    stem = W8A8_STEM if is_w8a8 else HF_STEM
+    files = _pack(per_tensor, stem, opts.file_bytes)
+    config = _draft_config(_output_config(args.config, files, src_quant))
+    return ConvertPlan(
+        options=opts, files=files, config=config,
+        quant_description=_quant_description(files) if is_w8a8 else None,
+        index_name=f"{stem}.safetensors.index.json", sharding=None,
+    )

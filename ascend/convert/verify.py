@@ -1,0 +1,307 @@
+"""`ascend verify`: is a converted directory complete, as planned, and numerically right?
+
+1. Structure: ``ascend-manifest.json`` present; every file it lists has its size and sha256;
+   no unlisted files; every weight file holds exactly the planned tensors with the planned
+   dtype and shape (the plan is recomputed from the source when it is available).
+2. Numbers: every output tensor (or ``sample`` of them) is compared with the source window it
+   came from, in row chunks, within the bound its transform allows:
+   copy (BF16, norms, FP8 pass-through) and FP8 -> BF16 dequant: bit-exact;
+   FP8 quantization: |W - deq| <= half an e4m3 step of the block (``fp8_error_bound``);
+   W8A8: |W - q·scale| <= scale/2 per row, offsets 0, |q| <= 127.
+3. Logits (models that fit in memory, outputs the reference runtime loads: BF16/FP8, hf or
+   sharded): reference logits of output vs source on fixed tokens; top-1 agreement and max
+   error against stated bounds (see ``LOGIT_BOUNDS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
+from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
+from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
+from ascend.convert.execute import chunk_rows, source_fp32
+from ascend.convert.pipeline import MANIFEST, STATE_DIR, load_source
+from ascend.convert.plan import ConvertOptions, ConvertPlan, OutputFile, Piece, build_plan
+from ascend.errors import CheckpointError, CheckFailed
+
+# Logit agreement required of output vs source, by the least exact transform in the output:
+# exact weights (copy only) must agree to float rounding of a different reduction order;
+# BF16 from FP8 differs by one BF16 rounding per weight; FP8/int8 by quantization noise.
+LOGIT_BOUNDS = {
+    "exact": {"max_rel_error": 1e-3, "min_top1": 1.0},
+    "bf16": {"max_rel_error": 0.05, "min_top1": 0.8},
+    "quantized": {"max_rel_error": 0.25, "min_top1": 0.5},
+}
+LOGIT_TOKENS = 16
+LOGITS_MAX_PARAMS = int(os.environ.get("ASCEND_VERIFY_LOGITS_MAX_PARAMS", str(2 * 10**9)))
+
+
+@dataclass
+class VerifyReport:
+    out_dir: str
+    problems: list[str] = field(default_factory=list)
+    files_checked: int = 0
+    tensors_checked: int = 0
+    tensors_total: int = 0
+    logits: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out_dir": self.out_dir, "ok": self.ok, "problems": self.problems, "files_checked": self.files_checked,
+                "tensors_checked": self.tensors_checked, "tensors_total": self.tensors_total,
+                "logits": self.logits, "notes": self.notes}
+
+
+def _options(d: dict[str, Any]) -> ConvertOptions:
+    d = dict(d)
+    d["rules"] = [tuple(r) for r in d.get("rules", [])]
+    return ConvertOptions(**d)
+
+
+def _load_plan(out: Path, manifest: dict, against: str | None, report: VerifyReport):
+    """(plan, SafetensorsDir source or None): recomputed from the source when available."""
+    src_dir = against or manifest.get("source", {}).get("path")
+    if src_dir and Path(src_dir, "config.json").is_file():
+        src, args = load_source(src_dir)
+        plan = build_plan(src, args, _options(manifest["options"]))
+        if plan.source_fingerprint != manifest.get("source", {}).get("fingerprint"):
+            report.problems.append(f"source {src_dir} is not the checkpoint this output was made from (fingerprint differs)")
+        elif plan.digest() != manifest.get("plan_digest"):
+            report.problems.append("the plan recomputed from the source differs from the one recorded in the manifest")
+        return plan, src
+    report.notes.append(f"source {src_dir} not available: structure checked against the recorded plan, numbers not checked")
+    state = out / STATE_DIR / "plan.json"
+    if not state.is_file():
+        report.problems.append(f"no source and no recorded plan ({state}): pass --against SRC_DIR")
+        return None, None
+    return _plan_from_json(json.loads(state.read_text())["plan"]), None
+
+
+def _plan_from_json(d: dict) -> ConvertPlan:
+    def files(fs):
+        return [OutputFile(f["name"], [Piece(**{**p, "outputs": [(o[0], o[1], tuple(o[2])) for o in p["outputs"]],
+                                                "rows": tuple(p["rows"]) if p["rows"] else None,
+                                                "cols": tuple(p["cols"]) if p["cols"] else None})
+                                       for p in f["pieces"]]) for f in fs]
+
+    plan = ConvertPlan(_options(d["options"]), files(d["files"]), d["config"], d["quant_description"], d["index_name"],
+                       d["sharding"], None, d["source_fingerprint"])
+    if d.get("draft"):
+        plan.draft = _plan_from_json({**d["draft"], "source_fingerprint": d["source_fingerprint"]})
+    return plan
+
+
+def _check_files(out: Path, manifest: dict, report: VerifyReport) -> None:
+    listed = manifest.get("files", {})
+    for rel, rec in listed.items():
+        p = out / rel
+        if not p.is_file():
+            report.problems.append(f"{rel}: listed in the manifest but missing")
+            continue
+        if p.stat().st_size != rec["size"]:
+            report.problems.append(f"{rel}: size {p.stat().st_size}, manifest says {rec['size']}")
+            continue
+        if file_sha256(p) != rec["sha256"]:
+            report.problems.append(f"{rel}: sha256 differs from the manifest (file changed or corrupt)")
+        report.files_checked += 1
+    for p in sorted(out.rglob("*")):
+        rel = str(p.relative_to(out))
+        if p.is_file() and not rel.startswith(STATE_DIR) and rel != MANIFEST and rel not in listed:
+            report.problems.append(f"{rel}: not listed in the manifest (extra or half-written file)")
+
+
+def _check_structure(out: Path, plan: ConvertPlan, report: VerifyReport) -> None:
+    for rel, f in plan.all_files():
+        p = out / rel
+        if not p.is_file():
+            report.problems.append(f"{rel}: planned weight file missing")
+            continue
+        try:
+            tensors, _, _ = read_header(p)
+        except CheckpointError as err:
+            report.problems.append(err.line())
+            continue
+        planned = {n: (d, tuple(s)) for n, d, s in f.tensors}
+        for name, (dtype, shape) in planned.items():
+            t = tensors.get(name)
+            if t is None:
+                report.problems.append(f"{rel}: tensor {name} missing")
+            elif (t.dtype, tuple(t.shape)) != (dtype, shape):
+                report.problems.append(f"{rel}: tensor {name} is {t.dtype}{list(t.shape)}, planned {dtype}{list(shape)}")
+        for name in sorted(set(tensors) - set(planned)):
+            report.problems.append(f"{rel}: unexpected tensor {name}")
+        report.tensors_total += len(planned)
+
+
+def _sample(pieces: list[tuple[str, Piece]], n: int | None) -> list[tuple[str, Piece]]:
+    if n is None or n >= len(pieces):
+        return pieces
+    step = len(pieces) / max(1, n)
+    return [pieces[int(i * step)] for i in range(n)]
+
+
+def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | None:
+    """None when the output tensors of ``p`` match the source window within the bound, else why."""
+    shape = src.tensors[p.source].shape
+    main = p.outputs[0][0]
+    if p.op == "copy":
+        r0, r1 = p.rows if p.rows else (0, shape[0] if shape else 0)
+        if len(shape) < 2:
+            a = src.read_rows(p.source, r0, r1) if shape else src.read(p.source)
+            b = out.read(main)
+            return None if torch.equal(a.view(torch.uint8), b.view(torch.uint8)) else "bytes differ from the source"
+        step = chunk_rows(shape[1])
+        for a0 in range(r0, r1, step):
+            a1 = min(a0 + step, r1)
+            a = src.read_rows(p.source, a0, a1)
+            if p.cols:
+                a = a[:, p.cols[0]:p.cols[1]]
+            b = out.read_rows(main, a0 - r0, a1 - r0)
+            if not torch.equal(a.contiguous().view(torch.uint8), b.view(torch.uint8)):
+                return f"bytes differ from the source in rows [{a0}, {a1})"
+        return None
+    r0, r1 = p.rows if p.rows else (0, shape[0])
+    if p.op == "fp8":
+        scale = out.read(p.outputs[1][0])
+    elif p.op == "w8a8":
+        scale, offset = out.read(p.outputs[1][0]), out.read(p.outputs[2][0])
+        if offset.any():
+            return "weight_offset is not zero"
+    step = chunk_rows(shape[1])
+    worst = 0.0
+    for a0 in range(r0, r1, step):
+        a1 = min(a0 + step, r1)
+        rows = slice(a0 - r0, a1 - r0)
+        if p.op == "dequant":
+            want = source_fp32(src, p, a0, a1, dtype=torch.bfloat16)
+            got = out.read_rows(main, rows.start, rows.stop)
+            if not torch.equal(want.contiguous().view(torch.int16), got.view(torch.int16)):
+                return f"BF16 differs from the exact FP8 dequantization in rows [{a0}, {a1})"
+            continue
+        ref = source_fp32(src, p, a0, a1)
+        q = out.read_rows(main, rows.start, rows.stop)
+        if p.op == "fp8":
+            s = scale[rows.start // 128: -(-rows.stop // 128)]
+            got = dequantize_fp8_block(q, s)
+            s_full = s.repeat_interleave(128, 0).repeat_interleave(128, 1)[: q.shape[0], : q.shape[1]]
+            bound = fp8_error_bound(s_full, ref)
+        else:
+            if q.min() < -127:
+                return "int8 weight uses -128 (symmetric range is ±127)"
+            s = scale[rows]
+            got = dequantize_w8a8(q, s)
+            bound = w8a8_error_bound(s).expand_as(got)
+        err = (got - ref).abs()
+        ratio = float((err / bound).max()) if err.numel() else 0.0
+        worst = max(worst, ratio)
+        if ratio > 1.0:
+            return f"reconstruction error {float(err.max()):.3g} exceeds the {p.op} bound ({ratio:.2f}x the bound)"
+    return None
+
+
+def _check_numbers(out: Path, plan: ConvertPlan, src: SafetensorsDir, sample: int | None, report: VerifyReport) -> None:
+    for prefix, sub in (("", plan), ("mtp/", plan.draft)):
+        if sub is None:
+            continue
+        pieces_by_file: dict[str, list[Piece]] = {}
+        for f in sub.files:
+            pieces_by_file[f.name] = f.pieces
+        items = [(fname, p) for fname, ps in pieces_by_file.items() for p in ps]
+        for fname, p in _sample(items, sample):
+            outdir = _FileView(out / prefix / fname)
+            try:
+                why = check_piece(src, outdir, p)
+            except (CheckpointError, KeyError) as err:
+                why = f"cannot read: {err}"
+            finally:
+                outdir.close()
+            report.tensors_checked += len(p.outputs)
+            if why:
+                report.problems.append(f"{prefix}{p.outputs[0][0]} (from {p.source}, {p.op}): {why}")
+
+
+class _FileView(SafetensorsDir):
+    """One safetensors file read like a directory."""
+
+    def __init__(self, path: Path):  # noqa: D401 - a thin variant
+        self.dir = path.parent
+        tensors, _, raw = read_header(path)
+        self.tensors, self.headers, self.files, self.weight_map = tensors, {path.name: raw}, [path.name], None
+        self._fds = {}
+
+
+def _logit_class(plan: ConvertPlan, src: SafetensorsDir) -> str:
+    ops = {p.op for f in plan.files for p in f.pieces}
+    if ops & {"fp8", "w8a8"}:
+        return "quantized"
+    if "dequant" in ops:
+        return "bf16"
+    return "exact"
+
+
+def _check_logits(out: Path, plan: ConvertPlan, src_dir: str, args_params: int, report: VerifyReport) -> None:
+    if any(p.op == "w8a8" for f in plan.files for p in f.pieces):
+        report.notes.append("logits not compared: the CPU reference runtime does not load W8A8 (per-tensor bounds checked)")
+        return
+    if args_params > LOGITS_MAX_PARAMS:
+        report.notes.append(f"logits not compared: {args_params / 1e9:.1f} B parameters do not fit the CPU reference")
+        return
+    try:
+        from ascend.reference import compute_logits
+    except ImportError as err:  # pragma: no cover - the reference runtime is part of the package
+        report.notes.append(f"logits not compared: reference runtime unavailable ({err})")
+        return
+    vocab = int(plan.config.get("vocab_size", 2))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (LOGIT_TOKENS,), generator=g).tolist()
+    ref = compute_logits(src_dir, ids)
+    got = compute_logits(str(out), ids)
+    kind = _logit_class(plan, None)
+    bound = LOGIT_BOUNDS[kind]
+    max_err = float((ref - got).abs().max())
+    scale = float(ref.abs().max()) or 1.0
+    top1 = float((ref.argmax(-1) == got.argmax(-1)).float().mean())
+    report.logits = {"tokens": len(ids), "max_abs_error": max_err, "max_rel_error": max_err / scale,
+                     "top1_agreement": top1, "class": kind, "bounds": bound}
+    if max_err / scale > bound["max_rel_error"] or top1 < bound["min_top1"]:
+        report.problems.append(
+            f"logits: max error {max_err:.3g} ({max_err / scale:.2%} of max |logit|), top-1 agreement {top1:.0%}; "
+            f"bound for {kind} conversions: {bound['max_rel_error']:.1%}, {bound['min_top1']:.0%}")
+
+
+def verify(out_dir: str | Path, against: str | None = None, sample: int | None = None, logits: bool = True) -> VerifyReport:
+    out = Path(out_dir)
+    report = VerifyReport(str(out))
+    manifest_path = out / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckFailed(f"{out}: no {MANIFEST}", why="the conversion did not finish (the manifest is written last)",
+                          fix="rerun ascend convert with the same arguments; it resumes")
+    manifest = json.loads(manifest_path.read_text())
+    _check_files(out, manifest, report)
+    plan, src = _load_plan(out, manifest, against, report)
+    if plan is None:
+        return report
+    _check_structure(out, plan, report)
+    if src is not None:
+        try:
+            _check_numbers(out, plan, src, sample, report)
+            if logits and not report.problems:
+                from ascend.models.tensors import param_counts
+                from ascend.models.args import load_model_args
+
+                total = param_counts(load_model_args(src.dir)).total
+                _check_logits(out, plan, str(src.dir), total, report)
+        finally:
+            src.close()
+    return report

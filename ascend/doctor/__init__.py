@@ -1,0 +1,138 @@
+"""``ascend doctor``: inspect an Ascend host before launch and say what is wrong, with fixes.
+
+``run_doctor(host, target)`` runs every check against a ``Host`` (``LocalHost()`` for this
+machine, ``ReplayHost(dir)`` for recorded outputs) and a ``Target`` (``Target()`` for no recipe,
+``target_from_recipe(recipe)`` otherwise). Exit status contract: 3 when any finding is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ascend.doctor.checks import (
+    ERROR,
+    INFO,
+    OK,
+    SEVERITIES,
+    WARN,
+    Finding,
+    Target,
+    check_cann,
+    check_disk,
+    check_driver_firmware,
+    check_hccl_env,
+    check_hccn,
+    check_hostname,
+    check_npus,
+    check_ports,
+    check_python,
+    check_ram,
+    check_xllm,
+)
+from ascend.doctor.host import LocalHost, ReplayHost
+
+__all__ = [
+    "ERROR", "INFO", "OK", "SEVERITIES", "WARN", "DoctorReport", "Finding", "LocalHost", "ReplayHost",
+    "Target", "run_doctor", "target_from_recipe",
+]
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.errors else 0
+
+    def by_check(self, check: str) -> list[Finding]:
+        return [f for f in self.findings if f.check == check or f.check.startswith(check + ".")]
+
+    def to_dict(self) -> dict:
+        counts = {s: sum(1 for f in self.findings if f.severity == s) for s in SEVERITIES}
+        return {"ok": not self.errors, "counts": counts, "findings": [f.to_dict() for f in self.findings]}
+
+
+def run_doctor(host: LocalHost | None = None, target: Target | None = None) -> DoctorReport:
+    host = host or LocalHost()
+    target = target or Target()
+    report = DoctorReport()
+    npu_findings, npu = check_npus(host, target)
+    report.findings += npu_findings
+    npu_present = npu is not None or host.exists("/usr/local/Ascend/driver/version.info")
+    drv_findings, drv = check_driver_firmware(host, npu_present)
+    report.findings += drv_findings
+    cann_findings, cann_version = check_cann(host, drv, npu_present)
+    report.findings += cann_findings
+    report.findings += check_python(host, cann_version, npu_present)
+    report.findings += check_xllm(host, target)
+    report.findings += check_hccl_env(host, target)
+    report.findings += check_hccn(host, npu, target)
+    report.findings += check_hostname(host, target)
+    report.findings += check_ports(host, target)
+    report.findings += check_disk(host, target)
+    report.findings += check_ram(host, target)
+    return report
+
+
+_BYTES_PER_PARAM = {"bf16": 2, "fp8": 1, "w8a8": 1}
+
+
+def estimate_output_bytes(recipe) -> tuple[int | None, str | None]:
+    """Conversion output size: every tensor of the model (``ascend.models.tensor_specs``) at the
+    format the recipe's precision rules give it (first matching glob wins; non-quantizable
+    tensors stay BF16); scales are ignored (<1%). Falls back to the source checkpoint's size."""
+    import fnmatch
+
+    precision = recipe.convert.precision
+    try:
+        from ascend.models import model_args_for_recipe, tensor_specs
+
+        args = model_args_for_recipe(recipe.model)
+        total = 0
+        for spec in tensor_specs(args, mtp=recipe.convert.mtp != "drop"):
+            if spec.scale_of is not None:
+                continue
+            fmt = "bf16"
+            if spec.quantizable:
+                fmt = next((r.format for r in precision.rules if fnmatch.fnmatch(spec.name, r.match)), precision.default)
+            numel = 1
+            for d in spec.shape:
+                numel *= d
+            total += numel * _BYTES_PER_PARAM.get(fmt, 2)
+        return total, "tensor table x precision rules"
+    except Exception:  # noqa: BLE001 - no config anywhere: fall back to the source size
+        pass
+    src = Path(recipe.model.path)
+    if src.is_dir():
+        size = sum(f.stat().st_size for f in src.glob("*.safetensors"))
+        if size:
+            return size, f"the source checkpoint's size on disk ({src})"
+    return None, None
+
+
+def target_from_recipe(recipe, ref: str | None = None) -> Target:
+    serve, hw = recipe.serve, recipe.hardware
+    ranks = hw.devices_per_node or 1
+    ports = [serve.port + i for i in range(ranks)] + [serve.master_port]
+    out_bytes, basis = estimate_output_bytes(recipe)
+    return Target(
+        recipe=ref or recipe.name,
+        chip=hw.chip,
+        nodes=hw.nodes,
+        devices_per_node=hw.devices_per_node,
+        engine=serve.engine,
+        xllm_binary=serve.binary if serve.engine == "xllm" else None,
+        ports=ports,
+        env=dict(serve.env),
+        convert_output=recipe.convert.output,
+        convert_workers=recipe.convert.workers,
+        source_dir=recipe.model.path,
+        output_bytes=out_bytes,
+        output_bytes_basis=basis,
+    )

@@ -1,0 +1,127 @@
+"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> stop.
+
+Each stage is a library function of its own package; this package only orders them, skips
+work that is already complete for the recipe, reports one line per stage and writes the run
+report (``report.json`` + ``report.txt``) into the run directory (default ``runs/<recipe name>``)::
+
+    from ascend.pipeline import run_pipeline
+    report, error = run_pipeline(load_recipe("tiny/glm5-cpu"))
+
+Dependencies between stages: convert needs the source, verify and serve need the converted
+output, smoke needs the running service. A stage whose library is not installed is reported
+``unavailable`` and only the stages that need its artifact are ``blocked``; ``--from`` assumes
+the earlier artifacts exist from a previous run.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ascend.errors import AscendError, CheckFailed, RecipeError
+from ascend.pipeline.report import STAGES, RunReport, StageResult
+from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, StageUnavailable, stop_service
+
+ORDER = [s for s in STAGES if s != "stop"]
+NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve"}
+ALIASES = {"fetch": "source", "tiny": "source"}
+
+
+def stage_name(name: str, option: str) -> str:
+    name = ALIASES.get(name, name)
+    if name not in ORDER:
+        raise RecipeError(f"{option} {name!r} is not a stage", fix=f"use one of: {', '.join(ORDER)} (fetch = source)")
+    return name
+
+
+def default_run_dir(recipe: Any) -> Path:
+    return Path("runs") / recipe.name
+
+
+def run_pipeline(
+    recipe: Any,
+    *,
+    run_dir: str | Path | None = None,
+    start: str = "plan",
+    until: str = "smoke",
+    keep_going: bool = False,
+    echo: Callable[[StageResult], None] = lambda r: None,
+    log: Callable[[str], None] = lambda s: None,
+    hold: Callable[[RunContext], None] | None = None,
+    progress: bool = False,
+) -> tuple[RunReport, AscendError | None]:
+    """Run the stages from ``start`` to ``until``; never leaves a service running.
+
+    ``echo`` gets each stage's result as soon as it is known; ``hold`` (if given) is called while
+    the service is up after the last stage (``--until serve`` serves until interrupted).
+    Returns the report (also written to the run dir) and the first failure, if any.
+    """
+    import yaml
+
+    from ascend.recipe import recipe_hash
+    from ascend.smoke.report import write_atomic
+
+    first, last = ORDER.index(stage_name(start, "--from")), ORDER.index(stage_name(until, "--until"))
+    if first > last:
+        raise RecipeError(f"--from {start} comes after --until {until}", fix="swap them")
+    run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    report = RunReport(
+        recipe=recipe.source_path or recipe.name,
+        recipe_hash=recipe_hash(recipe),
+        run_dir=str(run_dir),
+        started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+    )
+    ctx = RunContext(recipe, run_dir, log=log, progress=progress)
+    status: dict[str, str] = {}
+    error: AscendError | None = None
+    t_run = time.monotonic()
+
+    def add(result: StageResult) -> None:
+        status[result.stage] = result.status
+        report.stages.append(result)
+        echo(result)
+
+    try:
+        for i, name in enumerate(ORDER):
+            dep = NEEDS.get(name)
+            if not first <= i <= last:
+                add(StageResult(name, "not-run", "outside --from/--until"))
+                continue
+            if error is not None and not (keep_going and isinstance(error, CheckFailed)):
+                add(StageResult(name, "blocked", f"not run: {report.failed[0].stage} failed"))
+                continue
+            if dep and status.get(dep) in ("unavailable", "blocked", "failed"):
+                why = {"unavailable": "is not built yet", "blocked": "did not run", "failed": "failed"}[status[dep]]
+                add(StageResult(name, "blocked", f"needs {dep}, which {why}"))
+                continue
+            t0 = time.monotonic()
+            try:
+                result = STAGE_FUNCS[name](ctx)
+            except StageUnavailable as err:
+                result = StageResult(name, "unavailable", f"stage not available: {err}")
+            except StageFailed as err:
+                result, error = err.result, error or err
+            except AscendError as err:
+                result, error = StageResult(name, "failed", err.line()), error or err
+            result.seconds = time.monotonic() - t0
+            add(result)
+        if hold is not None and ctx.service is not None and error is None:
+            hold(ctx)
+    finally:
+        if ctx.service is not None:
+            t0 = time.monotonic()
+            result = stop_service(ctx)
+            result.seconds = time.monotonic() - t0
+            add(result)
+        ctx.stack.close()
+        report.seconds = time.monotonic() - t_run
+        write_atomic(run_dir / "report.json", report.to_json())
+        write_atomic(run_dir / "report.txt", report.to_text())
+    return report, error
+
+
+__all__ = ["ORDER", "RunReport", "StageResult", "default_run_dir", "run_pipeline", "stage_name"]

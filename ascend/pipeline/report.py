@@ -1,0 +1,82 @@
+"""What `ascend run` reports: one result per stage and the whole run, as JSON and as text."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+# ok: ran and passed. skipped: its artifact was already complete for this recipe (or the recipe
+# needs no such step). unavailable: the stage is not built in this installation. failed: ran and
+# did not pass. blocked: not run because an earlier stage failed or is unavailable. not-run:
+# outside --from/--until.
+StageStatus = Literal["ok", "skipped", "unavailable", "failed", "blocked", "not-run"]
+
+STAGES = ("plan", "source", "convert", "verify", "serve", "smoke", "stop")
+
+MARK = {"ok": "ok", "skipped": "skip", "unavailable": "n/a", "failed": "FAIL", "blocked": "-", "not-run": "-"}
+STYLE = {"ok": "green", "skipped": "cyan", "unavailable": "yellow", "failed": "bold red", "blocked": "dim", "not-run": "dim"}
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: StageStatus
+    summary: str
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def line(self, width: int = 8) -> str:
+        """``plan     ok    2 ranks ... (0.1 s)`` — the one-line summary printed per stage."""
+        took = f" ({self.seconds:.1f} s)" if self.seconds >= 0.05 else ""
+        return f"{self.stage:<{width}} {MARK[self.status]:<5} {self.summary}{took}"
+
+
+@dataclass
+class RunReport:
+    recipe: str
+    recipe_hash: str
+    run_dir: str
+    stages: list[StageResult] = field(default_factory=list)
+    seconds: float = 0.0
+    started_at: str = ""
+
+    @property
+    def failed(self) -> list[StageResult]:
+        return [s for s in self.stages if s.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def verdict(self) -> str:
+        done = [s.stage for s in self.stages if s.status in ("ok", "skipped")]
+        missing = [s.stage for s in self.stages if s.status == "unavailable"]
+        if self.failed:
+            head = f"FAILED at {self.failed[0].stage}"
+        elif missing:
+            head = "PARTIAL: stages not built yet: " + ", ".join(missing)
+        else:
+            head = "OK"
+        return f"{head} — {len(done)} of {len(self.stages)} stages done in {self.seconds:.1f} s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "recipe_hash": self.recipe_hash,
+            "run_dir": self.run_dir,
+            "started_at": self.started_at,
+            "seconds": round(self.seconds, 3),
+            "ok": self.ok,
+            "verdict": self.verdict(),
+            "stages": [asdict(s) | {"seconds": round(s.seconds, 3)} for s in self.stages],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str) + "\n"
+
+    def to_text(self) -> str:
+        lines = [f"ascend run {self.recipe} (recipe hash {self.recipe_hash}, started {self.started_at})", ""]
+        lines += [s.line() for s in self.stages]
+        lines += ["", self.verdict()]
+        return "\n".join(lines) + "\n"

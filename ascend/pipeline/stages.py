@@ -1,0 +1,327 @@
+"""The stages of `ascend run`, each a thin adapter over its library function.
+
+Every stage returns a :class:`StageResult` (``ok`` or ``skipped`` when its artifact is already
+complete for this recipe), raises an ``AscendError`` when it runs and fails, or raises
+:class:`StageUnavailable` when the library function it needs is not part of this installation
+(reported as such, never faked).
+
+Artifacts and how a rerun knows they are complete:
+
+=========  ======================================  ==========================================
+stage      artifact                                complete when
+=========  ======================================  ==========================================
+plan       ``<run>/plan.json``                     always recomputed (milliseconds)
+source     ``model.path``                          tiny: ``<run>/stages/source.json`` names the
+                                                   same ``model`` section and the dir has its
+                                                   config; hub: ``ascend.fetch`` completeness;
+                                                   local: completeness check
+convert    ``convert.output``                      ``ascend-manifest.json`` present for the same
+                                                   conversion recipe hash (``ascend.convert``)
+verify     ``<run>/verify.json``                   the recorded report is for the same manifest
+serve      running ranks, ``<run>/logs/``          never (a service is started each run)
+smoke      ``<run>/smoke.json``, ``smoke.xml``     never
+=========  ======================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ascend import __version__
+from ascend.errors import AscendError, CheckFailed, CheckpointError
+from ascend.pipeline.report import StageResult
+from ascend.smoke.report import write_atomic
+
+
+class StageUnavailable(Exception):
+    """The library function behind a stage is not in this installation (message says which)."""
+
+
+def need(module: str, attr: str) -> Any:
+    """``module.attr`` or StageUnavailable naming what is missing."""
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as err:
+        raise StageUnavailable(f"{module} is not built yet ({err.msg})") from None
+    if not hasattr(mod, attr):
+        raise StageUnavailable(f"{module}.{attr} is not built yet")
+    return getattr(mod, attr)
+
+
+@dataclass
+class RunContext:
+    """What the stages share: the recipe, the run directory, the running service."""
+
+    recipe: Any
+    run_dir: Path
+    log: Callable[[str], None] = lambda s: None
+    progress: bool = False
+    stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    service: Any = None
+    manifest_sha256: str | None = None
+
+    def record_path(self, stage: str) -> Path:
+        return self.run_dir / "stages" / f"{stage}.json"
+
+    def read_record(self, stage: str) -> dict | None:
+        try:
+            return json.loads(self.record_path(stage).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def write_record(self, stage: str, data: dict) -> None:
+        write_atomic(self.record_path(stage), json.dumps(data, indent=2) + "\n")
+
+
+def _hash(recipe: Any, sections: list[str]) -> str:
+    from ascend.recipe import recipe_hash
+
+    return recipe_hash(recipe, sections)
+
+
+# --------------------------------------------------------------------------------------- plan
+
+
+def stage_plan(ctx: RunContext) -> StageResult:
+    plan_recipe = need("ascend.plan", "plan_recipe")
+    require_fit = need("ascend.plan", "require_fit")
+    plan = plan_recipe(ctx.recipe)
+    data = plan.as_dict()
+    write_atomic(ctx.run_dir / "plan.json", json.dumps(data, indent=2, default=str) + "\n")
+    require_fit(plan)  # CheckFailed (exit 3) with the computed fixes
+    r = ctx.recipe
+    dev = max(plan.devices, key=lambda d: d.fixed)
+    summary = (
+        f"{plan.inputs.world} ranks on {plan.chip.name}: attention TP{r.attention_tp} x DP{r.parallel.dp}, "
+        f"EP{r.parallel.ep} (MoE TP{r.moe_tp}); {dev.weights_total / 2**20:.1f} MiB weights/device, "
+        f"KV for {plan.kv_tokens} tokens per DP group; fits"
+    )
+    return StageResult("plan", "ok", summary, details={"plan": str(ctx.run_dir / "plan.json")})
+
+
+# ------------------------------------------------------------------------------------- source
+
+
+def stage_source(ctx: RunContext) -> StageResult:
+    m = ctx.recipe.model
+    if m.source == "tiny":
+        return _source_tiny(ctx)
+    if m.source == "local":
+        return _source_local(ctx)
+    return _source_hub(ctx)
+
+
+def _source_tiny(ctx: RunContext) -> StageResult:
+    m = ctx.recipe.model
+    path = Path(m.path)
+    key = _hash(ctx.recipe, ["model"]) + "/" + __version__
+    rec = ctx.read_record("source")
+    if rec and rec.get("key") == key and (path / "config.json").is_file():
+        return StageResult("source", "skipped", f"tiny checkpoint {path} already generated for this recipe")
+    tiny = m.tiny
+    scripted = bool(tiny and tiny.scripted)
+    if scripted:
+        write = need("ascend.reference.scripted", "write_scripted_checkpoint")
+    else:
+        write = need("ascend.reference", "write_tiny_checkpoint")
+    options = tiny.model_dump(exclude={"scripted"}) if tiny else {}
+    # Generate beside the target and rename: a killed run never leaves a half-written source.
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write(tmp, m.family, **options)
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ctx.write_record("source", {"key": key, "path": str(path), "family": m.family, "options": options, "scripted": scripted})
+    kind = "scripted (constructed weights)" if scripted else "random"
+    fp8 = "FP8" if options.get("fp8") else "BF16"
+    return StageResult("source", "ok", f"tiny {m.family} {kind} {fp8} checkpoint -> {path}")
+
+
+def _source_local(ctx: RunContext) -> StageResult:
+    verify_local = need("ascend.fetch", "verify_local")
+    path = Path(ctx.recipe.model.path)
+    if not path.is_dir():
+        raise CheckpointError(f"model.path {path} does not exist", fix="point model.path at the checkpoint, or use source: modelscope")
+    report, _ = verify_local(path)
+    if not report.complete:
+        raise CheckpointError(f"{path}: {report.summary()}", fix=f"run `ascend fetch` again or repair {path}")
+    return StageResult("source", "ok", f"local checkpoint {path}: {report.summary()}")
+
+
+def _source_hub(ctx: RunContext) -> StageResult:
+    m = ctx.recipe.model
+    read_record = need("ascend.fetch", "read_record")
+    verify_local = need("ascend.fetch", "verify_local")
+    fetch = need("ascend.fetch", "fetch")
+    path = Path(m.path)
+    rec = read_record(path) if path.is_dir() else None
+    if rec and rec.get("model_id") == m.id and rec.get("revision") in (None, m.resolved_revision):
+        report, _ = verify_local(path)
+        if report.complete:
+            return StageResult("source", "skipped", f"{m.id} already complete in {path}: {report.summary()}")
+    result = fetch(m.id, local_dir=path, source=m.source, revision=m.revision)
+    if not result.complete:
+        raise CheckFailed(
+            f"{m.id} is incomplete in {path}: {result.report.summary()}",
+            why=result.download_error,
+            fix="rerun `ascend run` (downloads resume), or `ascend fetch` for details",
+        )
+    return StageResult("source", "ok", f"fetched {m.id}@{result.revision} -> {path}: {result.report.summary()}")
+
+
+# ------------------------------------------------------------------------------------ convert
+
+
+def convert_options(recipe: Any) -> Any:
+    """ConvertOptions from a recipe, exactly as `ascend convert RECIPE` builds them."""
+    ConvertOptions = need("ascend.convert.plan", "ConvertOptions")
+    c = recipe.convert
+    return ConvertOptions(
+        precision=c.precision.default,
+        rules=[(rule.match, rule.format) for rule in c.precision.rules],
+        layout=c.layout,
+        tp=recipe.attention_tp,
+        dp=recipe.parallel.dp,
+        ep=recipe.parallel.ep,
+        mtp=c.mtp,
+        misaligned_fp8=c.misaligned_fp8,
+    )
+
+
+CONVERT_SECTIONS = ["model", "parallel", "hardware", "convert"]
+
+
+def stage_convert(ctx: RunContext) -> StageResult:
+    convert = need("ascend.convert.pipeline", "convert")
+    r = ctx.recipe
+    opts = convert_options(r)
+    opts.validate()
+    out = Path(r.convert.output)
+    result = convert(
+        r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
+        progress=ctx.progress, log=ctx.log,
+    )
+    if not result.complete:
+        raise CheckpointError(f"conversion into {out} did not complete", fix="rerun `ascend run` to resume")
+    ctx.manifest_sha256 = _manifest_sha(out)
+    rules = ", ".join(f"{m}->{f}" for m, f in opts.rules) or "none"
+    what = f"{opts.precision} (rules: {rules}), layout {opts.layout}, TP{opts.tp} DP{opts.dp} EP{opts.ep}"
+    if not result.files_written:
+        return StageResult("convert", "skipped", f"{out} already complete for this recipe ({what})")
+    return StageResult(
+        "convert", "ok",
+        f"{what} -> {out}: {len(result.files_written)} files, {result.bytes_written / 1e6:.1f} MB",
+        details={"files_written": len(result.files_written)},
+    )
+
+
+def _manifest_sha(out: Path) -> str | None:
+    p = out / "ascend-manifest.json"
+    return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
+
+
+# ------------------------------------------------------------------------------------- verify
+
+
+def stage_verify(ctx: RunContext) -> StageResult:
+    verify = need("ascend.convert.verify", "verify_output")
+    r = ctx.recipe
+    out = Path(r.convert.output)
+    manifest = ctx.manifest_sha256 or _manifest_sha(out)
+    rec = ctx.read_record("verify")
+    if rec and manifest and rec.get("manifest_sha256") == manifest and rec.get("ok"):
+        return StageResult("verify", "skipped", f"{out} already verified: {rec.get('summary', '')}")
+    report = verify(out, against=r.model.path)
+    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    ok = bool(data.get("ok"))
+    summary = str(data.get("summary", ""))
+    write_atomic(ctx.run_dir / "verify.json", json.dumps(data, indent=2, default=str) + "\n")
+    ctx.write_record("verify", {"manifest_sha256": manifest, "ok": ok, "summary": summary})
+    if not ok:
+        raise CheckFailed(f"verify {out}: {summary}", fix=f"see {ctx.run_dir / 'verify.json'}; reconvert with `ascend convert --force`")
+    return StageResult("verify", "ok", summary)
+
+
+# -------------------------------------------------------------------------------------- serve
+
+
+def stage_serve(ctx: RunContext) -> StageResult:
+    build_deployment = need("ascend.serve.xllm", "build_deployment")
+    Service = need("ascend.serve.launch", "Service")
+    r = ctx.recipe
+    dep = build_deployment(r)
+    log_dir = ctx.run_dir / "logs"
+    service = Service(dep, log_dir=log_dir, timeout_s=r.serve.startup_timeout_s)
+    t0 = time.monotonic()
+    ctx.service = ctx.stack.enter_context(service)
+    ranks = len(dep.node_ranks(0))
+    extra = f" (node 0 of {len(dep.hosts)}; start the other nodes with `ascend serve`)" if len(dep.hosts) > 1 else ""
+    return StageResult(
+        "serve", "ok",
+        f"{ranks} {r.serve.engine} ranks serving {dep.served_model!r} at {service.base_url}, ready in "
+        f"{time.monotonic() - t0:.1f} s{extra}; logs in {log_dir}",
+        details={"base_url": service.base_url, "model": dep.served_model, "logs": str(log_dir)},
+    )
+
+
+# -------------------------------------------------------------------------------------- smoke
+
+
+def stage_smoke(ctx: RunContext) -> StageResult:
+    from ascend.smoke import Endpoint, config_from_recipe, run_smoke, to_json, to_junit
+
+    if ctx.service is None:
+        raise StageUnavailable("no running service (the serve stage did not run)")
+    ep = Endpoint.parse(ctx.service.base_url, ctx.service.served_model)
+    report = run_smoke(ep, config_from_recipe(ctx.recipe), on_result=lambda res: ctx.log(f"  smoke {res.name}: {res.status} {res.detail}"))
+    write_atomic(ctx.run_dir / "smoke.json", to_json(report))
+    write_atomic(ctx.run_dir / "smoke.xml", to_junit(report))
+    c = report.counts()
+    summary = f"{c['pass']} passed, {c['fail']} failed, {c['skip']} skipped (report: {ctx.run_dir / 'smoke.json'})"
+    details = {"checks": {x.name: {"status": x.status, "detail": x.detail} for x in report.results}}
+    if not report.ok:
+        failed = "; ".join(f"{x.name}: {x.detail}" for x in report.failed())
+        raise StageFailed(StageResult("smoke", "failed", f"{summary} — {failed}", details=details))
+    return StageResult("smoke", "ok", summary, details=details)
+
+
+class StageFailed(CheckFailed):
+    """A check stage ran and did not pass; carries its full result for the report."""
+
+    def __init__(self, result: StageResult):
+        self.result = result
+        super().__init__(f"{result.stage}: {result.summary}")
+
+
+def stop_service(ctx: RunContext) -> StageResult:
+    if ctx.service is None:
+        return StageResult("stop", "skipped", "nothing running")
+    codes = ctx.service.stop()
+    ctx.stack.close()
+    ctx.service = None
+    return StageResult("stop", "ok", f"{len(codes)} ranks stopped (exit codes {sorted(set(codes.values()), key=str)})")
+
+
+STAGE_FUNCS: dict[str, Callable[[RunContext], StageResult]] = {
+    "plan": stage_plan,
+    "source": stage_source,
+    "convert": stage_convert,
+    "verify": stage_verify,
+    "serve": stage_serve,
+    "smoke": stage_smoke,
+}
+
+__all__ = ["AscendError", "RunContext", "STAGE_FUNCS", "StageFailed", "StageUnavailable", "stop_service"]

@@ -1,0 +1,345 @@
+"""Running the reference model: ``compute_logits`` (one call, spawns ranks) and ``ModelRunner``
+(the rank-0-driven runtime the CPU serving engine is built on).
+
+ModelRunner contract (stable; ``ascend-xllm-cpu`` codes against it)
+-------------------------------------------------------------------
+Every rank of a job is a separate OS process started by a launcher (as xLLM is). Each process
+constructs::
+
+    runner = ModelRunner(model_dir, rank=r, world_size=W, dp=D, ep=E,
+                         master_addr="10.0.0.11", master_port=29611)
+
+with identical ``model_dir`` (an HF dir, or a ``sharded`` dir written for W ranks), ``world_size``,
+``dp``, ``ep``, ``master_addr`` and ``master_port`` on every rank. ``world_size == 1`` needs no
+address. Construction joins the gloo process group (blocking until all W ranks have joined, at most
+``timeout_s``), then loads this rank's weights. Bad input raises ``CheckpointError`` (bad dir) or
+``PlanError`` (dp/ep do not divide the world, heads or experts) on every rank.
+
+Rank 0 (``runner.is_driver``) drives; every other rank calls ``runner.follow()``, which executes
+the commands rank 0 broadcasts and returns after ``shutdown()``.
+
+Rank 0 API (single-threaded: call from one thread only):
+
+- ``new_sequence() -> int``: a fresh sequence id (no collective; the sequence's caches are created
+  on first ``forward``). With ``dp > 1`` sequence ``s`` is served by attention-DP group ``s % dp``.
+- ``forward(seq_ids: list[int], token_lists: list[list[int]]) -> torch.Tensor``: appends
+  ``token_lists[i]`` (non-empty) to sequence ``seq_ids[i]`` and returns the logits of each
+  sequence's last new token, ``[len(seq_ids), vocab_size]`` float32. The first call for a sequence
+  is its prefill; later calls decode (one token or several: chunked prefill works the same). A
+  sequence may appear at most once per call. Inputs are validated on rank 0 before anything is
+  broadcast (unknown/freed id, duplicate id, empty list, token id outside ``[0, vocab_size)``,
+  total length above ``max_model_len``): ``AscendError`` (exit code 2), and the job stays usable.
+- ``free(seq_id)``: drop a sequence's caches on every rank (unknown ids are ignored).
+- ``shutdown()``: tell the followers to return, leave the process group. Idempotent. Also run by
+  ``close()`` / the context manager.
+
+Attributes on every rank: ``rank``, ``world_size``, ``is_driver``, ``config`` (config.json dict),
+``args`` (``ModelArgs``), ``vocab_size``, ``max_model_len`` (``max_position_embeddings``),
+``eos_token_ids`` (list[int] from config.json, possibly empty).
+
+Determinism: logits do not depend on how sequences are batched together or on W/dp/ep beyond
+float32 summation order (sharded vs single-process agree within 1e-5).
+
+Commands travel as JSON in a uint8 tensor over ``torch.distributed.broadcast`` (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Sequence as Seq
+
+import torch
+import torch.distributed as dist
+
+from ascend import errors
+from ascend.errors import AscendError
+from ascend.reference.model import ReferenceModel, Sequence
+from ascend.reference.parallel import Parallel, destroy_parallel, free_port, init_parallel
+
+
+def run_batch(model: ReferenceModel, seqs_by_id: dict[int, Sequence], seq_ids: list[int],
+              token_lists: list[list[int]], *, all_positions: bool) -> torch.Tensor | None:
+    """Run one step on every rank (collective). Sequence ``s`` belongs to DP group ``s % dp``.
+
+    Returns on rank 0 the logits ``[B, V]`` of each sequence's last new token, or with
+    ``all_positions`` ``[sum of new tokens, V]`` in input order; None on other ranks.
+    """
+    par = model.par
+    groups = [sid % par.dp for sid in seq_ids]
+    dp_counts = [sum(len(t) for t, g in zip(token_lists, groups) if g == d) for d in range(par.dp)]
+    mine = [i for i, g in enumerate(groups) if g == par.dp_rank]
+    seqs = [seqs_by_id.setdefault(seq_ids[i], Sequence()) for i in mine]
+    hidden = model.forward(seqs, [token_lists[i] for i in mine], dp_counts)  # [n_mine_tokens, h]
+    offsets = [0]
+    for i in mine:
+        offsets.append(offsets[-1] + len(token_lists[i]))
+    if all_positions:
+        rows_out = torch.arange(hidden.shape[0])
+        starts = [0]
+        for t in token_lists:
+            starts.append(starts[-1] + len(t))
+        targets = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in mine]) if mine else torch.zeros(0, dtype=torch.int64)
+        total = starts[-1]
+    else:
+        rows_out = torch.tensor([offsets[k + 1] - 1 for k in range(len(mine))], dtype=torch.int64)
+        targets = torch.tensor(mine, dtype=torch.int64)
+        total = len(seq_ids)
+    logits = model.logits(hidden[rows_out])  # collective within the attention-TP group
+    if par.dp == 1:
+        return logits if par.rank == 0 else None
+    out = logits.new_zeros(total, model.vocab_size)
+    if par.tp_rank == 0:
+        out[targets] = logits
+    par.all_reduce_world(out)  # each row is non-zero on exactly one rank: the sum is exact
+    return out if par.rank == 0 else None
+
+
+class ModelRunner:
+    """See the module docstring for the contract."""
+
+    def __init__(self, model_dir: str | Path, *, rank: int = 0, world_size: int = 1, dp: int = 1, ep: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: int = 0, timeout_s: float = 300.0):
+        self.par: Parallel = init_parallel(rank, world_size, dp, ep, master_addr, master_port, timeout_s)
+        try:
+            self.model = ReferenceModel(model_dir, self.par, mtp=False)
+        except BaseException:
+            destroy_parallel(self.par)
+            raise
+        self.args = self.model.args
+        self.config = self.args.config
+        eos = self.config.get("eos_token_id")
+        self.eos_token_ids: list[int] = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+        self._seqs: dict[int, Sequence] = {}
+        self._live: set[int] = set()  # rank 0: allocated, not freed
+        self._next_id = 0
+        self._closed = False
+
+    rank = property(lambda self: self.par.rank)
+    world_size = property(lambda self: self.par.world_size)
+    is_driver = property(lambda self: self.par.rank == 0)
+    vocab_size = property(lambda self: self.args.vocab_size)
+    max_model_len = property(lambda self: self.args.max_position_embeddings)
+
+    # --- rank 0 ------------------------------------------------------------------------------
+    def new_sequence(self) -> int:
+        self._require_driver("new_sequence")
+        sid = self._next_id
+        self._next_id += 1
+        self._live.add(sid)
+        return sid
+
+    def forward(self, seq_ids: Seq[int], token_lists: Seq[Seq[int]]) -> torch.Tensor:
+        self._require_driver("forward")
+        seq_ids = [int(s) for s in seq_ids]
+        token_lists = [[int(t) for t in toks] for toks in token_lists]
+        if len(seq_ids) != len(token_lists) or not seq_ids:
+            raise AscendError("forward needs one token list per sequence id, and at least one sequence")
+        if len(set(seq_ids)) != len(seq_ids):
+            raise AscendError("forward: a sequence id appears twice in one call")
+        unknown = [s for s in seq_ids if s not in self._live]
+        if unknown:
+            raise AscendError(f"forward: unknown or freed sequence id {unknown[0]}", fix="call new_sequence() first")
+        existing = [self._seqs.get(s) or Sequence() for s in seq_ids]
+        self.model.check_tokens(token_lists, existing)
+        self._broadcast({"op": "forward", "seq_ids": seq_ids, "tokens": token_lists})
+        return run_batch(self.model, self._seqs, seq_ids, token_lists, all_positions=False)
+
+    def free(self, seq_id: int) -> None:
+        self._require_driver("free")
+        self._live.discard(int(seq_id))
+        self._broadcast({"op": "free", "seq_ids": [int(seq_id)]})
+        self._seqs.pop(int(seq_id), None)
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.is_driver:
+            self._broadcast({"op": "shutdown"})
+        destroy_parallel(self.par)
+
+    close = shutdown
+
+    def __enter__(self) -> ModelRunner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # --- other ranks -------------------------------------------------------------------------
+    def follow(self) -> None:
+        """Execute rank 0's commands until it shuts down (non-zero ranks only)."""
+        if self.is_driver:
+            raise AscendError("follow() is for ranks other than 0; rank 0 drives with forward()")
+        while True:
+            cmd = self._receive()
+            op = cmd["op"]
+            if op == "forward":
+                run_batch(self.model, self._seqs, cmd["seq_ids"], cmd["tokens"], all_positions=False)
+            elif op == "free":
+                for sid in cmd["seq_ids"]:
+                    self._seqs.pop(sid, None)
+            elif op == "shutdown":
+                self._closed = True
+                destroy_parallel(self.par)
+                return
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _require_driver(self, what: str) -> None:
+        if not self.is_driver:
+            raise AscendError(f"{what}() is rank 0's; other ranks call follow()")
+        if self._closed:
+            raise AscendError(f"{what}(): the runner was shut down")
+
+    def _broadcast(self, cmd: dict) -> None:
+        if self.par.world_size == 1:
+            return
+        payload = torch.frombuffer(bytearray(json.dumps(cmd).encode()), dtype=torch.uint8)
+        dist.broadcast(torch.tensor([payload.numel()], dtype=torch.int64), src=0)
+        dist.broadcast(payload, src=0)
+
+    def _receive(self) -> dict:
+        size = torch.zeros(1, dtype=torch.int64)
+        dist.broadcast(size, src=0)
+        payload = torch.empty(int(size.item()), dtype=torch.uint8)
+        dist.broadcast(payload, src=0)
+        return json.loads(bytes(payload.tolist()).decode())
+
+
+# --------------------------------------------------------------------------------------------
+# compute_logits: one forward over fixed inputs, spawning ranks when needed
+# --------------------------------------------------------------------------------------------
+def compute_logits(model_dir: str | Path, input_ids, ranks: int | None = None, dp: int | None = None,
+                   ep: int | None = None, *, timeout_s: float = 600.0) -> torch.Tensor:
+    """Reference logits of ``input_ids`` for every position, float32.
+
+    ``input_ids``: one sequence ``[T]`` (list or tensor) -> ``[T, vocab]``; or a batch ``[B, T]``
+    (rows may differ in length when given as lists of lists) -> ``[sum(T_b), vocab]`` with rows in
+    input order (``[B, T, vocab]`` when the input is a 2-D tensor). ``ranks`` > 1 spawns that many
+    processes (gloo on 127.0.0.1, a free port) with attention TP = ranks / dp and EP = ep; a
+    ``sharded`` dir takes ranks, dp and ep from its ``ascend-plan.json`` by default.
+    """
+    batch, shape = _as_batch(input_ids)
+    ranks, dp, ep = _layout_for(Path(model_dir), ranks, dp, ep)
+    if ranks == 1:
+        model = ReferenceModel(model_dir, mtp=False)
+        model.check_tokens(batch)
+        out = run_batch(model, {}, list(range(len(batch))), batch, all_positions=True)
+    else:
+        out = _spawn(model_dir, batch, ranks, dp, ep, timeout_s)
+    return out.view(*shape, -1) if shape else out
+
+
+def compute_mtp_logits(model_dir: str | Path, input_ids) -> torch.Tensor:
+    """Single-process MTP logits of one sequence ``[T]``: row i pairs the main model's
+    final-normed hidden state at position i with token ``i + 1`` and predicts token ``i + 2``.
+    Returns ``[T - 1, vocab]`` float32. CheckpointError when the checkpoint has no MTP layer."""
+    from ascend.errors import CheckpointError
+
+    ids = [int(t) for t in (input_ids.tolist() if isinstance(input_ids, torch.Tensor) else input_ids)]
+    model = ReferenceModel(model_dir, mtp=True)
+    if model.mtp is None:
+        raise CheckpointError(
+            f"{model_dir}: no MTP layer (model.layers.{model.args.num_hidden_layers}.*)",
+            fix="use a checkpoint with num_nextn_predict_layers >= 1 and its MTP weights",
+        )
+    model.check_tokens([ids])
+    seq = Sequence()
+    hidden = model.forward([seq], [ids])
+    return model.mtp.forward([seq], hidden[:-1], [ids[1:]])
+
+
+def _as_batch(input_ids) -> tuple[list[list[int]], tuple[int, ...] | None]:
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.dim() == 1:
+            return [input_ids.tolist()], None
+        if input_ids.dim() == 2:
+            return input_ids.tolist(), tuple(input_ids.shape)
+        raise AscendError(f"input_ids must be [T] or [B, T], got shape {list(input_ids.shape)}")
+    items = list(input_ids)
+    if items and isinstance(items[0], (list, tuple)):
+        return [[int(t) for t in row] for row in items], None
+    return [[int(t) for t in items]], None
+
+
+def _layout_for(model_dir: Path, ranks, dp, ep) -> tuple[int, int, int]:
+    plan_path = model_dir / "ascend-plan.json"
+    if plan_path.is_file():
+        try:
+            plan = json.loads(plan_path.read_text())
+        except (OSError, ValueError) as err:
+            raise errors.CheckpointError(f"{plan_path}: cannot read", why=str(err)) from None
+        par = plan.get("parallel", plan)
+        world = int(par.get("world_size") or len(list(model_dir.glob("model-rank-*.safetensors"))))
+        p_dp, p_ep = int(par.get("dp", 1)), int(par.get("ep", 1))
+        for name, given, stored in (("ranks", ranks, world), ("dp", dp, p_dp), ("ep", ep, p_ep)):
+            if given is not None and given != stored:
+                raise errors.CheckpointError(
+                    f"{plan_path}: the dir is sharded for {name}={stored}, not {given}", fix=f"pass --{name} {stored} or omit it"
+                )
+        return world, p_dp, p_ep
+    return ranks or 1, dp or 1, ep or 1
+
+
+def _rank_main(rank: int, world: int, dp: int, ep: int, port: int, model_dir: str, batch: list[list[int]],
+               out_dir: str) -> None:
+    """Body of one spawned rank: run the batch, rank 0 saves the logits; errors go to a file."""
+    try:
+        from safetensors.torch import save_file
+
+        par = init_parallel(rank, world, dp, ep, "127.0.0.1", port)
+        try:
+            model = ReferenceModel(model_dir, par, mtp=False)
+            out = run_batch(model, {}, list(range(len(batch))), batch, all_positions=True)
+            if rank == 0:
+                save_file({"logits": out.contiguous()}, str(Path(out_dir) / "logits.safetensors"))
+        finally:
+            destroy_parallel(par)
+    except AscendError as err:
+        (Path(out_dir) / f"error-{rank}.txt").write_text(f"{type(err).__name__}\n{err.line()}")
+    except BaseException as err:  # a bug: keep the traceback for the parent
+        (Path(out_dir) / f"error-{rank}.txt").write_text(f"RuntimeError\n{type(err).__name__}: {err}\n{traceback.format_exc()}")
+
+
+def _spawn(model_dir, batch, ranks: int, dp: int, ep: int, timeout_s: float) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    # validate cheaply in this process first (config, layout, token ids) so errors are immediate
+    from ascend.models.args import load_model_args
+
+    args = load_model_args(model_dir)
+    Parallel(rank=0, world_size=ranks, dp=dp, ep=ep)  # divisibility of the world
+    bad = [t for row in batch for t in row if not 0 <= t < args.vocab_size]
+    if bad or not all(batch):
+        raise AscendError(f"token id {bad[0]} is outside the vocabulary [0, {args.vocab_size})" if bad else "empty sequence")
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="ascend-logits-") as tmp:
+        port = free_port()
+        procs = [ctx.Process(target=_rank_main, args=(r, ranks, dp, ep, port, str(model_dir), batch, tmp), daemon=True)
+                 for r in range(ranks)]
+        try:
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join(timeout_s)
+        finally:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+        errs = sorted(Path(tmp).glob("error-*.txt"))
+        if errs:
+            kind, _, line = errs[0].read_text().partition("\n")
+            cls = getattr(errors, kind, None)
+            if isinstance(cls, type) and issubclass(cls, AscendError):
+                raise cls(line.strip())
+            raise RuntimeError(f"reference rank failed: {line}")
+        result = Path(tmp) / "logits.safetensors"
+        if not result.is_file():
+            codes = [p.exitcode for p in procs]
+            raise RuntimeError(f"reference ranks exited without a result (exit codes {codes}, timeout {timeout_s}s)")
+        return load_file(str(result))["logits"]

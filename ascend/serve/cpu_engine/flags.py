@@ -1,0 +1,71 @@
+"""gflags-style command line of the CPU engine: exactly xLLM's flags (every dialect), nothing else.
+
+Accepted forms, as gflags: ``--name=value``, ``--name value``, ``-name=value``; booleans also
+``--name`` / ``--noname``. An unknown flag is an error, as it aborts xLLM.
+"""
+
+from __future__ import annotations
+
+from ascend.serve.xllm_flags import FLAGS
+
+
+class FlagError(ValueError):
+    pass
+
+
+_TRUE = {"true", "1", "yes", "t", "y"}
+_FALSE = {"false", "0", "no", "f", "n"}
+
+
+def _convert(name: str, kind: str, raw: str):
+    try:
+        if kind == "bool":
+            low = raw.lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise FlagError(f"illegal value '{raw}' specified for {kind} flag '{name}'") from None
+
+
+def parse_flags(argv: list[str]) -> dict:
+    """``{flag: value}`` for every known flag (defaults filled in); raises FlagError."""
+    values = {name: flag.default for name, flag in FLAGS.items()}
+    values["devices"] = ""  # the CPU engine has no NPUs; record only what was passed
+    values["_given"] = set()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("-") or arg in ("-", "--"):
+            raise FlagError(f"unexpected positional argument '{arg}' (flags are --name=value)")
+        body = arg.lstrip("-")
+        name, eq, raw = body.partition("=")
+        flag = FLAGS.get(name)
+        if flag is None and not eq and name.startswith("no") and FLAGS.get(name[2:]) and FLAGS[name[2:]].kind == "bool":
+            values[name[2:]] = False
+            values["_given"].add(name[2:])
+            i += 1
+            continue
+        if flag is None:
+            raise FlagError(f"unknown command line flag '{name}'")
+        if not eq:
+            if flag.kind == "bool":
+                raw = "true"
+            else:
+                if i + 1 >= len(argv):
+                    raise FlagError(f"flag '--{name}' is missing its argument")
+                i += 1
+                raw = argv[i]
+        values[name] = _convert(name, flag.kind, raw)
+        values["_given"].add(name)
+        i += 1
+    if not values["model"]:
+        raise FlagError("--model flag is required")
+    return values

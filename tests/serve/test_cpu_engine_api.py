@@ -1,0 +1,217 @@
+"""The CPU engine's HTTP API, driven by the official ``openai`` client and raw HTTP.
+
+The model is a ScriptedGenerator (scripted answers through a real byte-level tokenizer, real chat
+template, real parsers and scheduler), so these tests pin the API behaviour independently of the
+reference model; the e2e test in test_serve_e2e.py runs the real sharded model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from engine_fixtures import scripted_server, write_model_dir
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                           "parameters": {"type": "object", "properties": {
+                                               "city": {"type": "string"}, "days": {"type": "integer"}},
+                                               "required": ["city"]}}},
+         {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}]
+ANSWERS = {
+    "weather": "The user wants the weather.</think>Checking.<tool_call>get_weather<arg_key>city</arg_key>"
+               "<arg_value>Paris</arg_value><arg_key>days</arg_key><arg_value>3</arg_value></tool_call>",
+    "time": "</think><tool_call>get_time</tool_call>",
+    "sunny": "Got it.</think>It is sunny in Paris.",
+    "count": "1 2 3 4 5 6 7 8 9 10",
+}
+DEFAULT = "A greeting.</think>Hello! How can I help you today?"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_model_dir(tmp_path_factory.mktemp("engine") / "tiny", max_context=512)
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    with scripted_server(model_dir, ANSWERS | {"": DEFAULT}) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server):
+    url, _, _ = server
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models_and_health(server, client):
+    url, _, _ = server
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    raw = httpx.get(url + "/v1/models").json()
+    assert "object" not in raw and raw["data"][0]["owned_by"] == "xllm"  # xLLM's shape
+    assert httpx.get(url + "/health").status_code == 200
+
+
+def test_chat_thinking_on_and_off(client):
+    on = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}])
+    msg = on.choices[0].message
+    assert msg.content == "Hello! How can I help you today?"
+    assert msg.model_extra["reasoning_content"] == "A greeting."
+    assert on.choices[0].finish_reason == "stop"
+    assert on.usage.total_tokens == on.usage.prompt_tokens + on.usage.completion_tokens > 0
+    off = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                         extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    # thinking off: the prompt ends with </think>, so everything the model writes is content
+    assert "reasoning_content" not in off.choices[0].message.model_extra
+    assert off.choices[0].message.content == DEFAULT
+
+
+def test_streaming_matches_non_streaming(client):
+    kwargs = dict(model="tiny", messages=[{"role": "user", "content": "hi"}])
+    full = client.chat.completions.create(**kwargs).choices[0].message
+    content, reasoning, finish, usage = "", "", None, None
+    for chunk in client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs):
+        if chunk.usage:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            content += choice.delta.content or ""
+            reasoning += (choice.delta.model_extra or {}).get("reasoning_content") or ""
+            finish = choice.finish_reason or finish
+    assert content == full.content and reasoning == full.model_extra["reasoning_content"]
+    assert finish == "stop" and usage.completion_tokens > 0
+
+
+def test_tool_calls(client):
+    msgs = [{"role": "user", "content": "What is the weather in Paris?"}]
+    resp = client.chat.completions.create(model="tiny", messages=msgs, tools=TOOLS)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris", "days": 3}
+    # streaming: the call arrives whole, with index/id/type, and finish_reason tool_calls
+    calls, finish = {}, None
+    for chunk in client.chat.completions.create(model="tiny", messages=msgs, tools=TOOLS, stream=True):
+        for c in chunk.choices:
+            finish = c.finish_reason or finish
+            for tc in c.delta.tool_calls or []:
+                calls.setdefault(tc.index, {"name": "", "args": ""})
+                calls[tc.index]["name"] += tc.function.name or ""
+                calls[tc.index]["args"] += tc.function.arguments or ""
+    assert finish == "tool_calls"
+    assert calls == {0: {"name": "get_weather", "args": call.function.arguments}}
+    # zero-argument tool
+    zero = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "time?"}], tools=TOOLS)
+    assert zero.choices[0].message.tool_calls[0].function.arguments == "{}"
+    assert zero.choices[0].message.content is None
+    # multi-turn with the tool result
+    follow = client.chat.completions.create(model="tiny", tools=TOOLS, messages=msgs + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"}])
+    assert follow.choices[0].message.content == "It is sunny in Paris." and follow.choices[0].finish_reason == "stop"
+    # tool_choice none: no parsing, the raw text comes back
+    raw = client.chat.completions.create(model="tiny", messages=msgs, tools=TOOLS, tool_choice="none")
+    assert raw.choices[0].message.tool_calls is None
+
+
+def test_max_tokens_stop_and_completions(client):
+    short = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "count"}], max_tokens=4,
+                                           extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 4
+    stopped = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "count"}],
+                                             stop=[" 4", "x"], extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    assert stopped.choices[0].message.content == "1 2 3" and stopped.choices[0].finish_reason == "stop"
+    comp = client.completions.create(model="tiny", prompt="count", max_tokens=3)
+    assert comp.choices[0].text == "1 2" and comp.choices[0].finish_reason == "length"
+    streamed = "".join(c.choices[0].text for c in client.completions.create(model="tiny", prompt="count", max_tokens=3,
+                                                                             stream=True) if c.choices)
+    assert streamed == "1 2"
+
+
+def test_sampling_seed_is_reproducible(client):
+    kwargs = dict(model="tiny", messages=[{"role": "user", "content": "count"}], max_tokens=12, temperature=2.0,
+                  top_p=1.0, extra_body={"top_k": 50, "chat_template_kwargs": {"enable_thinking": False}})
+    a = client.chat.completions.create(seed=7, **kwargs).choices[0].message.content
+    b = client.chat.completions.create(seed=7, **kwargs).choices[0].message.content
+    c = client.chat.completions.create(seed=8, **kwargs).choices[0].message.content
+    greedy = client.chat.completions.create(model="tiny", messages=kwargs["messages"], max_tokens=12,
+                                            extra_body=kwargs["extra_body"]).choices[0].message.content
+    assert a == b and (a != c or a != greedy)  # logits +20 on the script: temperature 2 leaves real randomness
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    (b"{not json", 400, "not valid JSON"),
+    (json.dumps({"model": "other", "messages": [{"role": "user", "content": "hi"}]}).encode(), 404, "does not exist"),
+    (json.dumps({"model": "tiny", "max_tokens": -1, "messages": [{"role": "user", "content": "hi"}]}).encode(), 400, "max_tokens"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x" * 2000}]}).encode(), 400, "maximum context length"),
+    (json.dumps({"model": "tiny", "messages": []}).encode(), 400, "messages"),
+    (json.dumps({"model": "tiny", "temperature": "hot", "messages": [{"role": "user", "content": "hi"}]}).encode(), 400, "temperature"),
+    (json.dumps({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(), 400, "text content"),
+])
+def test_client_errors_are_4xx_json_and_server_keeps_serving(server, client, body, status, fragment):
+    url, _, _ = server
+    r = httpx.post(url + "/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status
+    assert fragment in r.json()["error"]["message"]
+    assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content
+
+
+def test_openai_client_raises_typed_errors(client):
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=100000)
+
+
+def test_32_concurrent_streams(server):
+    url, state, gen = server
+
+    async def one(client: openai.AsyncOpenAI, i: int) -> str:
+        text = ""
+        stream = await client.chat.completions.create(model="tiny", stream=True,
+                                                      messages=[{"role": "user", "content": f"hi {i}"}])
+        async for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+        return text
+
+    async def run():
+        async with openai.AsyncOpenAI(base_url=url + "/v1", api_key="x", max_retries=0) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(32)))
+
+    results = asyncio.run(run())
+    assert results == ["Hello! How can I help you today?"] * 32
+    assert gen.max_batch_seen == 8  # continuous batching up to --max_seqs_per_batch
+    assert state.active == 0 and not gen.sequences  # every sequence freed
+
+
+def test_disconnect_cancels_and_limit_gives_429(model_dir):
+    slow = {"": "word " * 200}
+    with scripted_server(model_dir, slow, delay_s=0.02, flags={"max_concurrent_requests": 1}) as (url, state, gen):
+        body = {"model": "tiny", "stream": True, "messages": [{"role": "user", "content": "go"}]}
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            next(lines), next(lines)
+            busy = httpx.post(url + "/v1/chat/completions", json=body | {"stream": False})
+            assert busy.status_code == 429
+            assert busy.json()["error"]["message"] == "The number of concurrent requests has reached the limit."
+        deadline = time.time() + 5  # client closed the stream: the sequence must be freed promptly
+        while (gen.sequences or state.active) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not gen.sequences and state.active == 0
+        assert state.scheduler.load == 0
+
+
+def test_api_key(model_dir):
+    with scripted_server(model_dir, {"": DEFAULT}, api_key="s3cret") as (url, _, _):
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/health").status_code == 200
+        ok = openai.OpenAI(base_url=url + "/v1", api_key="s3cret", max_retries=0)
+        assert ok.models.list().data[0].id == "tiny"
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
