@@ -103,7 +103,7 @@ def block_amax(w: torch.Tensor, block: tuple[int, int] = BLOCK) -> torch.Tensor:
     a = w.to(torch.float32).abs()
     if pad_r or pad_c:
         a = torch.nn.functional.pad(a, (0, pad_c, 0, pad_r))
-    return a.view(rows, block[0], cols, block[1]).amax(dim=(1, 3))
+    return a.view(rows, block[0], cols, block[1]).amax(dim=3).amax(dim=1)
 
 
 def quantize_fp8_block(

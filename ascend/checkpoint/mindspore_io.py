@@ -30,7 +30,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
@@ -41,14 +41,14 @@ from ascend.checkpoint.safetensors_io import (
     INDEX_FILE,
     SafetensorsDir,
     SafetensorsWriter,
+    TensorInfo,
     file_sha256,
     fsync_dir,
     read_header,
     write_json,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ascend.models.mindspore_names import MsRule
+from ascend.models.mindspore_names import MsRule  # data only, no torch
 
 INSTALL_HINT = 'pip install "ascend-recipes[mindspore]"'
 FORMATS = ("safetensors", "ckpt")
@@ -78,11 +78,17 @@ def require_mindspore() -> Any:
         import numpy
         import mindspore
     except ImportError as err:
+        mindspore, reason = None, None if "mindspore" in str(err) else str(err)
+    else:
+        reason = None
+    # A directory named "mindspore" on sys.path (e.g. tests/mindspore) imports as an empty
+    # namespace package: that is not MindSpore either.
+    if not hasattr(mindspore, "load_checkpoint"):
         raise BackendUnavailable(
             "MindSpore checkpoints need the 'mindspore' package, which is not installed",
-            why=None if "mindspore" in str(err) else str(err),
+            why=reason,
             fix=INSTALL_HINT,
-        ) from None
+        )
     if int(numpy.__version__.split(".")[0]) >= 2:
         raise BackendUnavailable(
             f"mindspore {mindspore.__version__} cannot handle bfloat16 with numpy {numpy.__version__}",
@@ -107,8 +113,8 @@ def to_ms_tensor(t: torch.Tensor) -> Any:
     t = t.detach().cpu().contiguous()
     if t.dtype in _BITCAST:
         carrier, ms_carrier = _BITCAST[t.dtype]
-        return ms.Tensor(t.view(carrier).numpy()).view(getattr(ms, _MS_DTYPES[t.dtype]))
-    return ms.Tensor(t.numpy())
+        return ms.Tensor.from_numpy(t.view(carrier).numpy()).view(getattr(ms, _MS_DTYPES[t.dtype]))
+    return ms.Tensor.from_numpy(t.numpy())
 
 
 def to_torch_tensor(value: Any, name: str = "") -> torch.Tensor:
@@ -337,39 +343,49 @@ def to_mindspore(rule: MsRule, sources: list[torch.Tensor]) -> torch.Tensor:
     raise ConvertError(f"internal: rule {rule.ms} has op {op!r}, which has no forward transform")
 
 
-def from_mindspore(rule: MsRule, t: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The MindSpore tensor ``rule.ms`` -> ``{hf_name: tensor}`` (exact inverse of ``to_mindspore``)."""
+def hf_views(rule: MsRule, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The MindSpore tensor ``rule.ms`` -> ``{hf_name: view of t}`` (no copies; exact inverse of
+    ``to_mindspore``). For an alias rule, ``t`` is the shared tensor."""
     op, hf = rule.op, rule.hf
-    if op == "rename":
+    if op in ("rename", "alias"):
         return {hf[0]: t}
     if op == "interleave":
         pairs = t.reshape(t.shape[0] // 2, 2, *t.shape[1:])
-        return {hf[0]: pairs[:, 0].contiguous(), hf[1]: pairs[:, 1].contiguous()}
+        return {hf[0]: pairs[:, 0], hf[1]: pairs[:, 1]}
     if op in ("experts_fc1", "experts_fc2"):
         per_expert = 2 if op == "experts_fc1" else 1
         experts = len(hf) // per_expert
-        if t.dim() != 2 or t.shape[0] % experts:
+        if t.dim() != 2 or t.shape[0] % experts or t.shape[1] % per_expert:
             raise CheckpointError(f"{rule.ms} has shape {list(t.shape)}, not [{experts} * n, m]", fix="check config.json n_routed_experts")
         w = t.reshape(experts, t.shape[0] // experts, t.shape[1]).transpose(1, 2)  # [E, 2I, H] or [E, H, I]
         out = {}
         for e in range(experts):
-            parts = w[e].chunk(per_expert, dim=0)
-            for j in range(per_expert):
-                out[hf[e * per_expert + j]] = parts[j].contiguous()
+            for j, part in enumerate(w[e].chunk(per_expert, dim=0)):
+                out[hf[e * per_expert + j]] = part
         return out
     if op == "qkv":
         kv, d = rule.params["num_kv_heads"], rule.params["head_dim"]
         qd = rule.params["num_heads"] // kv * d
-        g = t.reshape(kv, qd + 2 * d, *t.shape[1:])
-        if g.shape[1] * kv != t.shape[0]:
+        if t.shape[0] != kv * (qd + 2 * d):
             raise CheckpointError(f"{rule.ms} has {t.shape[0]} rows, config.json implies {kv * (qd + 2 * d)}")
+        g = t.reshape(kv, qd + 2 * d, *t.shape[1:])
         rest = t.shape[1:]
         return {
-            hf[0]: g[:, :qd].reshape(-1, *rest).contiguous(),
-            hf[1]: g[:, qd:qd + d].reshape(-1, *rest).contiguous(),
-            hf[2]: g[:, qd + d:].reshape(-1, *rest).contiguous(),
+            hf[0]: g[:, :qd].reshape(-1, *rest),
+            hf[1]: g[:, qd:qd + d].reshape(-1, *rest),
+            hf[2]: g[:, qd + d:].reshape(-1, *rest),
         }
     raise ConvertError(f"internal: rule {rule.ms} has op {op!r}, which has no inverse transform")
+
+
+def from_mindspore(rule: MsRule, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Like ``hf_views`` but every HF tensor contiguous (ready to write)."""
+    return {name: v.contiguous() for name, v in hf_views(rule, t).items()}
+
+
+def hf_shapes(rule: MsRule, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """HF shapes of ``rule`` given the MindSpore tensor's shape, without reading data."""
+    return {name: tuple(v.shape) for name, v in hf_views(rule, torch.empty(shape, dtype=torch.int8, device="meta")).items()}
 
 
 # ---- whole directories (the plain twin the converter integration is checked against) ------
@@ -413,7 +429,7 @@ def convert_hf_to_mindspore(
     Returns a summary dict.
     """
     from ascend.models.args import load_model_args
-    from ascend.models.mindspore_names import hf_name_map, mindspore_rules
+    from ascend.models.mindspore_names import hf_name_map, mindspore_rules, own_copy_rules
 
     require_mindspore()
     src, out = Path(src), Path(out)
@@ -444,40 +460,25 @@ def convert_hf_to_mindspore(
                 why=", ".join(extra[:3]) + (" ..." if len(extra) > 3 else ""),
                 fix="check that config.json describes this checkpoint (layers, experts, MTP)",
             )
+        # An MTP copy identical to the shared tensor is not stored (MindSpore Transformers'
+        # layout); one that differs is kept under its own name, so the round trip is exact.
         primary = {rule.ms: rule.hf[0] for rule in rules if rule.op == "rename"}
-        for rule in rules:
-            if rule.op == "alias" and not _same_bytes(sd, rule.hf[0], primary[rule.ms]):
-                raise ConvertError(
-                    f"{rule.hf[0]} differs from {primary[rule.ms]}",
-                    why=f"MindSpore Transformers stores one shared {rule.ms}",
-                    fix="convert with mtp=False (drop the MTP layer) or make the copy equal",
-                )
-
-        # Plan files: rules in order, greedily packed; a rule (one MindSpore tensor) never splits.
-        stored = [r for r in rules if r.op != "alias"]
-        groups: list[list[MsRule]] = [[]]
-        size = 0
-        for rule in stored:
-            nbytes = sum(sd.tensors[h].nbytes for h in rule.hf)
-            if groups[-1] and size + nbytes > max_file_bytes:
-                groups.append([])
-                size = 0
-            groups[-1].append(rule)
-            size += nbytes
+        own = own_copy_rules(rules)
+        kept = [own[r.own] for r in rules if r.op == "alias" and not _same_bytes(sd, r.hf[0], primary[r.ms])]
+        stored = [r for r in rules if r.op != "alias"] + kept
+        groups = plan_mindspore_files(stored, lambda name: sd.tensors[name].nbytes, max_file_bytes)
         out.mkdir(parents=True, exist_ok=True)
         name_map: dict[str, str] = {}
         files = []
         for k, group in enumerate(groups, start=1):
-            fname = f"model-{k:05d}-of-{len(groups):05d}.{format}"
-            tensors = {rule.ms: to_mindspore(rule, [sd.read(h) for h in rule.hf]) for rule in group}
-            nbytes, sha = write_mindspore(out / fname, tensors, format)
-            del tensors
+            fname = mindspore_file_name(k, len(groups), format)
+            nbytes, sha = write_mindspore_file(out / fname, group, sd.read, format)
             name_map.update({rule.ms: fname for rule in group})
             files.append({"file": fname, "size": nbytes, "sha256": sha})
         write_json(out / NAME_MAP_FILE, name_map)
         _copy_aux_files(src, out)
         return {"family": args.family, "format": format, "files": files, "tensors": len(name_map), "mtp": mtp,
-                "dropped": len(dropped)}
+                "dropped": len(dropped), "kept_copies": [r.ms for r in kept]}
     finally:
         sd.close()
 
@@ -493,34 +494,12 @@ def convert_mindspore_to_hf(
     Optimizer state and step counters of training checkpoints are skipped and reported.
     """
     from ascend.models.args import load_model_args
-    from ascend.models.mindspore_names import aliases_of, is_training_state, mindspore_rules, ms_name_map
 
     require_mindspore()
     src, out = Path(src), Path(out)
-    config_dir = Path(config) if config is not None else (src if src.is_dir() else src.parent)
-    if config_dir.is_file():
-        config_dir = config_dir.parent
-    args = load_model_args(config_dir)
+    args = load_model_args(_config_dir(src, config))
     listing = list_mindspore(src)
-    mtp = any(name.startswith("mtp.layers.") for name in listing)
-    rules = mindspore_rules(args, mtp=mtp)
-    by_ms = ms_name_map(rules)
-    skipped = [n for n in listing if n not in by_ms and is_training_state(n)]
-    unknown = [n for n in listing if n not in by_ms and n not in skipped]
-    if unknown:
-        raise ConvertError(
-            f"{len(unknown)} tensor(s) of {src} are not {args.family} MindSpore Transformers parameters",
-            why=", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
-            fix="check that config.json describes this checkpoint (layers, experts, MTP)",
-        )
-    missing = [n for n in by_ms if n not in listing]
-    if missing:
-        raise CheckpointError(
-            f"{src} lacks {len(missing)} MindSpore tensor(s) of {args.family}",
-            why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
-            fix="check config.json (layers, experts, MTP) or merge a distributed checkpoint first",
-        )
-    aliases = aliases_of(rules)
+    by_ms, aliases, skipped = resolve_mindspore_names(listing, args, str(src))
     files = list(dict.fromkeys(info.path for name, info in listing.items() if name in by_ms))
     out.mkdir(parents=True, exist_ok=True)
     weight_map: dict[str, str] = {}
@@ -547,6 +526,157 @@ def convert_mindspore_to_hf(
     if src.is_dir():
         _copy_aux_files(src, out)
     if not (out / "config.json").is_file():
-        shutil.copyfile(config_dir / "config.json", out / "config.json")
+        shutil.copyfile(_config_dir(src, config) / "config.json", out / "config.json")
+    mtp = any(name.startswith("mtp.layers.") for name in by_ms)
     return {"family": args.family, "files": written, "tensors": len(weight_map), "skipped": skipped, "mtp": mtp}
 
+
+def _config_dir(src: Path, config: str | Path | None) -> Path:
+    """Where the HF ``config.json`` of a MindSpore checkpoint is: ``config`` (file or directory)
+    or the checkpoint's own directory."""
+    path = Path(config) if config is not None else (src if src.is_dir() else src.parent)
+    return path.parent if path.is_file() else path
+
+
+def resolve_mindspore_names(listing: Mapping[str, Any], args: Any, where: str) -> tuple[dict[str, MsRule], dict[str, list[str]], list[str]]:
+    """Match the MindSpore tensor names of a checkpoint against ``args``' naming table.
+
+    Returns ``(rules by stored MindSpore name, {shared MindSpore name: [HF copy names]},
+    skipped training-state names)``. Raises ConvertError for names the table does not know and
+    CheckpointError for tensors the table needs but the checkpoint lacks.
+    """
+    from ascend.models.mindspore_names import aliases_of, is_training_state, mindspore_rules, ms_name_map, own_copy_rules
+
+    mtp = any(name.startswith("mtp.layers.") for name in listing)
+    rules = mindspore_rules(args, mtp=mtp)
+    by_ms = ms_name_map(rules)
+    own = {name: rule for name, rule in own_copy_rules(rules).items() if name in listing}
+    required = set(by_ms)
+    by_ms.update(own)
+    skipped = [n for n in listing if n not in by_ms and is_training_state(n)]
+    unknown = [n for n in listing if n not in by_ms and n not in skipped]
+    if unknown:
+        raise ConvertError(
+            f"{len(unknown)} tensor(s) of {where} are not {args.family} MindSpore Transformers parameters",
+            why=", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
+            fix="check that config.json describes this checkpoint (layers, experts, MTP)",
+        )
+    missing = [n for n in required if n not in listing]
+    if missing:
+        raise CheckpointError(
+            f"{where} lacks {len(missing)} MindSpore tensor(s) of {args.family}",
+            why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+            fix="check config.json (layers, experts, MTP) or merge a distributed checkpoint first",
+        )
+    own_hf = {name for rule in own.values() for name in rule.hf}
+    aliases = {ms: [h for h in copies if h not in own_hf] for ms, copies in aliases_of(rules).items()}
+    return by_ms, {ms: c for ms, c in aliases.items() if c}, skipped
+
+
+
+def mindspore_file_name(k: int, n: int, format: str = "safetensors") -> str:
+    """``model-0000k-of-0000n.<format>``, as MindSpore Transformers' unified checkpoints."""
+    return f"model-{k:05d}-of-{n:05d}.{format}"
+
+
+def plan_mindspore_files(rules: list[MsRule], hf_nbytes: Callable[[str], int], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> list[list[MsRule]]:
+    """Pack stored MindSpore tensors (rules, in order) into files of at most ``max_file_bytes``;
+    a tensor never splits (one larger than the cap gets a file of its own)."""
+    groups: list[list[MsRule]] = [[]]
+    size = 0
+    for rule in rules:
+        if rule.op == "alias":
+            continue
+        nbytes = sum(hf_nbytes(name) for name in rule.hf)
+        if groups[-1] and size + nbytes > max_file_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(rule)
+        size += nbytes
+    return [g for g in groups if g]
+
+
+def write_mindspore_file(path: Path, rules: list[MsRule], read_hf: Callable[[str], torch.Tensor], format: str = "safetensors") -> tuple[int, str]:
+    """Build each rule's MindSpore tensor from ``read_hf(hf_name)`` (whole BF16/F32 tensors) and
+    write them as one MindSpore file (``write_mindspore``). Returns (size, sha256)."""
+    tensors = {rule.ms: to_mindspore(rule, [read_hf(name) for name in rule.hf]) for rule in rules}
+    return write_mindspore(path, tensors, format)
+
+
+class MindSporeSource:
+    """A MindSpore Transformers checkpoint seen through Hugging Face names.
+
+    Offers the read interface of ``SafetensorsDir`` (``dir``, ``tensors`` {HF name:
+    TensorInfo}, ``read_rows``, ``read``, ``__contains__``, ``fingerprint``, ``close``), so the
+    converter can plan and run any output from a MindSpore source. HF tensors are views of the
+    MindSpore tensor they come from; the last MindSpore tensor read (a whole ``.ckpt`` file) is
+    cached, so reading the experts of one layer in order loads ``experts.weight1`` once.
+    ``config``: the model's HF config.json or its directory (default: the checkpoint's).
+    """
+
+    def __init__(self, path: str | Path, config: str | Path | None = None):
+        from ascend.models.args import load_model_args
+
+        require_mindspore()
+        self.path = Path(path)
+        self.dir = self.path if self.path.is_dir() else self.path.parent
+        self.config_dir = _config_dir(self.path, config)
+        self.args = load_model_args(self.config_dir)
+        self.listing = list_mindspore(self.path)
+        by_ms, aliases, self.skipped = resolve_mindspore_names(self.listing, self.args, str(self.path))
+        self._origin: dict[str, tuple[MsRule, str]] = {}
+        self.tensors: dict[str, TensorInfo] = {}
+        for ms_name, rule in by_ms.items():
+            info = self.listing[ms_name]
+            pairs = [(rule, hf_shapes(rule, info.shape))]
+            pairs += [(MsRule(ms_name, (copy,), "alias"), {copy: info.shape}) for copy in aliases.get(ms_name, ())]
+            for r, shapes in pairs:
+                for name, shape in shapes.items():
+                    nbytes = info.dtype.itemsize * int(torch.Size(shape).numel())
+                    self.tensors[name] = TensorInfo(name, DTYPE_NAMES[info.dtype], tuple(shape), str(info.path), 0, nbytes)
+                    self._origin[name] = (r, ms_name)
+        self._cached: tuple[str, torch.Tensor] | None = None
+        self._ckpt: tuple[Path, dict[str, torch.Tensor]] | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def _ms_tensor(self, ms_name: str) -> torch.Tensor:
+        if self._cached is not None and self._cached[0] == ms_name:
+            return self._cached[1]
+        info = self.listing[ms_name]
+        if file_format(info.path) == "ckpt":  # MindSpore parses .ckpt whole: keep the file
+            if self._ckpt is None or self._ckpt[0] != info.path:
+                self._ckpt = None
+                self._ckpt = (info.path, dict(read_mindspore(info.path)))
+            t = self._ckpt[1][ms_name]
+        else:
+            self._cached = None
+            ((_, t),) = list(read_mindspore(info.path, [ms_name]))
+        self._cached = (ms_name, t)
+        return t
+
+    def read_rows(self, name: str, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``[start, stop)`` of HF tensor ``name`` (all of a 0-/1-D tensor if stop is None)."""
+        rule, ms_name = self._origin[name]
+        view = hf_views(rule, self._ms_tensor(ms_name))[name]
+        if view.dim() == 0:
+            return view.clone()
+        return view[start:view.shape[0] if stop is None else stop].contiguous()
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.read_rows(name)
+
+    def fingerprint(self) -> str:
+        """sha256 over MindSpore names, dtypes, shapes, file names and sizes, and config.json."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, info in self.listing.items():
+            h.update(f"{name}:{info.dtype}:{list(info.shape)}:{info.path.name}:{info.path.stat().st_size};".encode())
+        h.update((self.config_dir / "config.json").read_bytes())
+        return h.hexdigest()
+
+    def close(self) -> None:
+        self._cached = None
+        self._ckpt = None

@@ -157,7 +157,7 @@ def _print_result(result) -> None:
     for note in result.notes:
         print(f"note: {note}", file=out)
     if result.removed:
-        print(f"removed {len(result.removed)} unrecoverable file(s): {', '.join(result.removed[:5])}", file=out)
+        print(f"replaced {len(result.removed)} wrong file(s): {', '.join(result.removed[:5])}", file=out)
     if result.requested:
         print(f"downloaded/resumed {len(result.requested)} file(s)", file=out)
     if result.download_error:

@@ -98,9 +98,14 @@ def _launch(rec, dep, node: int | None, log_dir: str) -> None:
     old = {s: signal.signal(s, _request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         service.start()
-        print(f"started ranks {', '.join(map(str, service.procs))} on node {node}; logs in {log_dir}/", file=sys.stderr)
+        ranks = ", ".join(f"{r} (pid {p.pid})" for r, p in service.procs.items())
+        print(f"started ranks {ranks} on node {node}; logs in {log_dir}/", file=sys.stderr)
         if service.wait_ready(lambda: stop["requested"]):
-            print(f"ready: {service.base_url}/v1  model={dep.served_model}  (Ctrl-C stops all ranks)", file=sys.stderr)
+            if service.serves_http:
+                print(f"ready: {service.base_url}/v1  model={dep.served_model}  (Ctrl-C stops all ranks)", file=sys.stderr)
+            else:
+                print(f"node {node}'s ranks are running; rank 0 serves {dep.base_url()}/v1 (Ctrl-C stops them)",
+                      file=sys.stderr)
             service.wait(lambda: stop["requested"])
         codes = service.stop()
         print(f"stopped: exit codes {codes}", file=sys.stderr)

@@ -1,7 +1,53 @@
-"""`ascend tiny` (not yet built)."""
+"""`ascend tiny`: write a tiny random checkpoint of a family in the real Hugging Face layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from ascend.cli.common import json_option, print_json
+
 
 def register(app: typer.Typer) -> None:
-    """Placeholder until this subcommand lands; registers nothing."""
+    @app.command("tiny")
+    def tiny_cmd(
+        out_dir: Path = typer.Argument(..., help="Directory to create (must not exist unless --overwrite)."),
+        arch: str = typer.Option(..., "--arch", help="Family: glm_moe_dsa | deepseek_v3 | deepseek_v32 | glm4_moe."),
+        fp8: bool = typer.Option(False, "--fp8", help="Block-FP8 (e4m3 + weight_scale_inv) projections, as the published FP8 checkpoints."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random weights (same seed, same bytes)."),
+        layers: int = typer.Option(None, "--layers", min=1, help="Main decoder layers (default 3: 1 dense + 2 MoE)."),
+        experts: int = typer.Option(None, "--experts", min=4, help="Routed experts per MoE layer (multiple of 4; default 8 GLM, 16 DeepSeek)."),
+        mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Include the MTP (next-n) layer."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
+        as_json: bool = json_option("Print what was written as JSON."),
+    ) -> None:
+        """Write a tiny random checkpoint: config, weights (several safetensors + index),
+        tokenizer with the family's special tokens, chat template.
+
+        Forward passes take milliseconds on CPU; transformers loads it; the reference model,
+        converter and CPU engine run on it.
+
+        \b
+        Examples:
+          ascend tiny /tmp/glm5-tiny --arch glm_moe_dsa
+          ascend tiny /tmp/ds3-fp8 --arch deepseek_v3 --fp8 --seed 7
+          ascend tiny /tmp/glm45 --arch glm4_moe --layers 2 --experts 16 --no-mtp
+        """
+        from ascend.errors import AscendError
+        from ascend.models.tiny import FAMILIES
+
+        if arch not in FAMILIES:
+            raise AscendError(f"--arch {arch!r} is not a supported family", fix=f"use one of: {', '.join(FAMILIES)}")
+        from ascend.reference.tiny import write_tiny_checkpoint
+
+        try:
+            out = write_tiny_checkpoint(out_dir, arch, fp8=fp8, seed=seed, layers=layers, experts=experts, mtp=mtp,
+                                        overwrite=overwrite)
+        except ValueError as err:  # bad --layers/--experts combination
+            raise AscendError(f"cannot build a tiny {arch}", why=str(err)) from None
+        files = sorted(p.name for p in out.iterdir())
+        if as_json:
+            print_json({"path": str(out), "family": arch, "fp8": fp8, "seed": seed, "files": files})
+        else:
+            typer.echo(f"wrote {out} ({arch}{', fp8' if fp8 else ''}, seed {seed}, {len(files)} files)")

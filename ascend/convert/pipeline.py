@@ -305,20 +305,25 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
     bar = _Progress(total) if progress else None
     workers = max(1, min(workers, len(jobs)))
     if workers == 1:  # in-process: no spawn cost, same code path as a worker
+        import torch
+
         global _progress_queue
         q = _LocalQueue(bar) if bar else None
         _progress_queue = q
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # per-chunk ops are memory-bound; thread hand-offs only add latency
         try:
             for rel, pieces in jobs:
                 _convert_one(src_dir, str(out), rel, pieces, digest)
         finally:
+            torch.set_num_threads(threads)
             _progress_queue = None
             if bar:
                 bar.close()
         return total
     ctx = mp.get_context("spawn")
     queue = ctx.Queue() if bar else None
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = 1  # parallelism comes from the worker processes
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
         pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest) for rel, pieces in jobs}
         try:

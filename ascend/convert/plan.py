@@ -198,7 +198,6 @@ def make_pieces(
     """The pieces producing ``out_name`` (and its scales) from a source tensor window."""
     scale = src_name + SCALE_INV_SUFFIX if has_scale else None
     wshape = _window_shape(shape, rows, cols)
-    base = out_name[: -len(".weight")] if out_name.endswith(".weight") else out_name
     if not quantizable or len(shape) != 2:
         fmt = "keep"
     if has_scale and fmt in ("keep", "bf16"):
@@ -217,7 +216,7 @@ def make_pieces(
                 srows, scols = _scale_window(rows), _scale_window(cols)
                 return [
                     Piece("copy", src_name, [(out_name, "F8_E4M3", wshape)], rows=rows, cols=cols),
-                    Piece("copy", scale, [(base + ".weight_scale_inv", "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
+                    Piece("copy", scale, [(out_name + SCALE_INV_SUFFIX, "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
                           rows=srows, cols=scols),
                 ]
             if opts.misaligned_fp8 != "requantize":
@@ -229,11 +228,11 @@ def make_pieces(
                     fix="use convert.misaligned_fp8: requantize (--requantize-misaligned), a smaller TP, or bf16/w8a8 output",
                 )
         return [Piece("fp8", src_name, [(out_name, "F8_E4M3", wshape),
-                                        (base + ".weight_scale_inv", "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
+                                        (out_name + SCALE_INV_SUFFIX, "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
                       scale=scale, rows=rows, cols=cols, scale_fmt=scale_fmt)]
     if fmt == "w8a8":
-        return [Piece("w8a8", src_name, [(out_name, "I8", wshape), (base + ".weight_scale", "F32", (wshape[0], 1)),
-                                         (base + ".weight_offset", "F32", (wshape[0], 1))],
+        return [Piece("w8a8", src_name, [(out_name, "I8", wshape), (out_name + "_scale", "F32", (wshape[0], 1)),
+                                         (out_name + "_offset", "F32", (wshape[0], 1))],
                       scale=scale, rows=rows, cols=cols)]
     raise ConvertError(f"unknown format {fmt!r} for {src_name}")
 

@@ -218,17 +218,18 @@ def _check_numbers(out: Path, plan: ConvertPlan, src: SafetensorsDir, sample: in
         for f in sub.files:
             pieces_by_file[f.name] = f.pieces
         items = [(fname, p) for fname, ps in pieces_by_file.items() for p in ps]
+        views: dict[str, _FileView] = {}
         for fname, p in _sample(items, sample):
-            outdir = _FileView(out / prefix / fname)
             try:
-                why = check_piece(src, outdir, p)
+                view = views.get(fname) or views.setdefault(fname, _FileView(out / prefix / fname))
+                why = check_piece(src, view, p)
             except (CheckpointError, KeyError) as err:
                 why = f"cannot read: {err}"
-            finally:
-                outdir.close()
             report.tensors_checked += len(p.outputs)
             if why:
                 report.problems.append(f"{prefix}{p.outputs[0][0]} (from {p.source}, {p.op}): {why}")
+        for view in views.values():
+            view.close()
 
 
 class _FileView(SafetensorsDir):
@@ -294,6 +295,8 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
         return report
     _check_structure(out, plan, report)
     if src is not None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # many small tensors: thread hand-offs cost more than they save
         try:
             _check_numbers(out, plan, src, sample, report)
             if logits and not report.problems:
@@ -303,5 +306,6 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
                 total = param_counts(load_model_args(src.dir)).total
                 _check_logits(out, plan, str(src.dir), total, report)
         finally:
+            torch.set_num_threads(threads)
             src.close()
     return report

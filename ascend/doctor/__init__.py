@@ -88,8 +88,10 @@ def estimate_output_bytes(recipe) -> tuple[int | None, str | None]:
     format the recipe's precision rules give it (first matching glob wins; non-quantizable
     tensors stay BF16); scales are ignored (<1%). Falls back to the source checkpoint's size."""
     import fnmatch
+    import re
 
     precision = recipe.convert.precision
+    rules = [(re.compile(fnmatch.translate(r.match)), r.format) for r in precision.rules]
     try:
         from ascend.models import model_args_for_recipe, tensor_specs
 
@@ -100,7 +102,7 @@ def estimate_output_bytes(recipe) -> tuple[int | None, str | None]:
                 continue
             fmt = "bf16"
             if spec.quantizable:
-                fmt = next((r.format for r in precision.rules if fnmatch.fnmatch(spec.name, r.match)), precision.default)
+                fmt = next((f for pattern, f in rules if pattern.match(spec.name)), precision.default)
             numel = 1
             for d in spec.shape:
                 numel *= d
@@ -121,11 +123,20 @@ def target_from_recipe(recipe, ref: str | None = None) -> Target:
     ranks = hw.devices_per_node or 1
     ports = [serve.port + i for i in range(ranks)] + [serve.master_port]
     out_bytes, basis = estimate_output_bytes(recipe)
+    memory_mb = None
+    if hw.chip != "cpu":
+        try:
+            from ascend.hardware import chip_profile
+
+            memory_mb = chip_profile(hw.chip).memory_bytes // 2**20
+        except Exception:  # noqa: BLE001 - unknown chip: the recipe loader reports it
+            memory_mb = None
     return Target(
         recipe=ref or recipe.name,
         chip=hw.chip,
         nodes=hw.nodes,
         devices_per_node=hw.devices_per_node,
+        device_memory_mb=memory_mb,
         engine=serve.engine,
         xllm_binary=serve.binary if serve.engine == "xllm" else None,
         ports=ports,

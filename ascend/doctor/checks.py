@@ -90,6 +90,7 @@ class Target:
     chip: str | None = None  # ascend-910b | ascend-a3 | ascend-950 | cpu
     nodes: int = 1
     devices_per_node: int | None = None
+    device_memory_mb: int | None = None  # memory per device the plan assumes (chip profile)
     engine: str | None = None  # xllm | cpu
     xllm_binary: str | None = None
     ports: list[int] = field(default_factory=list)
@@ -165,6 +166,11 @@ def check_npus(host: LocalHost, target: Target) -> tuple[list[Finding], NpuSmiIn
             found.append(Finding("npu.recipe", ERROR,
                                  f"recipe {target.recipe} is for {target.chip} but this host has {kind}",
                                  "use the recipe for this hardware (A3 recipes count dies: 16 per Atlas 800 A3), or run on the right host"))
+        smallest = min((c.hbm_total_mb for c in info.chips if c.hbm_total_mb), default=None)
+        if target.device_memory_mb and smallest and smallest < target.device_memory_mb:
+            found.append(Finding("npu.recipe", ERROR,
+                                 f"recipe {target.recipe} plans with {target.device_memory_mb // 1024} GiB per device; this host's devices have {smallest} MB",
+                                 "use a recipe (or chip profile) for this memory size, and re-run `ascend plan`"))
         if target.devices_per_node and len(info.chips) < target.devices_per_node:
             found.append(Finding("npu.recipe", ERROR,
                                  f"recipe {target.recipe} needs {target.devices_per_node} devices per node; this host has {len(info.chips)}",
@@ -358,8 +364,10 @@ def check_hccl_env(host: LocalHost, target: Target) -> list[Finding]:
                 found.append(Finding("hccl.env", WARN, f"{var} is not set for a {target.nodes}-node run",
                                      f"export {var}=<the NIC that carries the node IPs> (the same name on every node)"))
             continue
+        if value.startswith("^"):  # an exclusion list ("^docker,lo"): nothing to look up
+            continue
         for name in value.split(","):
-            name = name.strip().lstrip("^=")
+            name = name.strip().lstrip("=")  # "=eth0" asks for an exact match
             if name and not host.exists(f"/sys/class/net/{name}"):
                 found.append(Finding("hccl.env", ERROR, f"{var}={value}: no network interface {name!r} on this host",
                                      "set it to an interface shown by `ip -br addr`"))

@@ -187,7 +187,10 @@ def check_dir(
         rf = expected[rel]
         path = root / rel
         if not path.is_file():
-            checks[rel] = FileCheck(rel, MISSING, rf.size, None, partial_bytes=_partial_bytes(path))
+            check = FileCheck(rel, MISSING, rf.size, None, partial_bytes=_partial_bytes(path))
+            if remote is not None and rel not in remote:
+                check.detail = "named by an index file but not in the hub's listing"
+            checks[rel] = check
             continue
         actual = path.stat().st_size
         check = FileCheck(rel, OK, rf.size, actual)

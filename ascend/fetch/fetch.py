@@ -4,7 +4,7 @@ Flow of :func:`fetch` (online):
   1. list the revision's files on the hub (size, sha256) — the pin;
   2. check the local dir against that listing (sizes, safetensors header lengths, index shards,
      sha256 with ``checksum``; cached hashes are reused);
-  3. delete files that can never become right by resuming (too long, bad header, wrong sha256,
+  3. delete files at their final name that are wrong (short, too long, bad header, wrong sha256,
      or whose hub sha256 changed since the last fetch), then ask the hub client for exactly the
      files that are not complete — so a finished 1.5 TB folder costs one listing and a stat per file,
      and an interrupted one resumes (modelscope-hub resumes ``*.incomplete`` files by HTTP Range);
@@ -30,6 +30,7 @@ from ascend.fetch.completeness import (
     BAD_SHA256,
     LONG,
     OK,
+    SHORT,
     CompletenessReport,
     RemoteFile,
     check_dir,
@@ -40,8 +41,10 @@ from ascend.fetch.hubs import DownloadFailed, Listing, make_hub
 
 RECORD_NAME = ".ascend-fetch.json"
 
-# Local states that resuming cannot fix: the file is removed before the download.
-_UNRESUMABLE = (LONG, BAD_HEADER, BAD_SHA256)
+# A file at its final name in any of these states is removed before the download: the hub
+# clients resume from their own partial files (``*.incomplete``), never from the final name, and
+# huggingface_hub would otherwise keep a short file its metadata calls up to date.
+_REPLACE = (SHORT, LONG, BAD_HEADER, BAD_SHA256)
 
 
 @dataclass
@@ -206,7 +209,7 @@ def fetch(
     before = check_dir(local_dir, wanted, include=include, checksum=checksum, hash_workers=hash_workers, **_hooks(progress))
     removed = []
     for f in before.files:
-        if f.path in wanted and (f.state in _UNRESUMABLE or (f.path in stale and f.state == OK)):
+        if f.path in wanted and (f.state in _REPLACE or (f.path in stale and f.state == OK)):
             (local_dir / f.path).unlink(missing_ok=True)
             removed.append(f.path)
     need = sorted({f.path for f in before.problems if f.path in wanted} | set(removed))

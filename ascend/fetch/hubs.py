@@ -147,6 +147,11 @@ class HuggingFaceHub:
 
     def download(self, model_id: str, listing: Listing, local_dir: str, paths: list[str], max_workers: int, progress: bool) -> None:
         hf = self._hf()
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+        was_disabled = are_progress_bars_disabled()
+        if not progress:
+            disable_progress_bars()
         try:
             hf.snapshot_download(
                 repo_id=model_id,
@@ -159,6 +164,9 @@ class HuggingFaceHub:
             )
         except Exception as err:  # noqa: BLE001
             raise DownloadFailed(_one_line(err)) from err
+        finally:
+            if not progress and not was_disabled:
+                enable_progress_bars()
 
 
 def make_hub(source: str, endpoint: str | None = None, token: str | None = None):

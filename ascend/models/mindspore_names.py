@@ -21,6 +21,10 @@ tensors by one declared, exactly invertible transform:
 ``alias``          an HF tensor MindSpore does not store because it shares another one (the MTP
                    layer's ``embed_tokens`` / ``shared_head.head`` copies share
                    ``embedding.word_embeddings`` / ``output_layer``); written back as a copy.
+                   A copy that differs from the shared tensor (possible in HF checkpoints, e.g.
+                   the tiny ones) is kept under its own name (``MsRule.own``, ours:
+                   ``mtp.layers.{m}.embedding.word_embeddings.weight`` /
+                   ``mtp.layers.{m}.output_layer.weight``) so nothing is lost.
 =================  ===============================================================================
 
 Provenance (what is published by MindSpore Transformers and what is ours):
@@ -87,7 +91,8 @@ class MsRule:
     """A concrete rule: MindSpore tensor ``ms`` <-> HF tensors ``hf`` through ``op``.
 
     ``params`` (for ``qkv``): ``num_heads``, ``num_kv_heads``, ``head_dim``. For ``alias`` the
-    single ``hf`` name is a copy of the HF tensor that ``ms`` (stored elsewhere) maps to.
+    single ``hf`` name is a copy of the HF tensor that ``ms`` (stored elsewhere) maps to, and
+    ``own`` is the MindSpore name the copy is stored under when it is not identical.
     """
 
     ms: str
@@ -95,6 +100,7 @@ class MsRule:
     op: str
     published: bool = True
     params: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    own: str | None = None
 
 
 # ---- tables ------------------------------------------------------------------------------
@@ -170,10 +176,11 @@ MTP = (
 )
 
 # HF copies inside the MTP layer that MindSpore Transformers shares with the main model:
-# (HF name relative to the MTP layer, MindSpore name of the shared tensor).
+# (HF name relative to the MTP layer, MindSpore name of the shared tensor, our MindSpore name
+# relative to ``mtp.layers.{m}.`` for a copy that is not identical).
 MTP_SHARED = (
-    ("embed_tokens.weight", "embedding.word_embeddings.weight"),
-    ("shared_head.head.weight", "output_layer.weight"),
+    ("embed_tokens.weight", "embedding.word_embeddings.weight", "embedding.word_embeddings.weight"),
+    ("shared_head.head.weight", "output_layer.weight", "output_layer.weight"),
 )
 
 _MLA_BLOCK = NORMS + MLA + DENSE_MLP + MOE
@@ -251,7 +258,7 @@ def mindspore_rules(args: ModelArgs, *, mtp: bool = True) -> list[MsRule]:
             rules += [MsRule(f"mtp.layers.{m}.{e.ms}", (hf_prefix + e.hf[0],), "rename") for e in MTP]
             rules += _block_rules(entries, args, layer, hf_prefix, f"mtp.layers.{m}.transformer_layer.")
             if args.mtp_has_copies:
-                rules += [MsRule(ms, (hf_prefix + hf,), "alias") for hf, ms in MTP_SHARED]
+                rules += [MsRule(ms, (hf_prefix + hf,), "alias", own=f"mtp.layers.{m}.{own}") for hf, ms, own in MTP_SHARED]
     return rules
 
 
@@ -263,6 +270,11 @@ def hf_name_map(rules: list[MsRule]) -> dict[str, MsRule]:
 def ms_name_map(rules: list[MsRule]) -> dict[str, MsRule]:
     """``{ms_name: rule}`` over the stored MindSpore tensors (alias rules excluded)."""
     return {rule.ms: rule for rule in rules if rule.op != "alias"}
+
+
+def own_copy_rules(rules: list[MsRule]) -> dict[str, MsRule]:
+    """``{own ms_name: rename rule}`` for alias copies stored under their own name (optional)."""
+    return {r.own: MsRule(r.own, r.hf, "rename", published=False) for r in rules if r.op == "alias" and r.own}
 
 
 def aliases_of(rules: list[MsRule]) -> dict[str, list[str]]:

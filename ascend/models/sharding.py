@@ -33,8 +33,9 @@ Split rules (see :mod:`ascend.models.tensors` for the per-tensor table):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from ascend.errors import PlanError
+from ascend.errors import CheckpointError, PlanError
 from ascend.models.args import ceil_div
 from ascend.models.tensors import TensorSpec
 
@@ -148,13 +149,30 @@ def _weight_slices(spec: TensorSpec, shape: tuple[int, ...], coords: ShardCoords
     return tuple(out)
 
 
-def shard_slice(spec: TensorSpec, coords: ShardCoords) -> tuple[slice, ...] | None:
-    """The part of the full tensor ``spec`` that the rank at ``coords`` holds.
+def shard_slice(spec: TensorSpec, *where: Any) -> tuple[slice, ...] | None:
+    """The part of the full tensor ``spec`` that a rank holds.
+
+    Call as ``shard_slice(spec, coords)`` or ``shard_slice(spec, shape, coords)``; the second form
+    also checks that ``shape`` (e.g. read from a checkpoint header) is the shape the model
+    config implies, raising :class:`~ascend.errors.CheckpointError` naming the tensor if not.
 
     Returns a tuple of slices (one per dim, step 1) into the full tensor, or None when the rank
     holds none of it (another EP rank's expert). FP8 scales follow their weight in block units
     and raise :class:`ShardAlignmentError` when the weight's split is not block-aligned.
     """
+    if not isinstance(spec, TensorSpec):
+        raise TypeError("shard_slice takes a TensorSpec; look names up with ascend.models.find_spec(args, name)")
+    if len(where) == 2:
+        shape, coords = where
+        if tuple(shape) != spec.shape:
+            raise CheckpointError(
+                f"{spec.name} has shape {list(shape)} but the model config implies {list(spec.shape)}",
+                fix="check that config.json belongs to these weights",
+            )
+    elif len(where) == 1:
+        (coords,) = where
+    else:
+        raise TypeError("shard_slice(spec, coords) or shard_slice(spec, shape, coords)")
     if spec.scale_of is None:
         return _weight_slices(spec, spec.shape, coords)
     assert spec.block is not None and spec.weight_shape is not None

@@ -128,11 +128,14 @@ def _source_tiny(ctx: RunContext) -> StageResult:
         return StageResult("source", "skipped", f"tiny checkpoint {path} already generated for this recipe")
     tiny = m.tiny
     scripted = bool(tiny and tiny.scripted)
+    options = tiny.model_dump(exclude={"scripted"}) if tiny else {}
     if scripted:
-        write = need("ascend.reference.scripted", "write_scripted_checkpoint")
+        from ascend.smoke.checks import probe_conversations
+
+        scripted_write = need("ascend.reference.scripted", "write_scripted_checkpoint")
+        write = lambda out, family, **kw: scripted_write(out, family, conversations=probe_conversations(), **kw)  # noqa: E731
     else:
         write = need("ascend.reference", "write_tiny_checkpoint")
-    options = tiny.model_dump(exclude={"scripted"}) if tiny else {}
     # Generate beside the target and rename: a killed run never leaves a half-written source.
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -237,7 +240,7 @@ def _manifest_sha(out: Path) -> str | None:
 
 
 def stage_verify(ctx: RunContext) -> StageResult:
-    verify = need("ascend.convert.verify", "verify_output")
+    verify = need("ascend.convert.verify", "verify")
     r = ctx.recipe
     out = Path(r.convert.output)
     manifest = ctx.manifest_sha256 or _manifest_sha(out)
@@ -245,13 +248,21 @@ def stage_verify(ctx: RunContext) -> StageResult:
     if rec and manifest and rec.get("manifest_sha256") == manifest and rec.get("ok"):
         return StageResult("verify", "skipped", f"{out} already verified: {rec.get('summary', '')}")
     report = verify(out, against=r.model.path)
-    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
-    ok = bool(data.get("ok"))
-    summary = str(data.get("summary", ""))
+    data = report.to_json()
+    summary = (f"{report.files_checked} files checksummed, {report.tensors_checked}/{report.tensors_total} tensors "
+               f"match the source")
+    if report.logits:
+        lg = report.logits
+        summary += f"; logits: top-1 agreement {lg['top1_agreement']:.0%}, max error {lg['max_rel_error']:.2%}"
+    summary += "".join(f"; note: {n}" for n in report.notes)
     write_atomic(ctx.run_dir / "verify.json", json.dumps(data, indent=2, default=str) + "\n")
-    ctx.write_record("verify", {"manifest_sha256": manifest, "ok": ok, "summary": summary})
-    if not ok:
-        raise CheckFailed(f"verify {out}: {summary}", fix=f"see {ctx.run_dir / 'verify.json'}; reconvert with `ascend convert --force`")
+    ctx.write_record("verify", {"manifest_sha256": manifest, "ok": report.ok, "summary": summary})
+    if not report.ok:
+        raise StageFailed(StageResult(
+            "verify", "failed",
+            f"{len(report.problems)} problem(s), first: {report.problems[0]} (all: {ctx.run_dir / 'verify.json'})",
+            details={"problems": report.problems[:50]},
+        ))
     return StageResult("verify", "ok", summary)
 
 

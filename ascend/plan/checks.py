@@ -11,7 +11,7 @@ from typing import Any
 from ascend.errors import AscendError, PlanError
 from ascend.hardware import chip_profile
 from ascend.models import ModelArgs, ShardCoords, fp8_alignment_problem, model_args_for_recipe, shard_slice
-from ascend.plan.memory import PlanInputs, tensor_format, weight_templates
+from ascend.plan.memory import PlanInputs, weight_templates
 
 MAX_EXAMPLES = 2
 

@@ -10,8 +10,7 @@ from ascend.plan.planner import Plan, RankLayout
 MAX_LAYOUT_ROWS = 16
 
 
-def _gib(n: int) -> str:
-    return f"{n / GiB:.2f}"
+MiB = 1024**2
 
 
 def _span(r: tuple[int, int]) -> str:
@@ -51,7 +50,13 @@ def render_plan(plan: Plan, console: Any) -> None:
                        _span(r.heads), str(r.ep_rank), _span(r.experts), str(r.moe_tp_rank), _span(r.vocab))
     console.print(layout)
 
-    mem = Table(title="Memory per device (GiB)")
+    # tiny CPU models weigh kilobytes: switch the whole table to MiB so the numbers stay readable
+    unit, unit_name = (GiB, "GiB") if max(d.weights_total for d in plan.devices) >= GiB else (MiB, "MiB")
+
+    def _gib(n: int) -> str:
+        return f"{n / unit:,.2f}"
+
+    mem = Table(title=f"Memory per device ({unit_name})")
     mem.add_column("")
     for d in plan.devices:
         mem.add_column(f"ranks {_ranges(d.ranks)}", justify="right")

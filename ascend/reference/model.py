@@ -31,7 +31,7 @@ from ascend.models.args import ModelArgs, load_model_args
 from ascend.models.sharding import vocab_range
 from ascend.reference.attention import DSAIndexer, GQAAttention, MLAAttention, SeqSlice
 from ascend.reference.layers import Rope, rms_norm
-from ascend.reference.moe import MoE, DenseMLP
+from ascend.reference.moe import DenseMLP, MoE
 from ascend.reference.parallel import Parallel
 from ascend.reference.weights import CheckpointReader
 
@@ -49,8 +49,9 @@ class Sequence:
 class DecoderLayer:
     """``h = x + attn(input_layernorm(x)); out = h + mlp(post_attention_layernorm(h))``."""
 
-    def __init__(self, read, a: ModelArgs, layer: int, par: Parallel, rope: Rope):
+    def __init__(self, reader: CheckpointReader, a: ModelArgs, layer: int, par: Parallel, rope: Rope):
         p = f"model.layers.{layer}"
+        read = reader.read
         self.a = a
         self.input_norm = read(f"{p}.input_layernorm.weight")
         self.post_norm = read(f"{p}.post_attention_layernorm.weight")
@@ -65,7 +66,11 @@ class DecoderLayer:
         else:
             self.attn = GQAAttention(read, f"{p}.self_attn", a, par, rope)
         self.moe = a.is_moe_layer(layer)
-        self.mlp = MoE(read, f"{p}.mlp", a, par) if self.moe else DenseMLP(read, f"{p}.mlp", par)
+        if self.moe:
+            shared = reader.specs.get(f"{p}.mlp.shared_experts.gate_proj.weight")
+            self.mlp = MoE(read, f"{p}.mlp", a, par, shared.group if shared else None)
+        else:
+            self.mlp = DenseMLP(read, f"{p}.mlp", par)
 
     def forward(self, x, seqs: list[SeqSlice], cos, sin, dp_counts: list[int]) -> torch.Tensor:
         """``x``: [N, h] -> [N, h]."""
@@ -116,7 +121,7 @@ class ReferenceModel:
         read = reader.read
         self.rope = make_rope(a)
         self.embedding = VocabParallel(read("model.embed_tokens.weight"), a.vocab_size, par)
-        self.layers = [DecoderLayer(read, a, i, par, self.rope) for i in range(a.num_hidden_layers)]
+        self.layers = [DecoderLayer(reader, a, i, par, self.rope) for i in range(a.num_hidden_layers)]
         self.norm = read("model.norm.weight")
         head = self.embedding.weight if a.tie_word_embeddings and not reader.has("lm_head.weight") else read("lm_head.weight")
         self.head = VocabParallel(head, a.vocab_size, par)
@@ -175,7 +180,7 @@ class MTPLayer:
         self.enorm = read(f"{p}.enorm.weight")
         self.hnorm = read(f"{p}.hnorm.weight")
         self.eh_proj = read(f"{p}.eh_proj.weight")  # [h, 2h]: embedding half first
-        self.layer = DecoderLayer(read, a, L, par, rope)
+        self.layer = DecoderLayer(reader, a, L, par, rope)
         self.norm = read(f"{p}.shared_head.norm.weight")
         has_copies = reader.has(f"{p}.embed_tokens.weight")
         self.embedding = VocabParallel(read(f"{p}.embed_tokens.weight"), a.vocab_size, par) if has_copies else embedding

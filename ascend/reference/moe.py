@@ -116,7 +116,7 @@ def run_experts(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Ten
 class MoE:
     """Router + routed experts (EP/MoE-TP) + shared expert (attention TP). [N, hidden] -> [N, hidden]."""
 
-    def __init__(self, read, prefix: str, a: ModelArgs, par: Parallel):
+    def __init__(self, read, prefix: str, a: ModelArgs, par: Parallel, shared_group: str | None):
         self.a, self.par = a, par
         self.router = read(f"{prefix}.gate.weight")  # [E, h]
         self.bias = read(f"{prefix}.gate.e_score_correction_bias")  # [E] float32
@@ -125,7 +125,7 @@ class MoE:
         if a.n_shared_experts:
             p = f"{prefix}.shared_experts"
             self.shared = (read(f"{p}.gate_proj.weight"), read(f"{p}.up_proj.weight"), read(f"{p}.down_proj.weight"))
-            self.shared_group = read.__self__.specs[f"{p}.gate_proj.weight"].group  # "attn" or "moe"
+            self.shared_group = shared_group  # the TP group tensor_specs splits it over: "attn" or "moe"
 
     def forward(self, x: torch.Tensor, dp_counts: list[int]) -> torch.Tensor:
         """``x``: [dp_counts[dp_rank], h] (this DP group's tokens) -> [same, h]."""

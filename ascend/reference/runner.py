@@ -291,6 +291,7 @@ def _rank_main(rank: int, world: int, dp: int, ep: int, port: int, model_dir: st
     try:
         from safetensors.torch import save_file
 
+        torch.set_num_threads(1)  # ranks share the host's cores
         par = init_parallel(rank, world, dp, ep, "127.0.0.1", port)
         try:
             model = ReferenceModel(model_dir, par, mtp=False)
@@ -305,6 +306,14 @@ def _rank_main(rank: int, world: int, dp: int, ep: int, port: int, model_dir: st
         (Path(out_dir) / f"error-{rank}.txt").write_text(f"RuntimeError\n{type(err).__name__}: {err}\n{traceback.format_exc()}")
 
 
+def _rank_context():
+    """Processes for spawned ranks come from a fork server that has imported torch and this module
+    once (importing torch costs seconds per process; plain fork is unsafe after OpenMP use)."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["ascend.reference.runner"])
+    return ctx
+
+
 def _spawn(model_dir, batch, ranks: int, dp: int, ep: int, timeout_s: float) -> torch.Tensor:
     from safetensors.torch import load_file
 
@@ -316,7 +325,7 @@ def _spawn(model_dir, batch, ranks: int, dp: int, ep: int, timeout_s: float) -> 
     bad = [t for row in batch for t in row if not 0 <= t < args.vocab_size]
     if bad or not all(batch):
         raise AscendError(f"token id {bad[0]} is outside the vocabulary [0, {args.vocab_size})" if bad else "empty sequence")
-    ctx = mp.get_context("spawn")
+    ctx = _rank_context()
     with tempfile.TemporaryDirectory(prefix="ascend-logits-") as tmp:
         port = free_port()
         procs = [ctx.Process(target=_rank_main, args=(r, ranks, dp, ep, port, str(model_dir), batch, tmp), daemon=True)

@@ -31,19 +31,6 @@ SHARD_FILE = re.compile(r"model-rank-(\d+)-of-(\d+)\.safetensors$")
 PLAN_FILE = "ascend-plan.json"
 
 
-def read_config(model_dir: str | Path) -> dict:
-    """``config.json`` of ``model_dir`` as a dict (CheckpointError when missing or unreadable)."""
-    path = Path(model_dir) / "config.json"
-    if not Path(model_dir).is_dir():
-        raise CheckpointError(f"{model_dir}: not a directory", fix="pass a checkpoint directory")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no config.json", fix="pass a Hugging Face checkpoint directory (it has config.json)")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: cannot read", why=str(err)) from None
-
-
 class CheckpointReader:
     """Reads named tensors (or this rank's slices of them) as float32 from a checkpoint dir."""
 

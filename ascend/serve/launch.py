@@ -87,6 +87,8 @@ class Service:
         self.procs: dict[int, subprocess.Popen] = {}
         self.logs: dict[int, Path] = {}
         self.base_url = f"http://{health_host}:{deployment.port}"
+        self._log_seen = False  # readiness line found in rank 0's log
+        self._log_offset = 0
 
     @property
     def served_model(self) -> str:
@@ -146,14 +148,25 @@ class Service:
     def ready(self) -> bool:
         if not self.serves_http:
             return True  # another node's rank 0 serves HTTP
-        log = self.logs.get(0)
-        if log is None or READY_LINE.lower() not in log.read_text(errors="replace").lower():
+        if not self._log_seen and not self._scan_rank0_log():
             return False
         try:
             with httpx.Client(trust_env=False, timeout=2.0) as client:  # never through an HTTP proxy
                 return client.get(f"{self.base_url}/health").status_code == 200
         except httpx.HTTPError:
             return False
+
+    def _scan_rank0_log(self) -> bool:
+        """Look for the readiness line in what rank 0 logged since the last look."""
+        log = self.logs.get(0)
+        if log is None:
+            return False
+        with open(log, "rb") as f:
+            f.seek(max(0, self._log_offset - len(READY_LINE)))  # a line may straddle two reads
+            chunk = f.read()
+            self._log_offset = f.tell()
+        self._log_seen = READY_LINE.lower().encode() in chunk.lower()
+        return self._log_seen
 
     def wait_ready(self, stop_requested=lambda: False) -> bool:
         """True once ready; False if ``stop_requested()`` turned true first; raises on failure/timeout."""
@@ -182,17 +195,19 @@ class Service:
         self.stop()
 
     def stop(self) -> dict[int, int | None]:
-        """SIGTERM every rank's process group, SIGKILL what is left after the grace period."""
-        live = {r: p for r, p in self.procs.items() if p.poll() is None}
-        for proc in live.values():
-            _signal_group(proc, signal.SIGTERM)
+        """Stop every rank: SIGTERM rank 0 first (it releases the followers), then the others;
+        SIGKILL whatever is left after the grace period. Returns ``{rank: exit code}``."""
         deadline = time.monotonic() + self.grace_s
-        for proc in live.values():
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for proc in live.values():
+        first = [p for r, p in self.procs.items() if r == 0 and p.poll() is None]
+        for proc in first:
+            _signal_group(proc, signal.SIGTERM)
+            _wait(proc, deadline)
+        rest = [p for p in self.procs.values() if p.poll() is None]
+        for proc in rest:
+            _signal_group(proc, signal.SIGTERM)
+        for proc in rest:
+            _wait(proc, deadline)
+        for proc in self.procs.values():
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
@@ -209,6 +224,13 @@ class Service:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _wait(proc: subprocess.Popen, deadline: float) -> None:
+    try:
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

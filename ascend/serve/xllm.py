@@ -93,6 +93,7 @@ class Deployment:
         return [r for r in self.ranks if r.node == node]
 
     def base_url(self, host: str | None = None) -> str:
+        """Rank 0's HTTP root: ``hosts[0]`` across nodes, 127.0.0.1 on one node (the CPU engine binds there)."""
         return f"http://{host or (self.hosts[0] if len(self.hosts) > 1 else '127.0.0.1')}:{self.port}"
 
     def to_json(self) -> dict:
@@ -112,9 +113,12 @@ def _get(obj: Any, dotted: str, default: Any = None) -> Any:
     return default if obj is None else obj
 
 
+DRAFT_SUBDIR = "mtp"  # where ascend convert (mtp: export) writes the draft: <output>/mtp
+
+
 def draft_model_dir(model_dir: str) -> str:
     """Where ``convert.mtp: export`` puts the MTP draft model xLLM's ``--draft_model`` loads."""
-    return str(model_dir).rstrip("/") + "-mtp"
+    return str(Path(model_dir) / DRAFT_SUBDIR)
 
 
 def served_model_dir(recipe: Any) -> str:
@@ -122,7 +126,7 @@ def served_model_dir(recipe: Any) -> str:
     out = _get(recipe, "convert.output") or _get(recipe, "model.path")
     if not out:
         raise ServeError("the recipe names no checkpoint to serve", fix="set convert.output or model.path")
-    return str(Path(out).expanduser().absolute()) if not str(out).startswith("/") else str(out)
+    return str(Path(out).expanduser().absolute())
 
 
 def hccl_buffsize_mb(chip: str, *, hidden: int, experts: int, top_k: int, shared_experts: int, ep: int,
@@ -317,8 +321,8 @@ def _check_extra_args(extra: list[str], dialect: str) -> None:
         if not arg.startswith("--"):
             raise ServeError(f"serve.extra_args: {arg!r} is not a --flag=value argument", fix="write it as --name=value")
         name = arg[2:].split("=", 1)[0]
-        if name.startswith("no"):
-            name = name[2:] if has_flag(dialect, name[2:]) else name
+        if name.startswith("no") and not has_flag(dialect, name) and has_flag(dialect, name[2:]):
+            name = name[2:]  # gflags' --noflag form of a boolean
         if not has_flag(dialect, name):
             raise ServeError(f"serve.extra_args: --{name} does not exist in xLLM {dialect} (unknown flags abort xLLM)",
                              fix="remove it, or use the spelling of this version (see docs/serving.md)")

@@ -79,7 +79,7 @@ WEATHER_TOOL: dict[str, Any] = {
 TIME_TOOL: dict[str, Any] = {
     "type": "function",
     "function": {
-        "name": "get_server_time",
+        "name": "get_time",
         "description": "Get the server's current time. Takes no arguments.",
         "parameters": {"type": "object", "properties": {}},
     },
@@ -159,6 +159,39 @@ def baseline(ctx: Context) -> Any:
     if "baseline" not in ctx.memo:
         ctx.memo["baseline"] = ctx.chat(GREETING)
     return ctx.memo["baseline"]
+
+
+def probe_conversations() -> list[Any]:
+    """The suite's requests as ``ascend.reference.scripted.Conversation``s: what the scripted
+    tiny checkpoint is designed against (``ascend run`` passes them when it generates one)."""
+    from ascend.reference.scripted import Conversation
+
+    weather_q = "What is the weather in Paris right now? Use the tool."
+    return [
+        Conversation("chat", GREETING, "answer"),
+        Conversation("thinking-on", user("What is 2 + 3? Answer with one number."), "answer", thinking=True),
+        Conversation("thinking-off", user("What is 2 + 3? Answer with one number."), "answer"),
+        Conversation("max_tokens", user("Count from one to fifty in words, separated by commas."), "answer"),
+        Conversation("long_prompt", user("The quick brown fox jumps over the lazy dog. " * 4 + "Say hello."), "answer"),
+        Conversation("concurrency", user("Write a short story about lighthouse number 1."), "answer"),
+        Conversation("tools", user(weather_q), "call_weather", tools=[WEATHER_TOOL]),
+        Conversation("tools_no_args", user("What time is it on the server? Use the tool."), "call_time", tools=[TIME_TOOL]),
+        Conversation("tools_multi_turn", tool_result_messages(), "after_tool", tools=[WEATHER_TOOL]),
+    ]
+
+
+def tool_result_messages() -> list[dict[str, Any]]:
+    return [
+        {"role": "user", "content": "What is the weather in Paris right now? Use the tool."},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": '{"city": "Paris", "temperature_c": 18, "condition": "sunny"}'},
+    ]
 
 
 # --- readiness ---------------------------------------------------------------------------------
@@ -358,17 +391,7 @@ def check_tools_no_args(ctx: Context) -> str:
 
 def check_tools_multi_turn(ctx: Context) -> str:
     _need_tools(ctx)
-    messages = [
-        {"role": "user", "content": "What is the weather in Paris right now? Use the tool."},
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [
-                {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_0", "content": '{"city": "Paris", "temperature_c": 18, "condition": "sunny"}'},
-    ]
+    messages = tool_result_messages()
     resp = ctx.chat(messages, tools=[WEATHER_TOOL], tool_choice="auto", max_tokens=ctx.budget(256))
     choice = resp.choices[0]
     content = choice.message.content or ""

@@ -22,7 +22,8 @@ FAMILIES = ("glm_moe_dsa", "deepseek_v3", "deepseek_v32", "glm4_moe")
 
 
 def make_checkpoint(out: Path, family: str, *, fp8: bool = False, mtp: bool = True, layers: int | None = None,
-                    experts: int | None = None, seed: int = 0, config: dict | None = None) -> Path:
+                    experts: int | None = None, seed: int = 0, config: dict | None = None,
+                    mtp_copies: bool = True) -> Path:
     cfg = config or tiny_config(family, fp8=fp8, mtp=mtp, layers=layers, experts=experts)
     args = ModelArgs.from_config(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -32,6 +33,8 @@ def make_checkpoint(out: Path, family: str, *, fp8: bool = False, mtp: bool = Tr
     for spec in tensor_specs(args, mtp=True):
         if spec.scale_of is not None:
             continue
+        if not mtp_copies and spec.mtp and spec.component in ("embed", "head"):
+            continue  # GLM-4.6-style MTP layer without its own embed/head copies
         if spec.name.endswith("norm.weight") or spec.name.endswith("layernorm.weight"):
             t = 1.0 + 0.1 * torch.randn(spec.shape, generator=g)
         else:

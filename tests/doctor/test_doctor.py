@@ -3,6 +3,8 @@ and on this machine (no NPU)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import json
 import re
 
@@ -11,9 +13,9 @@ import pytest
 from ascend.cli.main import main
 from ascend.doctor import ERROR, INFO, OK, WARN, LocalHost, ReplayHost, Target, run_doctor
 
-from conftest import FIXTURES
+FIXTURES = Path(__file__).parent / "fixtures"
 
-A3_RECIPE = Target(recipe="glm5/a3-w8a8", chip="ascend-a3", devices_per_node=16, engine="xllm", xllm_binary="xllm")
+A3_RECIPE = Target(recipe="glm5/a3-w8a8", chip="ascend-a3", devices_per_node=16, device_memory_mb=65536, engine="xllm", xllm_binary="xllm")
 
 
 def severities(report, check):
@@ -48,6 +50,14 @@ def test_a3_recipe_on_a2_host_is_an_error_and_on_a3_it_fits():
     assert on_a2.exit_code == 3
     on_a3 = run_doctor(ReplayHost(FIXTURES / "a3-atlas800-a3"), A3_RECIPE)
     assert on_a3.by_check("npu.recipe") == []
+
+
+def test_device_memory_smaller_than_the_plan_assumes():
+    target = Target(recipe="r", chip="ascend-910b", devices_per_node=8, device_memory_mb=96 * 1024)
+    (finding,) = run_doctor(ReplayHost(FIXTURES / "a2-atlas800t-910b"), target).by_check("npu.recipe")
+    assert finding.severity == ERROR and "65536 MB" in finding.message
+    target.device_memory_mb = 64 * 1024  # the A2 profile: 64 GiB = 65536 MB, as npu-smi reports
+    assert run_doctor(ReplayHost(FIXTURES / "a2-atlas800t-910b"), target).by_check("npu.recipe") == []
 
 
 def test_mispaired_torch_npu_is_reported_with_the_right_pair():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ascend.doctor.parsers import (
     bracket_list,
     in_version_range,
@@ -12,7 +14,7 @@ from ascend.doctor.parsers import (
     release_code,
 )
 
-from conftest import FIXTURES
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _npu_smi(path: str):

@@ -9,7 +9,7 @@ import pytest
 
 from ascend.cli.main import main
 
-from conftest import MODEL_ID
+from fake_modelscope import MODEL_ID
 
 SHARD = "model-00002-of-00003.safetensors"
 
@@ -55,3 +55,20 @@ def test_huggingface_without_the_extra_says_how_to_install(monkeypatch, tmp_path
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     code, _, err = run(["fetch", "zai-org/GLM-5", "--source", "huggingface", "--local-dir", str(tmp_path)], capsys)
     assert code == 2 and "pip install 'ascend-recipes[hf]'" in err
+
+
+def test_cli_fetch_from_a_recipe(hub, tmp_path, capsys):
+    src = tmp_path / "models" / "tiny"
+    recipe = tmp_path / "fetch-test.yaml"
+    recipe.write_text(
+        "name: fetch-test\n"
+        f"model: {{family: glm_moe_dsa, id: {MODEL_ID}, source: modelscope, path: {src}}}\n"
+        "hardware: {chip: cpu, nodes: 1, devices_per_node: 1}\n"
+        f"convert: {{output: {tmp_path / 'out'}}}\n"
+        "serve: {engine: cpu}\n"
+    )
+    code, out, err = run(["fetch", str(recipe), "--endpoint", hub.endpoint], capsys)
+    assert code == 0, err
+    assert f"{MODEL_ID} [modelscope] @ master -> {src}" in out and "complete: 5 files complete" in out
+    code, out, _ = run(["fetch", str(recipe), "--offline", "--checksum"], capsys)
+    assert code == 0 and "sha256 verified for 5" in out

@@ -10,7 +10,7 @@ import pytest
 from ascend.fetch.completeness import BAD_HEADER, LONG, MISSING, OK, SHORT, RemoteFile, check_dir
 from ascend.fetch.safetensors_header import HeaderError, expected_length
 
-from conftest import make_checkpoint
+from fake_modelscope import make_checkpoint
 
 SHARD = "model-00002-of-00003.safetensors"
 

@@ -9,7 +9,7 @@ import os
 from ascend.fetch import RECORD_NAME, fetch, verify_local
 from ascend.fetch.completeness import BAD_SHA256, MISSING, OK
 
-from conftest import MODEL_ID
+from fake_modelscope import MODEL_ID
 
 SHARD = "model-00002-of-00003.safetensors"
 
@@ -158,3 +158,19 @@ def test_offline_without_a_record_checks_headers_and_index(tmp_path, checkpoint_
     report, record = verify_local(out)
     assert record is None and report.complete
     assert {f.path for f in report.files if f.state == OK} >= {SHARD}
+
+
+def test_refuses_to_mix_two_models_in_one_directory(hub, tmp_path):
+    import pytest
+
+    from ascend.errors import FetchError
+
+    out = tmp_path / "out"
+    assert _fetch(hub, out).complete
+    record = json.loads((out / RECORD_NAME).read_text())
+    record["model_id"] = "other-org/other-model"
+    (out / RECORD_NAME).write_text(json.dumps(record))
+    with pytest.raises(FetchError, match="already holds other-org/other-model"):
+        _fetch(hub, out)
+    with pytest.raises(FetchError, match="holds other-org/other-model"):
+        _fetch(hub, out, offline=True)

@@ -56,11 +56,12 @@ def test_hand_written_glm5_a3_rank5_v010():
         "--master_node_addr=127.0.0.1:9748", "--nnodes=16", "--node_rank=5", "--device_id=5", "--dp_size=1",
         "--ep_size=16", "--communication_backend=hccl", "--max_memory_utilization=0.85",
         "--max_tokens_per_batch=8192", "--max_seqs_per_batch=32", "--block_size=128", "--reasoning_parser=glm5",
-        "--tool_call_parser=glm5", "--draft_model=/data/models/GLM-5-w8a8-mtp", "--num_speculative_tokens=1"]
+        "--tool_call_parser=glm5", "--draft_model=/data/models/GLM-5-w8a8/mtp", "--num_speculative_tokens=1"]
     assert r.env["HCCL_OP_EXPANSION_MODE"] == "AIV"  # single node only
     assert r.env["PYTORCH_NPU_ALLOC_CONF"] == "expandable_segments:True"
     assert r.env["HCCL_CONNECT_TIMEOUT"] == "300" and r.env["HCCL_EXEC_TIMEOUT"] == "300"
     assert dep.rank_table is None and dep.rank_table_path is None
+    assert dep.base_url() == "http://127.0.0.1:18000" and dep.served_model == "GLM-5-w8a8"
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -87,7 +88,7 @@ def test_rules_for_every_rank(name, dialect):
         assert ("devices" in flags) == (dialect == "0.9") and ("device_id" in flags) == (dialect == "0.10")
         assert ("ASCEND_RT_VISIBLE_DEVICES" in r.env) == (dialect == "0.11")
         if recipe.serve.speculative:
-            assert flags["draft_model"] == flags["model"] + "-mtp"
+            assert flags["draft_model"] == flags["model"] + "/mtp"  # ascend convert's mtp: export output
             assert ("draft_devices" in flags) == (dialect == "0.9")
         for parser in ("tool_call_parser", "reasoning_parser"):
             assert flags.get(parser, "x") != "auto"
@@ -100,6 +101,7 @@ def test_rules_for_every_rank(name, dialect):
         for k, v in recipe.serve.env.items():
             assert r.env[k] == v  # serve.env wins
     if multi:
+        assert dep.base_url() == f"http://{recipe.hardware.hosts[0]}:{recipe.serve.port}"
         assert dep.unset_env == ["HCCL_OP_EXPANSION_MODE"]
         assert set(dep.scripts) == {str(n) for n in range(recipe.hardware.nodes)}
         assert dep.rank_table["server_count"] == str(recipe.hardware.nodes)

@@ -291,6 +291,8 @@ async def _generate(state: EngineState, http: HttpRequest, prompt_ids: list[int]
                     yield rest
                 outcome.finish_reason = value
                 return
+            elif kind == "rejected":  # the runner refused the input (e.g. a token id outside the vocabulary)
+                raise ApiError(400, str(value))
             else:  # "error": the model failed
                 raise ApiError(503, str(value), type="server_error")
     finally:

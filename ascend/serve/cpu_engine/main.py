@@ -82,8 +82,16 @@ def build_state(generator, flags: dict, *, api_key: str | None = None):
                        max_concurrent_requests=flags["max_concurrent_requests"], api_key=api_key)
 
 
-def make_server(state, *, host: str, port: int, num_threads: int = 8):
-    """A uvicorn server for ``state`` that logs xLLM's readiness line once it accepts connections."""
+def make_server(state, *, host: str, port: int, num_threads: int = 8, on_shutdown=None):
+    """A uvicorn server for ``state`` that logs xLLM's readiness line once it accepts connections.
+
+    SIGINT/SIGTERM stop it gracefully; ``on_shutdown`` (e.g. releasing the follower ranks) runs
+    before ``run()`` returns, and the process then exits normally instead of re-raising the signal.
+    """
+    import contextlib
+    import signal
+    import threading
+
     import uvicorn
 
     from ascend.serve.cpu_engine.api import create_app
@@ -101,6 +109,24 @@ def make_server(state, *, host: str, port: int, num_threads: int = 8):
             log.info("Shutting down")
             await super().shutdown(sockets=sockets)
             state.scheduler.stop()
+            if on_shutdown is not None:
+                try:
+                    on_shutdown()
+                except Exception as err:  # followers already gone: nothing left to release
+                    log.warning("releasing the other ranks failed: %s", err)
+            log.info("Application shutdown complete.")
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False,
                             timeout_graceful_shutdown=5, lifespan="off")
@@ -130,12 +156,11 @@ def main(argv: list[str] | None = None) -> None:
             return
         state = build_state(generator, flags, api_key=os.environ.get(API_KEY_ENV) or None)
         server = make_server(state, host=flags["host"] or "127.0.0.1", port=flags["port"],
-                             num_threads=flags["num_threads"])
+                             num_threads=flags["num_threads"], on_shutdown=generator.shutdown)
         try:
             server.run()
         finally:
-            generator.shutdown()
-        log.info("Application shutdown complete.")
+            generator.shutdown()  # idempotent; covers a failed startup
     except AscendError as err:
         log.error("%s", err.line())
         sys.exit(err.exit_code)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ascend.errors import AscendError
 from ascend.serve.cpu_engine.generator import Generator
 
 log = logging.getLogger("ascend.serve.cpu_engine")
@@ -133,6 +134,14 @@ class Scheduler:
                     admitted.append(self.waiting.popleft())
             try:
                 self._step(admitted)
+            except AscendError as err:  # the runner refused this batch's input; the job stays usable
+                log.error("batch rejected: %s", err.line())
+                for req in self.running + admitted:
+                    if req.seq_id is not None:
+                        self.generator.free(req.seq_id)
+                        req.seq_id = None
+                    req.emit("rejected", err.line())
+                self.running = []
             except Exception as err:  # the model failed: fail every request, report unhealthy
                 log.exception("forward failed")
                 self.failed = f"model execution failed: {type(err).__name__}: {err}"
