@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 
+from ascend.checkpoint.fp8 import dequantize_fp8_block
 from ascend.errors import BackendUnavailable, CheckpointError, ConvertError
 from ascend.checkpoint.safetensors_io import (
     DTYPE_NAMES,
@@ -55,6 +56,7 @@ FORMATS = ("safetensors", "ckpt")
 NAME_MAP_FILE = "param_name_map.json"  # MindSpore Transformers' {param name: file} map
 DEFAULT_MAX_FILE_BYTES = 5 * 10**9
 DEFAULT_BATCH_BYTES = 1 << 30
+SCALE_INV = "_scale_inv"  # block-FP8 partner of a weight in HF checkpoints
 
 # torch dtype -> MindSpore dtype attribute name. BF16 crosses as int16 bits (see module doc).
 _MS_DTYPES: dict[torch.dtype, str] = {
@@ -425,8 +427,9 @@ def convert_hf_to_mindspore(
 
     Output: ``model-0000k-of-0000n.<format>`` files, ``param_name_map.json`` ({name: file}) and
     the non-weight files of ``src``. ``mtp``: include the MTP layers (default: when ``src`` has
-    them; ``mtp=False`` drops them). Only BF16/F32/F16 sources: FP8 must be dequantized first.
-    Returns a summary dict.
+    them; ``mtp=False`` drops them). Block-FP8 weights are dequantized to BF16 (exactly as
+    ``ascend.checkpoint.fp8.dequantize_fp8_block``) and ``quantization_config`` leaves the
+    copied config.json. Returns a summary dict.
     """
     from ascend.models.args import load_model_args
     from ascend.models.mindspore_names import hf_name_map, mindspore_rules, own_copy_rules
@@ -438,12 +441,27 @@ def convert_hf_to_mindspore(
         args = load_model_args(src)
         if mtp is None:
             mtp = any(f"model.layers.{layer}.eh_proj.weight" in sd for layer in args.mtp_layers)
-        fp8 = [n for n, i in sd.tensors.items() if i.dtype.startswith("F8")]
-        if fp8:
-            raise ConvertError(f"{src} holds FP8 tensors (e.g. {fp8[0]})", why="MindSpore checkpoints cannot hold float8",
-                               fix="convert to bf16 first (ascend convert --precision bf16)")
+        # Block-FP8 weights are dequantized to BF16 (MindSpore cannot save float8), as
+        # MindSpore Transformers' own converter does.
+        fp8 = {n for n, i in sd.tensors.items() if i.dtype.startswith("F8")}
+        unscaled = sorted(n for n in fp8 if n + SCALE_INV not in sd)
+        if unscaled:
+            raise ConvertError(f"FP8 tensor {unscaled[0]} has no {SCALE_INV}", why="MindSpore checkpoints cannot hold float8",
+                               fix="use a block-FP8 checkpoint with its scales, or a BF16 one")
+        block = args.fp8_block or (128, 128)
+
+        def read_hf(name: str) -> torch.Tensor:
+            if name in fp8:
+                return dequantize_fp8_block(sd.read(name), sd.read(name + SCALE_INV), block, dtype=torch.bfloat16)
+            return sd.read(name)
+
+        def hf_nbytes(name: str) -> int:
+            info = sd.tensors[name]
+            return info.nbytes * 2 if name in fp8 else info.nbytes
+
         rules = mindspore_rules(args, mtp=mtp)
         needed = hf_name_map(rules)
+        needed.update({n + SCALE_INV: needed[n] for n in fp8 if n in needed})
         missing = [n for n in needed if n not in sd]
         if missing:
             raise CheckpointError(
@@ -466,19 +484,22 @@ def convert_hf_to_mindspore(
         own = own_copy_rules(rules)
         kept = [own[r.own] for r in rules if r.op == "alias" and not _same_bytes(sd, r.hf[0], primary[r.ms])]
         stored = [r for r in rules if r.op != "alias"] + kept
-        groups = plan_mindspore_files(stored, lambda name: sd.tensors[name].nbytes, max_file_bytes)
+        groups = plan_mindspore_files(stored, hf_nbytes, max_file_bytes)
         out.mkdir(parents=True, exist_ok=True)
         name_map: dict[str, str] = {}
         files = []
         for k, group in enumerate(groups, start=1):
             fname = mindspore_file_name(k, len(groups), format)
-            nbytes, sha = write_mindspore_file(out / fname, group, sd.read, format)
+            nbytes, sha = write_mindspore_file(out / fname, group, read_hf, format)
             name_map.update({rule.ms: fname for rule in group})
             files.append({"file": fname, "size": nbytes, "sha256": sha})
         write_json(out / NAME_MAP_FILE, name_map)
         _copy_aux_files(src, out)
+        if fp8:  # the weights are BF16 now
+            config = {k: v for k, v in args.config.items() if k != "quantization_config"}
+            write_json(out / "config.json", {**config, "torch_dtype": "bfloat16"} if "torch_dtype" in config else config)
         return {"family": args.family, "format": format, "files": files, "tensors": len(name_map), "mtp": mtp,
-                "dropped": len(dropped), "kept_copies": [r.ms for r in kept]}
+                "dropped": len(dropped), "kept_copies": [r.ms for r in kept], "dequantized": len(fp8)}
     finally:
         sd.close()
 

@@ -48,7 +48,7 @@ def serve(
     \b
       ascend serve glm5/a3-w8a8 --dry-run                 # every rank's command + env
       ascend serve glm5/a3x2-bf16 --dry-run --json > deploy.json
-      ascend serve glm5/a3-w8a8 --set serve.version=0.11 --dry-run
+      ascend serve glm5/a3-w8a8 --set serve.version='"0.11"' --dry-run  # quote: YAML reads 0.11 as a number
       ascend serve tiny/glm5-cpu                          # CPU engine, 2 ranks, Ctrl-C to stop
       ascend serve glm5/a3x2-bf16 --node 1 --device-ips-from hccn/
     """

@@ -107,9 +107,9 @@ def _draw_weights(args: ModelArgs, seed: int, mtp: bool) -> dict[str, torch.Tens
         if name.endswith("indexer.weights_proj.weight"):
             value = value.abs()
         if spec.mtp and name.endswith(".embed_tokens.weight"):  # the MTP copies equal the main
-            value = out["model.embed_tokens.weight"]  # tensors (DeepSeek README_WEIGHTS.md)
+            value = out["model.embed_tokens.weight"].clone()  # tensors (DeepSeek README_WEIGHTS.md)
         if spec.mtp and name.endswith(".shared_head.head.weight"):
-            value = out["lm_head.weight"]
+            value = out["lm_head.weight"].clone()
         out[name] = value.to(_DTYPES.get(spec.dtype, torch.bfloat16))
     return out
 

@@ -235,7 +235,24 @@ def test_mtp_copy_that_differs_is_kept_under_its_own_name(tiny_hf, tmp_path):
     assert not any(n.startswith("mtp.") for n in list_mindspore(tmp_path / "ms-nomtp"))
 
 
-def test_fp8_source_is_refused(tiny_hf, tmp_path):
+def test_fp8_source_is_dequantized_to_bf16(tmp_path):
+    """Block-FP8 HF -> MindSpore holds exactly dequantize_fp8_block(w, scale) in BF16."""
+    from ascend.checkpoint.fp8 import dequantize_fp8_block
+    from ascend.reference import write_tiny_checkpoint
+
+    src = write_tiny_checkpoint(tmp_path / "hf", "deepseek_v3", fp8=True, seed=2)
+    hf = load_hf(src)
+    summary = convert_hf_to_mindspore(src, tmp_path / "ms")
+    assert summary["dequantized"] > 0
+    msd = _ms_tensors(tmp_path / "ms")
+    want = dequantize_fp8_block(hf["model.layers.1.self_attn.q_b_proj.weight"],
+                                hf["model.layers.1.self_attn.q_b_proj.weight_scale_inv"], dtype=torch.bfloat16)
+    assert _identical(msd["decoder.layers.1.self_attention.linear_q_up_proj.weight"], want)
+    assert not any(t.dtype.is_floating_point and t.element_size() == 1 for t in msd.values())
+    assert "quantization_config" not in json.loads((tmp_path / "ms" / "config.json").read_text())
+
+
+def test_fp8_without_scale_is_refused(tiny_hf, tmp_path):
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -246,11 +263,10 @@ def test_fp8_source_is_refused(tiny_hf, tmp_path):
     sd = load_file(shard)
     name = "model.layers.0.self_attn.q_a_proj.weight"
     sd[name] = sd[name].to(torch.float8_e4m3fn)
-    sd[name + "_scale_inv"] = torch.ones(1, 2)
     save_file(sd, shard)
-    with pytest.raises(ConvertError, match="FP8") as info:
+    with pytest.raises(ConvertError, match="has no _scale_inv") as info:
         convert_hf_to_mindspore(src, tmp_path / "ms")
-    assert "--precision bf16" in info.value.line()
+    assert "\n" not in info.value.line()
     assert not (tmp_path / "ms").exists()
 
 

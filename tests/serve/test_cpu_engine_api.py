@@ -205,6 +205,13 @@ def test_disconnect_cancels_and_limit_gives_429(model_dir):
             time.sleep(0.05)
         assert not gen.sequences and state.active == 0
         assert state.scheduler.load == 0
+        # a non-streaming client that gives up is noticed too, long before its 200 tokens would finish
+        t0 = time.time()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/chat/completions", json=body | {"stream": False}, timeout=0.5)
+        while (gen.sequences or state.active) and time.time() - t0 < 10:
+            time.sleep(0.05)
+        assert not gen.sequences and state.active == 0 and time.time() - t0 < 3
 
 
 def test_api_key(model_dir):

@@ -30,6 +30,7 @@ from ascend.serve.cpu_engine.text import Detokenizer, TextCodec
 
 XLLM_DEFAULT_MAX_TOKENS = 5120
 CONCURRENCY_LIMIT_MESSAGE = "The number of concurrent requests has reached the limit."
+DISCONNECT_POLL_S = 0.5  # how often a running request checks that its client is still there
 
 
 class ApiError(Exception):
@@ -267,14 +268,19 @@ async def _generate(state: EngineState, http: HttpRequest, prompt_ids: list[int]
     detok, matcher = Detokenizer(state.codec), StopMatcher(stops)
     try:
         state.scheduler.submit(req)
+        loop, last_check = asyncio.get_running_loop(), 0.0
         while True:
             try:
-                kind, value = await asyncio.wait_for(req.queue.get(), timeout=0.5)
+                kind, value = await asyncio.wait_for(req.queue.get(), timeout=DISCONNECT_POLL_S)
             except asyncio.TimeoutError:
+                kind = value = None
+            if loop.time() - last_check >= DISCONNECT_POLL_S:  # also while tokens keep coming
+                last_check = loop.time()
                 if await http.is_disconnected():
                     req.cancel()
                     outcome.finish_reason = "abort"
                     return
+            if kind is None:
                 continue
             if kind == "token":
                 outcome.completion_tokens += 1

@@ -122,8 +122,9 @@ def init_routing(
     in_range = (flat >= start) & (flat < end)
     order = torch.argsort(torch.where(flat < start, INT32_MAX, flat), stable=True)
     valid = int(in_range.sum())
-    expanded_x = x.new_zeros((num_tokens * top_k, x.shape[1]))
+    expanded_x = x.new_empty((num_tokens * top_k, x.shape[1]))
     torch.index_select(x, 0, order[:valid] // top_k, out=expanded_x[:valid])
+    expanded_x[valid:].zero_()
     row_idx = torch.full((num_tokens * top_k,), -1, dtype=torch.int32, device=x.device)
     row_idx[order[:valid]] = torch.arange(valid, dtype=torch.int32, device=x.device)
     counts = torch.bincount(flat[in_range] - start, minlength=end - start)[: end - start]
