@@ -31,10 +31,13 @@ def quantize_w8a8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     """
     if w.dim() != 2:
         raise ValueError(f"W8A8 weight must be 2-D, got shape {tuple(w.shape)}")
-    w32 = w.to(torch.float32)
-    scale = (w32.abs().amax(dim=1, keepdim=True).clamp_(min=AMAX_FLOOR) / INT8_MAX).to(SCALE_DTYPE)
-    q = torch.round(w32 / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8)
-    return q, scale, torch.zeros_like(scale)
+    amax = w.abs().amax(dim=1, keepdim=True).to(torch.float32)  # exact in the input dtype
+    scale = (amax.clamp_(min=AMAX_FLOOR) / INT8_MAX).to(SCALE_DTYPE)
+    q = w.to(torch.float32)
+    if q.data_ptr() == w.data_ptr():
+        q = q.clone()
+    q.div_(scale).round_().clamp_(-INT8_MAX, INT8_MAX)  # in place: one fp32 buffer per chunk
+    return q.to(torch.int8), scale, torch.zeros_like(scale)
 
 
 def dequantize_w8a8(q: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:

@@ -44,8 +44,14 @@ def source_fp32(src: SafetensorsDir, piece: Piece, start: int, stop: int, dtype=
     a = start // FP8_BLOCK * FP8_BLOCK
     w = src.read_rows(piece.source, a, stop)
     s = src.read_rows(piece.scale, a // FP8_BLOCK, -(-stop // FP8_BLOCK))
+    cols = piece.cols
+    if cols is not None and cols[0] % FP8_BLOCK == 0:
+        # a column window on a block boundary: dequantize only its blocks (same values)
+        w = w[:, cols[0]:cols[1]]
+        s = s[:, cols[0] // FP8_BLOCK: -(-cols[1] // FP8_BLOCK)]
+        cols = None
     full = dequantize_fp8_block(w, s, dtype=dtype)
-    return _narrow_cols(full[start - a:], piece.cols)
+    return _narrow_cols(full[start - a:], cols)
 
 
 def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor], None]) -> None:

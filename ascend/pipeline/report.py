@@ -51,6 +51,7 @@ class RunReport:
 
     def verdict(self) -> str:
         done = [s.stage for s in self.stages if s.status in ("ok", "skipped")]
+        asked = [s for s in self.stages if s.status != "not-run"]
         missing = [s.stage for s in self.stages if s.status == "unavailable"]
         if self.failed:
             head = f"FAILED at {self.failed[0].stage}"
@@ -58,7 +59,7 @@ class RunReport:
             head = "PARTIAL: stages not built yet: " + ", ".join(missing)
         else:
             head = "OK"
-        return f"{head} — {len(done)} of {len(self.stages)} stages done in {self.seconds:.1f} s"
+        return f"{head} — {len(done)} of {len(asked)} stages done in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:
         return {

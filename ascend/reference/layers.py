@@ -4,8 +4,8 @@ Read next to transformers' ``modeling_{deepseek_v3,deepseek_v32,glm_moe_dsa,glm4
 DeepSeek's ``inference/model.py``. Notation: N = tokens of this step (all sequences concatenated),
 T = tokens in a sequence's cache, H = heads on this rank, h = hidden size.
 
-Blocks are plain classes holding float32 tensors (no autograd, no nn.Module bookkeeping); the
-parallel ones take a ``Parallel`` and hold only this rank's slice.
+The model's blocks (``attention.py``, ``moe.py``) are plain classes holding float32 tensors (no
+autograd, no nn.Module bookkeeping); the parallel ones hold only this rank's slice.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
-from ascend.reference.parallel import Parallel
 
 
 # --------------------------------------------------------------------------------------------

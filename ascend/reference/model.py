@@ -86,7 +86,8 @@ class VocabParallel:
     def __init__(self, weight: torch.Tensor, vocab: int, par: Parallel):
         self.weight, self.par = weight, par  # [V_local, h]
         self.lo, self.hi = vocab_range(vocab, par.tp_rank, par.attn_tp)
-        self.widths = [vocab_range(vocab, r, par.attn_tp)[1] - vocab_range(vocab, r, par.attn_tp)[0] for r in range(par.attn_tp)]
+        ranges = [vocab_range(vocab, r, par.attn_tp) for r in range(par.attn_tp)]
+        self.widths = [hi - lo for lo, hi in ranges]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """``ids``: [N] int64 -> [N, h]: local rows looked up, others zero, summed over the group."""
@@ -134,8 +135,9 @@ class ReferenceModel:
     def vocab_size(self) -> int:
         return self.args.vocab_size
 
-    def check_tokens(self, token_lists: list[list[int]], seqs: list[Sequence] | None = None) -> None:
-        """Raise (before any collective) on token ids outside the vocabulary or too long sequences."""
+    def check_tokens(self, token_lists: list[list[int]], lengths: list[int] | None = None) -> None:
+        """Raise (before any collective) on empty lists, token ids outside the vocabulary, or
+        sequences (``lengths``: tokens already cached) growing past ``max_position_embeddings``."""
         V, limit = self.args.vocab_size, self.args.max_position_embeddings
         for i, toks in enumerate(token_lists):
             if len(toks) == 0:
@@ -143,7 +145,7 @@ class ReferenceModel:
             bad = [t for t in toks if not 0 <= int(t) < V]
             if bad:
                 raise AscendError(f"sequence {i}: token id {bad[0]} is outside the vocabulary [0, {V})")
-            done = seqs[i].length if seqs else 0
+            done = lengths[i] if lengths else 0
             if limit and done + len(toks) > limit:
                 raise AscendError(f"sequence {i}: {done + len(toks)} tokens exceed max_position_embeddings {limit}")
 

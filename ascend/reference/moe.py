@@ -1,19 +1,25 @@
 """Feed-forward blocks: the dense SwiGLU MLP and the MoE layer (router, routed and shared experts).
 
-MoE stages (the same names as ``ascend.ops.moe``): route -> dispatch -> experts -> combine.
+The MoE layer runs the operators of ``ascend.ops.moe`` (the same calls an NPU engine makes), in the
+stages route -> dispatch -> experts -> combine:
 
-- route: ``noaux_tc`` sigmoid routing with the correction bias used for selection only, optional
-  group limiting (DeepSeek-V3: 8 groups, keep 4; group score = sum of the group's top-2), top-k,
-  weights from the unbiased sigmoid, normalized (``+1e-20``) when ``norm_topk_prob``, times
-  ``routed_scaling_factor`` (checkpoints.md §7; transformers ``DeepseekV3TopkRouter``; discarded
-  groups masked with -inf as DeepSeek and torch_npu do).
-- dispatch: every rank receives the tokens of every attention-DP group (``Parallel.gather_dp_tokens``).
-- experts: each rank runs the experts it owns (EP) on its slice of their intermediate dim (MoE TP).
-- combine: partial outputs are summed over the world, each DP group takes its rows back.
+- gather: every rank receives the tokens of every attention-DP group (``Parallel.gather_dp_tokens``);
+  within an EP group (the ``ep`` ranks sharing one MoE-TP index) each member takes a contiguous
+  chunk of them.
+- route: ``ops.moe.route`` — ``noaux_tc`` sigmoid routing, correction bias for selection only,
+  group limiting (DeepSeek-V3: 8 groups, keep 4; group score = sum of the top-2), top-k, weights
+  from the unbiased sigmoid renormalized (``+1e-20``) and scaled by ``routed_scaling_factor``
+  (checkpoints.md §7; discarded groups masked with -inf, ties to the lower expert id).
+- dispatch / experts / combine: ``ops.moe.dispatch`` sends each (token, slot) row to the EP rank
+  owning the expert, ``ops.moe.expert_mlp`` runs the local experts on this rank's MoE-TP slice of
+  their width, ``ops.moe.combine`` returns and weights the rows. Single EP rank: ``moe_experts``.
+- reduce: partial outputs (MoE-TP slices, token chunks) are summed over the world; each DP group
+  takes back its own rows.
+
 The shared expert is split the way ``tensor_specs`` says (its ``group``): over attention TP it
 runs on the DP group's own tokens and is all-reduced in the group, like the dense MLP; over MoE TP
-it runs on the dispatched tokens and, since every EP group holds a full copy, only EP rank 0's
-group adds it to the combine.
+it runs on the gathered tokens and, since every EP group holds a full copy, only EP rank 0's
+group adds it before the reduce.
 """
 
 from __future__ import annotations
@@ -21,8 +27,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ascend.reference.parallel import Parallel
+import ascend.ops.moe as moe_ops
 from ascend.models.args import ModelArgs
+from ascend.reference.parallel import Parallel
 
 
 def swiglu(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
@@ -44,30 +51,6 @@ class DenseMLP:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.par.all_reduce_attn(swiglu(x, self.gate, self.up, self.down))
-
-
-def route(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, *, top_k: int, n_group: int, topk_group: int,
-    norm_topk_prob: bool, scaling: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``noaux_tc`` routing. ``x``: [N, hidden]; ``weight``: [E, hidden]; ``bias``: [E] float32.
-
-    Returns ``topk_ids`` [N, top_k] int64 and ``topk_weights`` [N, top_k] float32.
-    """
-    scores = torch.sigmoid(x @ weight.T)  # [N, E]
-    choice = scores if bias is None else scores + bias
-    if n_group > 1:
-        N, E = choice.shape
-        grouped = choice.view(N, n_group, E // n_group)
-        group_scores = grouped.topk(2, dim=-1).values.sum(-1)  # [N, n_group]
-        keep = group_scores.topk(topk_group, dim=-1).indices
-        group_mask = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, keep, True)
-        choice = grouped.masked_fill(~group_mask[..., None], float("-inf")).view(N, E)
-    ids = choice.topk(top_k, dim=-1).indices
-    weights = scores.gather(1, ids)
-    if norm_topk_prob:
-        weights = weights / (weights.sum(-1, keepdim=True) + 1e-20)
-    return ids, weights * scaling
 
 
 class LocalExperts:
@@ -93,28 +76,8 @@ class LocalExperts:
         self.down = torch.stack(down)
 
 
-def run_experts(x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor, experts: LocalExperts) -> torch.Tensor:
-    """THE routed-expert call site: ``sum_k w_k * expert_{id_k}(x)`` over this rank's experts.
-
-    ``x``: [N, hidden]; ``topk_ids``/``topk_weights``: [N, k]. Tokens routed to experts of other
-    ranks contribute nothing here (their owners add them in the combine). Plain per-expert loop
-    (DeepSeek ``MoE.forward``): gather each expert's tokens, SwiGLU, scale, scatter-add.
-    """
-    out = torch.zeros_like(x)
-    inter = experts.down.shape[-1]
-    local = topk_ids - experts.first
-    for e in range(experts.count):
-        token, slot = torch.nonzero(local == e, as_tuple=True)
-        if token.numel() == 0:
-            continue
-        gu = x[token] @ experts.gate_up[e].T
-        y = (F.silu(gu[:, :inter]) * gu[:, inter:]) @ experts.down[e].T
-        out.index_add_(0, token, y * topk_weights[token, slot, None])
-    return out
-
-
 class MoE:
-    """Router + routed experts (EP/MoE-TP) + shared expert (attention TP). [N, hidden] -> [N, hidden]."""
+    """Router + routed experts (EP / MoE TP) + shared expert. [N, hidden] -> [N, hidden]."""
 
     def __init__(self, read, prefix: str, a: ModelArgs, par: Parallel, shared_group: str | None):
         self.a, self.par = a, par
@@ -130,15 +93,32 @@ class MoE:
     def forward(self, x: torch.Tensor, dp_counts: list[int]) -> torch.Tensor:
         """``x``: [dp_counts[dp_rank], h] (this DP group's tokens) -> [same, h]."""
         a, par = self.a, self.par
-        tokens = par.gather_dp_tokens(x, dp_counts)  # dispatch: [sum(dp_counts), h]
-        ids, weights = route(
-            tokens, self.router, self.bias, top_k=a.num_experts_per_tok, n_group=a.n_group,
-            topk_group=a.topk_group, norm_topk_prob=a.norm_topk_prob, scaling=a.routed_scaling_factor,
+        tokens = par.gather_dp_tokens(x, dp_counts)  # [N, h], N = sum(dp_counts), same on every rank
+        weights, ids = moe_ops.route(
+            tokens @ self.router.T, a.num_experts_per_tok, bias=self.bias, n_group=a.n_group,
+            topk_group=a.topk_group, routed_scaling_factor=a.routed_scaling_factor,
+            norm_topk_prob=a.norm_topk_prob, scoring_func=a.scoring_func,
         )
-        out = run_experts(tokens, ids, weights, self.experts)
+        out = torch.zeros_like(tokens)
+        if par.ep == 1:
+            out = moe_ops.moe_experts(tokens, weights, ids, self.experts.gate_up, self.experts.down)
+        else:  # this rank's chunk of the tokens goes to the experts' owners and comes back
+            lo, hi = _chunk(tokens.shape[0], par.ep, par.ep_rank)
+            recv, counts, handle = moe_ops.dispatch(
+                tokens[lo:hi], ids[lo:hi], weights[lo:hi], par.ep_group, num_experts=a.n_routed_experts
+            )
+            rows = moe_ops.expert_mlp(recv, counts, self.experts.gate_up, self.experts.down)
+            out[lo:hi] = moe_ops.combine(rows, handle)
         if self.shared_group == "moe" and par.ep_rank == 0:
             out = out + swiglu(tokens, *self.shared)
-        out = par.my_dp_rows(par.all_reduce_world(out), dp_counts)  # combine
+        out = par.my_dp_rows(par.all_reduce_world(out), dp_counts)
         if self.shared_group == "attn":
             out = out + par.all_reduce_attn(swiglu(x, *self.shared))
         return out
+
+
+def _chunk(n: int, parts: int, index: int) -> tuple[int, int]:
+    """[lo, hi) of the ``index``-th of ``parts`` contiguous, near-equal chunks of ``n`` rows."""
+    base, extra = divmod(n, parts)
+    lo = index * base + min(index, extra)
+    return lo, lo + base + (1 if index < extra else 0)

@@ -6,13 +6,13 @@ Layout (as xLLM): ``world = dp * attention_tp = ep * moe_tp``.
   its attention-TP rank is ``r % attention_tp``. Each DP group runs its own sequences through
   embedding, attention, dense MLPs, shared experts and the head, split over its ``attention_tp``
   ranks (heads, columns, vocabulary).
-- Expert parallelism spans the whole world: ``ep`` expert-parallel groups of ``moe_tp`` ranks.
-  Rank ``r`` owns the expert range of EP rank ``r // moe_tp`` and the ``r % moe_tp``-th slice of
-  each of those experts' intermediate dimension.
+- Expert parallelism spans the whole world: rank ``r`` owns the expert range of EP rank
+  ``r // moe_tp`` and the ``r % moe_tp``-th slice of each of those experts' intermediate
+  dimension. The ``ep`` ranks sharing a MoE-TP index form an EP group (``ep_group``), over which
+  ``ascend.ops.moe.dispatch`` / ``combine`` move tokens to their experts' owners and back.
 
-At an MoE layer the tokens of every DP group are gathered to every rank ("dispatch"), each rank
-computes its experts' partial outputs, and the partial outputs are summed over the world and each
-DP group takes back its rows ("combine").
+At an MoE layer the tokens of every DP group are first gathered to every rank; after the experts,
+partial outputs are summed over the world and each DP group takes back its rows (``moe.py``).
 
 With ``world == 1`` every collective is a no-op, so the same model code runs unsharded.
 """
@@ -38,6 +38,7 @@ class Parallel:
     dp: int = 1
     ep: int = 1
     attn_group: object | None = field(default=None, repr=False)  # this rank's DP group (attention TP)
+    ep_group: object | None = field(default=None, repr=False)  # the ep ranks sharing this MoE-TP index
 
     def __post_init__(self) -> None:
         if self.world_size % self.dp or self.world_size % self.ep:
@@ -149,6 +150,11 @@ def init_parallel(
         group = dist.new_group(ranks) if par.attn_tp > 1 else None
         if g == par.dp_rank:
             par.attn_group = group
+    for j in range(par.moe_tp):
+        ranks = [e * par.moe_tp + j for e in range(ep)]
+        group = dist.new_group(ranks) if ep > 1 else None
+        if j == par.moe_tp_rank:
+            par.ep_group = group
     return par
 
 

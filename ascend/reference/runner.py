@@ -114,7 +114,7 @@ class ModelRunner:
         eos = self.config.get("eos_token_id")
         self.eos_token_ids: list[int] = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         self._seqs: dict[int, Sequence] = {}
-        self._live: set[int] = set()  # rank 0: allocated, not freed
+        self._live: dict[int, int] = {}  # rank 0: live sequence id -> tokens so far (any DP group)
         self._next_id = 0
         self._closed = False
 
@@ -129,7 +129,7 @@ class ModelRunner:
         self._require_driver("new_sequence")
         sid = self._next_id
         self._next_id += 1
-        self._live.add(sid)
+        self._live[sid] = 0
         return sid
 
     def forward(self, seq_ids: Seq[int], token_lists: Seq[Seq[int]]) -> torch.Tensor:
@@ -143,14 +143,16 @@ class ModelRunner:
         unknown = [s for s in seq_ids if s not in self._live]
         if unknown:
             raise AscendError(f"forward: unknown or freed sequence id {unknown[0]}", fix="call new_sequence() first")
-        existing = [self._seqs.get(s) or Sequence() for s in seq_ids]
-        self.model.check_tokens(token_lists, existing)
+        self.model.check_tokens(token_lists, [self._live[s] for s in seq_ids])
         self._broadcast({"op": "forward", "seq_ids": seq_ids, "tokens": token_lists})
-        return run_batch(self.model, self._seqs, seq_ids, token_lists, all_positions=False)
+        out = run_batch(self.model, self._seqs, seq_ids, token_lists, all_positions=False)
+        for sid, toks in zip(seq_ids, token_lists):
+            self._live[sid] += len(toks)
+        return out
 
     def free(self, seq_id: int) -> None:
         self._require_driver("free")
-        self._live.discard(int(seq_id))
+        self._live.pop(int(seq_id), None)
         self._broadcast({"op": "free", "seq_ids": [int(seq_id)]})
         self._seqs.pop(int(seq_id), None)
 

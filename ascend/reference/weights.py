@@ -15,7 +15,6 @@ Every problem is a one-line ``CheckpointError`` naming the file and the tensor.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -27,7 +26,6 @@ from ascend.models.args import ModelArgs
 from ascend.models.sharding import ShardCoords, shard_slice
 from ascend.models.tensors import spec_index, tensor_specs
 
-SHARD_FILE = re.compile(r"model-rank-(\d+)-of-(\d+)\.safetensors$")
 PLAN_FILE = "ascend-plan.json"
 
 
@@ -100,9 +98,6 @@ class CheckpointReader:
     # --- reading -----------------------------------------------------------------------------
     def has(self, name: str) -> bool:
         return name in self.weight_map
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._open(self._file(name)).get_slice(name).get_shape())
 
     def _file(self, name: str) -> Path:
         file = self.weight_map.get(name)

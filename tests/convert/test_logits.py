@@ -38,7 +38,7 @@ def test_verify_compares_reference_logits(ckpt_factory, tmp_path):
     assert report.ok, report.problems
     lg = report.logits
     assert lg["class"] == "bf16" and lg["tokens"] == 16
-    assert 0 < lg["max_rel_error"] <= lg["bounds"]["max_rel_error"]
+    assert lg["max_rel_error"] <= lg["bounds"]["max_rel_error"] and lg["top1_agreement"] >= 0.8
 
 
 def _block_aligned_config():
@@ -66,12 +66,30 @@ def test_transformers_loads_hf_output(tmp_path, precision):
     convert(src, out, ConvertOptions(precision=precision))
     if precision == "fp8":
         assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
-    model, info = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True, dtype=torch.float32)
+    # transformers dequantizes FP8 to BF16 on CPU, so the FP8 model runs in BF16
+    dtype = torch.float32 if precision == "bf16" else torch.bfloat16
+    model, info = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True, dtype=dtype)
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert all(k.startswith("model.layers.3.") for k in info["unexpected_keys"])  # only the MTP layer
     with torch.no_grad():
         logits = model(torch.tensor([IDS])).logits[0].float()
-    ref = compute_logits(str(out), IDS)
-    # transformers dequantizes FP8 to BF16 weights before the matmul, the reference to fp32
-    tol = 1e-4 if precision == "bf16" else 2e-2
-    assert (logits - ref).abs().max() <= tol * ref.abs().max()
+    assert torch.isfinite(logits).all()
+    if precision == "bf16":
+        ref = compute_logits(str(out), IDS)
+        assert (logits - ref).abs().max() <= 1e-4 * ref.abs().max()
+        return
+    # FP8: transformers dequantizes to BF16 at load; its weights must be exactly our
+    # dequantization (a BF16 forward is too noisy against the fp32 reference to compare logits)
+    from safetensors.torch import load_file
+
+    from ascend.checkpoint.fp8 import dequantize_fp8_block
+
+    ours = load_file(str(next(out.glob("model-*.safetensors"))))
+    state = model.state_dict()
+    checked = 0
+    for name, w in ours.items():
+        if w.dtype == torch.float8_e4m3fn and name in state:
+            want = dequantize_fp8_block(w, ours[name + "_scale_inv"], dtype=torch.bfloat16)
+            assert torch.equal(state[name], want), name
+            checked += 1
+    assert checked >= 10

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import ascend, recipe_args
+from e2e_helpers import ascend, recipe_args
 
 pytestmark = pytest.mark.slow
 

@@ -199,3 +199,14 @@ def test_npu_dispatch_key_kernel_uses_the_npu_backend(fake_npu):
     kernel = library._npu_kernel("gating_topk")
     w, ids = kernel(torch.randn(2, 16), 4)
     assert fake_npu.names() == ["npu_moe_gating_top_k"] and ids.shape == (2, 4)
+
+
+def test_backend_from_environment(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch_npu", None)
+    monkeypatch.setattr(api, "_active", None)
+    monkeypatch.setenv("ASCEND_OPS_BACKEND", "auto")
+    assert api.get_backend() is cpu  # auto: no torch_npu -> cpu
+    monkeypatch.setattr(api, "_active", None)
+    monkeypatch.setenv("ASCEND_OPS_BACKEND", "npu")
+    with pytest.raises(BackendUnavailable):
+        moe.gating_topk(torch.randn(2, 8), 2)

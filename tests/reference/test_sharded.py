@@ -37,7 +37,7 @@ def test_sharded_matches_single_process(family, ranks, dp, ep, tiny_dir):
 
 def test_converted_sharded_dir(tiny_dir, tmp_path):
     """``ascend convert --layout sharded`` output (FP8 source -> BF16 shards) runs with its plan's layout."""
-    convert = pytest.importorskip("ascend.convert.pipeline")
+    pytest.importorskip("ascend.convert.pipeline")
     from ascend.reference import compute_logits
 
     src = tiny_dir("deepseek_v32", fp8=True)  # ue8m0 scales: FP8 -> BF16 is exact
@@ -50,7 +50,6 @@ def test_converted_sharded_dir(tiny_dir, tmp_path):
     except SystemExit as exc:
         assert not exc.code, f"ascend convert failed with {exc.code}"
     assert (out / "model-rank-00003-of-00004.safetensors").is_file()
-    assert convert is not None
     want = compute_logits(src, BATCH[0])
     got = compute_logits(out, BATCH[0])  # ranks/dp/ep from ascend-plan.json
     assert (got - want).abs().max().item() < TOL

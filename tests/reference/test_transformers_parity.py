@@ -69,7 +69,6 @@ def test_ascend_tiny_loaded_by_transformers(family, tiny_dir):
 
 def test_dsa_really_selects(tiny_dir):
     """With 12 tokens and index_topk 4, the indexer masks keys: removing the mask changes logits."""
-    from ascend.reference import attention
     from ascend.reference.model import ReferenceModel, Sequence
 
     model = ReferenceModel(tiny_dir("glm_moe_dsa"))
@@ -79,7 +78,6 @@ def test_dsa_really_selects(tiny_dir):
     dense = model.logits(model.forward([Sequence()], [IDS]))
     assert (sparse[:4] - dense[:4]).abs().max().item() < 1e-5  # <= topk keys: nothing masked
     assert (sparse[4:] - dense[4:]).abs().max().item() > 1e-3
-    assert attention.DSAIndexer is not None
 
 
 @pytest.mark.parametrize("family", ["deepseek_v3", "glm4_moe"])

@@ -180,15 +180,16 @@ def test_tools(client):
     weather = _ask(client, _conv("weather")).choices[0]
     assert weather.finish_reason == "tool_calls"
     call = weather.message.tool_calls[0]
-    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Paris"}
+    assert call.function.name == scripted.WEATHER_TOOL_NAME and json.loads(call.function.arguments) == {"city": "Paris"}
     clock = _ask(client, _conv("clock")).choices[0]
-    assert clock.message.tool_calls[0].function.name == "get_server_time"
+    assert clock.message.tool_calls[0].function.name == scripted.TIME_TOOL_NAME
     assert json.loads(clock.message.tool_calls[0].function.arguments) == {}
     after = _ask(client, _conv("after-tool")).choices[0]
     assert after.finish_reason == "stop" and after.message.content and not after.message.tool_calls
     streamed = [tc for chunk in _ask(client, _conv("weather"), stream=True) for c in chunk.choices
                 for tc in (c.delta.tool_calls or [])]
-    assert [(t.function.name, json.loads(t.function.arguments)) for t in streamed] == [("get_weather", {"city": "Paris"})]
+    assert [(t.function.name, json.loads(t.function.arguments)) for t in streamed] == \
+        [(scripted.WEATHER_TOOL_NAME, {"city": "Paris"})]
 
 
 def test_ctrl_c_stops_all_ranks(service):

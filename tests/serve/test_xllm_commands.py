@@ -48,8 +48,12 @@ def _flags(argv: list[str]) -> dict[str, str]:
 
 
 def test_hand_written_glm5_a3_rank5_v010():
-    """GLM-5 W8A8 on one A3 with xLLM 0.10, rank 5 — each flag from xLLM's docs."""
-    dep = build_deployment(_load("glm5/a3-w8a8", "0.10"))
+    """GLM-5 W8A8 on one A3 with xLLM 0.10, rank 5 — each flag from xLLM's docs. The tunable
+    values are pinned here (as in xLLM's GLM-5 guide) so recipe tuning does not move this test."""
+    dep = build_deployment(_load("glm5/a3-w8a8", "0.10", "serve.memory_utilization=0.85", "serve.max_seqs=32",
+                                 "serve.max_tokens_per_batch=8192", "serve.port=18000", "serve.master_port=9748",
+                                 "convert.output=/data/models/GLM-5-w8a8", 'serve.speculative={"method": "mtp", "num_tokens": 1}',
+                                 "parallel.dp=1", "parallel.ep=16"))
     r = dep.ranks[5]
     assert r.argv == [
         "xllm", "--model=/data/models/GLM-5-w8a8", "--model_id=GLM-5-w8a8", "--port=18005",

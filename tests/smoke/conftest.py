@@ -16,5 +16,7 @@ def fake_server():
 @pytest.fixture
 def server(fake_server):
     fake_server.faults.clear()
+    fake_server.api_key["key"] = None
     yield fake_server
     fake_server.faults.clear()
+    fake_server.api_key["key"] = None

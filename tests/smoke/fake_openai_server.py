@@ -47,9 +47,16 @@ REASONING = "The user wants a reply . I will answer briefly ."
 MAX_MODEL_LEN = 512
 
 
-def make_app(model: str, faults: set[str]):
+def make_app(model: str, faults: set[str], api_key: dict[str, str | None]):
     app = FastAPI()
     counter = {"streams": 0}
+
+    @app.middleware("http")
+    async def auth(request: Request, call_next):
+        key = api_key.get("key")
+        if key and request.headers.get("authorization") != f"Bearer {key}":
+            return JSONResponse({"error": {"message": "invalid api key"}}, status_code=401)
+        return await call_next(request)
 
     @app.get("/health")
     def health():
@@ -212,6 +219,7 @@ class FakeServer:
     def __init__(self, model: str = "scripted"):
         self.model = model
         self.faults: set[str] = set()
+        self.api_key: dict[str, str | None] = {"key": None}
         self._server = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -223,7 +231,7 @@ class FakeServer:
     def start(self) -> "FakeServer":
         import uvicorn
 
-        config = uvicorn.Config(make_app(self.model, self.faults), host="127.0.0.1", port=0, log_level="error", lifespan="off")
+        config = uvicorn.Config(make_app(self.model, self.faults, self.api_key), host="127.0.0.1", port=0, log_level="error", lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

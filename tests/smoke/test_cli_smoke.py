@@ -42,3 +42,20 @@ def test_usage_errors_exit_2(cli):
     assert cli("smoke", "--base-url", "http://127.0.0.1:9").code == 2
     res = cli("smoke", "--base-url", "http://127.0.0.1:9", "--model", "m", "--checks", "chatt")
     assert res.code == 2 and "did you mean 'chat'" in res.err
+
+
+def test_api_key_is_sent(cli, server):
+    server.api_key["key"] = "sekrit"
+    res = cli("smoke", "--base-url", server.url, "--model", server.model, "--checks", "models,chat", "--json", "-")
+    assert res.code == 3
+    models = {c["name"]: c for c in json.loads(res.out)["checks"]}["models"]
+    assert "HTTP 401" in models["detail"]
+    res = cli("smoke", "--base-url", server.url, "--model", server.model, "--checks", "models,chat,stream",
+              "--api-key", "sekrit", "--json", "-")
+    assert res.code == 0, res.out
+
+
+def test_wait_for_readiness(cli, server):
+    assert cli("smoke", "--base-url", server.url, "--model", server.model, "--checks", "models", "--wait", "5").code == 0
+    res = cli("smoke", "--base-url", "http://127.0.0.1:9", "--model", "m", "--wait", "1")
+    assert res.code == 2 and "not ready after 1s" in res.err

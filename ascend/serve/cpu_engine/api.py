@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from fastapi import FastAPI, Request as HttpRequest
+from fastapi import APIRouter, Depends, FastAPI, Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -150,14 +150,14 @@ def create_app(state: EngineState) -> FastAPI:
         kind = "not_found_error" if err.status_code == 404 else "invalid_request_error"
         return ApiError(err.status_code, str(err.detail), type=kind).response()
 
-    @app.middleware("http")
-    async def _auth(request: HttpRequest, call_next):
-        if state.api_key and request.url.path.startswith("/v1/"):
-            header = request.headers.get("authorization", "")
-            if header != f"Bearer {state.api_key}":
-                return ApiError(401, "Incorrect or missing API key (send Authorization: Bearer <key>).",
-                                type="authentication_error", code="invalid_api_key").response()
-        return await call_next(request)
+    def authorize(request: HttpRequest) -> None:
+        # a dependency, not an HTTP middleware: Starlette's BaseHTTPMiddleware wraps `receive`
+        # and would hide client disconnects from the handlers
+        if state.api_key and request.headers.get("authorization", "") != f"Bearer {state.api_key}":
+            raise ApiError(401, "Incorrect or missing API key (send Authorization: Bearer <key>).",
+                           type="authentication_error", code="invalid_api_key")
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize)])
 
     @app.get("/health")
     async def health():
@@ -165,11 +165,11 @@ def create_app(state: EngineState) -> FastAPI:
             return JSONResponse(status_code=503, content={"status": "unhealthy", "reason": state.scheduler.failed})
         return JSONResponse({"status": "ok"})
 
-    @app.get("/v1/models")
+    @v1.get("/models")
     async def models():
         return {"data": [{"id": state.served_model, "created": state.created, "object": "model", "owned_by": "xllm"}]}
 
-    @app.post("/v1/chat/completions")
+    @v1.post("/chat/completions")
     async def chat(body: ChatBody, http: HttpRequest):
         _check_model(state, body.model)
         if state.template is None:
@@ -199,7 +199,7 @@ def create_app(state: EngineState) -> FastAPI:
                                            include_usage, outcome), outcome)
         return await _chat_full(state, http, prompt_ids, params, stops, make_parser(), rid, created, body.model)
 
-    @app.post("/v1/completions")
+    @v1.post("/completions")
     async def completions(body: CompletionBody, http: HttpRequest):
         _check_model(state, body.model)
         prompt = body.prompt
@@ -224,6 +224,7 @@ def create_app(state: EngineState) -> FastAPI:
                 "choices": [{"index": 0, "text": "".join(text), "logprobs": None, "finish_reason": outcome.finish_reason}],
                 "usage": _usage(len(prompt_ids), outcome)}
 
+    app.include_router(v1)
     return app
 
 

@@ -11,7 +11,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 
 def free_port() -> int:
@@ -53,8 +52,3 @@ def recipe_args(name: str, work: Path) -> list[str]:
         "--set", f"serve.master_port={master}",
         "--run-dir", str(work / "run"),
     ]
-
-
-@pytest.fixture
-def scratch(tmp_path) -> Path:
-    return tmp_path
