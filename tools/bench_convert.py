@@ -174,7 +174,9 @@ def run(layers: int, experts: int, vocab: int, workers: int, base: Path, full: b
         rate = 2 * s_bytes / t_copy
         print(f"  plain copy: {t_copy:.1f} s ({s_bytes / t_copy / 1e9:.2f} GB/s copied)", flush=True)
         res = {"layers": layers, "experts": experts, "source_gb": s_bytes / 1e9, "copy_s": t_copy, "runs": {}}
-        common = ["--workers", str(workers)]
+        # hf files of 0.5 GB: a real 1.5 TB checkpoint has hundreds of ~5 GB files, so per-file
+        # parallelism is what the workers get there too
+        common = ["--workers", str(workers), "--file-gb", "0.5"]
 
         def record(name: str, src_dir: Path, out_dir: Path, argv: list[str]) -> None:
             secs, peak = timed_convert(["--src", str(src_dir), "--out", str(out_dir), *argv, *common])

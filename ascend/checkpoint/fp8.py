@@ -48,7 +48,7 @@ def fp8_to_float32(w: torch.Tensor) -> torch.Tensor:
     import numpy as np
 
     codes = w.contiguous().view(torch.uint8).numpy()
-    return torch.from_numpy(np.take(_FP8_TO_F32, codes))
+    return torch.from_numpy(_FP8_TO_F32[codes])  # fancy indexing: fastest numpy gather here
 
 
 def dequantize_fp8_block(

@@ -14,8 +14,9 @@ Memory, honestly:
 - ``.ckpt`` is one protobuf message that MindSpore parses whole: reading holds the entire file.
   Prefer MindSpore safetensors for large checkpoints (MindSpore's ``ckpt_to_safetensors``).
 - Writing: ``save_checkpoint`` takes whole tensors. Measured (512 MiB BF16 tensor): safetensors
-  need about one more copy of the file while serialising, ``.ckpt`` about three; files are
-  capped at ``max_file_bytes`` (a single larger tensor gets a file of its own).
+  need about one more copy of the file while serialising, ``.ckpt`` about three; stacked expert
+  tensors are built one expert at a time (``build_mindspore_tensor``); files are capped at
+  ``max_file_bytes`` (a single larger tensor gets a file of its own).
 
 BF16 has no NumPy dtype of its own, so tensors cross the torch <-> MindSpore boundary as raw
 bits: a bf16 torch tensor is viewed as int16, handed to MindSpore and viewed back as

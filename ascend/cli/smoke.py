@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ascend.cli.common import set_option
+from ascend.cli.common import interactive, set_option
 from ascend.errors import CheckFailed, SmokeError
 
 
@@ -91,7 +91,11 @@ def smoke(
     console = Console(stderr=str(json_out) == "-", highlight=False)
     if wait > 0:
         wait_ready(ep, wait)
-    report = run_smoke(ep, cfg)
+    progress = None
+    if interactive() and str(json_out) != "-":  # slow endpoints: show each check as it finishes
+        err = Console(stderr=True, highlight=False)
+        progress = lambda r: err.print(f"  {r.name}: {r.status} ({r.seconds:.1f} s)", style="dim", markup=False)  # noqa: E731
+    report = run_smoke(ep, cfg, on_result=progress)
     if str(json_out) != "-":
         render_table(report, console)
     write_reports(report, json_out, junit_out)

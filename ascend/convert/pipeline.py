@@ -61,7 +61,8 @@ def load_source(src_dir: str | Path):
 
     src_dir = Path(src_dir)
     if not (src_dir / "config.json").is_file():
-        raise CheckpointError(f"{src_dir}: no config.json", fix="point --src at a Hugging Face checkpoint directory")
+        raise CheckpointError(f"{src_dir}: no config.json",
+                              fix="point --src at a Hugging Face checkpoint directory (ascend fetch RECIPE downloads one)")
     args = load_model_args(src_dir)
     return SafetensorsDir(src_dir), args
 
@@ -141,7 +142,9 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
         return
     if manifest.is_file():
         m = json.loads(manifest.read_text())
-        if m.get("plan_digest") != digest or (recipe_hash and m.get("recipe_hash") not in (None, recipe_hash)):
+        # The plan digest covers the source fingerprint and every option that changes a byte of
+        # the output; two recipes that produce the same plan produce the same files.
+        if m.get("plan_digest") != digest:
             raise ConvertError(
                 f"{out} holds a conversion made by another recipe or with other options",
                 why=f"its manifest has recipe hash {m.get('recipe_hash')}, plan {m.get('plan_digest')}; this run is "
@@ -161,6 +164,17 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
             f"{out} is not empty and was not made by ascend convert",
             fix="choose an empty or new output directory, or pass --force to write into it",
         )
+
+
+def _remove_stale_weights(out: Path, planned: set[str]) -> None:
+    """--force: weight files and indexes of an earlier conversion that this plan does not write."""
+    for d in (out, out / "mtp"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            rel = str(p.relative_to(out))
+            if p.is_file() and rel not in planned and (p.name.endswith((".safetensors", ".safetensors.index.json", ".partial"))):
+                p.unlink()
 
 
 def _is_done(out: Path, rel: str, digest: str, check_hash: bool = True) -> bool:
@@ -251,6 +265,8 @@ def convert(
     digest = plan.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)
+    if force:
+        _remove_stale_weights(out, {rel for rel, _ in plan.all_files()})
     if (out / MANIFEST).is_file():
         log(f"{out} is already complete (ascend-manifest.json present); nothing to do")
         return ConvertResult(str(out), [], [rel for rel, _ in plan.all_files()], True, 0, time.monotonic() - t0)
@@ -399,20 +415,25 @@ def _copy_side_files(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def _write_small_files(plan: ConvertPlan, src: Path, dst: Path, records: dict[str, dict]) -> None:
+def _write_small_files(plan: ConvertPlan, src: Path, dst: Path, records: dict[str, dict]) -> list[str]:
+    """Side files, config, descriptions and index of one output dir; returns their names."""
     dst.mkdir(parents=True, exist_ok=True)
-    _copy_side_files(src, dst)
+    names = _copy_side_files(src, dst) + ["config.json"]
     write_json(dst / "config.json", plan.config)
     if plan.quant_description is not None:
         write_json(dst / "quant_model_description.json", plan.quant_description)
+        names.append("quant_model_description.json")
     if plan.sharding is not None:
         write_json(dst / SHARDED_PLAN, {**plan.sharding, "files": {
             f.name: [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in f.tensors] for f in plan.files}})
+        names.append(SHARDED_PLAN)
     if plan.index_name is not None:
+        names.append(plan.index_name)
         total = sum(records[f.name]["size"] for f in plan.files)
         weight_map = {n: f.name for f in plan.files for n, _, _ in f.tensors}
         write_json(dst / plan.index_name, {"metadata": {"total_size": total},
                                            "weight_map": dict(sorted(weight_map.items(), key=lambda kv: natural_key(kv[0])))})
+    return names
 
 
 def finalize(plan: ConvertPlan, src_dir: str, out: Path, digest: str, recipe_hash: str | None) -> None:
@@ -421,18 +442,16 @@ def finalize(plan: ConvertPlan, src_dir: str, out: Path, digest: str, recipe_has
     for rel, _ in plan.all_files():
         records[rel] = json.loads(_done_path(out, rel).read_text())
     src = Path(src_dir)
-    _write_small_files(plan, src, out, records)
+    small = _write_small_files(plan, src, out, records)
     if plan.draft is not None:
-        _write_small_files(plan.draft, src, out / "mtp", {k[len("mtp/"):]: v for k, v in records.items() if k.startswith("mtp/")})
+        small += ["mtp/" + n for n in _write_small_files(
+            plan.draft, src, out / "mtp", {k[len("mtp/"):]: v for k, v in records.items() if k.startswith("mtp/")})]
     files: dict[str, Any] = {}
-    for p in sorted(out.rglob("*"), key=lambda p: natural_key(str(p.relative_to(out)))):
-        rel = str(p.relative_to(out))
-        if not p.is_file() or rel.startswith(STATE_DIR) or rel == MANIFEST:
-            continue
+    for rel in sorted([*records, *small], key=natural_key):
         if rel in records:
             files[rel] = {"size": records[rel]["size"], "sha256": records[rel]["sha256"]}
         else:
-            files[rel] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
+            files[rel] = {"size": (out / rel).stat().st_size, "sha256": file_sha256(out / rel)}
     manifest = {
         "format": MANIFEST_FORMAT,
         "toolkit_version": __version__,

@@ -268,6 +268,11 @@ def inventory(src, specs: dict[str, Any] | None) -> dict[str, SourceTensor]:
                 why="block-FP8 weights cannot be dequantized without their scales",
                 fix="re-download the checkpoint (a shard holding the scale is missing or truncated)",
             )
+        if has_scale and info.dtype != "F8_E4M3":
+            raise CheckpointError(
+                f"{name} has a {name}{SCALE_INV_SUFFIX} but is stored as {info.dtype}, not F8_E4M3",
+                fix="only e4m3 block-FP8 checkpoints are supported; check the source's quantization_config",
+            )
         if has_scale:
             from ascend.checkpoint.fp8 import scale_shape
 

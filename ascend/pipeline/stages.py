@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ascend import __version__
-from ascend.errors import AscendError, CheckFailed, CheckpointError
+from ascend.errors import CheckFailed, CheckpointError
 from ascend.pipeline.report import StageResult
 from ascend.smoke.report import write_atomic
 
@@ -101,10 +101,14 @@ def stage_plan(ctx: RunContext) -> StageResult:
     dev = max(plan.devices, key=lambda d: d.fixed)
     summary = (
         f"{plan.inputs.world} ranks on {plan.chip.name}: attention TP{r.attention_tp} x DP{r.parallel.dp}, "
-        f"EP{r.parallel.ep} (MoE TP{r.moe_tp}); {dev.weights_total / 2**20:.1f} MiB weights/device, "
+        f"EP{r.parallel.ep} (MoE TP{r.moe_tp}); {_size(dev.weights_total)} weights/device, "
         f"KV for {plan.kv_tokens} tokens per DP group; fits"
     )
     return StageResult("plan", "ok", summary, details={"plan": str(ctx.run_dir / "plan.json")})
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 # ------------------------------------------------------------------------------------- source
@@ -340,4 +344,4 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], StageResult]] = {
     "smoke": stage_smoke,
 }
 
-__all__ = ["AscendError", "RunContext", "STAGE_FUNCS", "StageFailed", "StageUnavailable", "stop_service"]
+__all__ = ["RunContext", "STAGE_FUNCS", "StageFailed", "StageUnavailable", "stop_service"]

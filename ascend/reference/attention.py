@@ -78,16 +78,19 @@ class MLAAttention:
         self.kv_b = read(f"{prefix}.kv_b_proj.weight")  # [H_local * (nope + v), kv_lora_rank]
         self.o = read(f"{prefix}.o_proj.weight")  # [h, H_local * v]
         self.scale = mla_softmax_scale(a)
+        # published MLA checkpoints rotate adjacent pairs; ``rope_interleave: false`` (transformers'
+        # DeepSeek-V3 switch) means q_b / kv_a rope rows were permuted to the half-split layout
+        self.interleaved = a.rope_interleave
 
     def forward(self, x: torch.Tensor, seqs: list[SeqSlice], cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         a, H = self.a, self.heads
         dn, dr, dv = a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
         c_q = rms_norm(x @ self.q_a.T, self.q_a_norm, MLA_LATENT_NORM_EPS) if a.q_lora_rank else x  # [N, q_lora_rank]
         q = (c_q @ self.q_b.T).view(-1, H, dn + dr)
-        q_nope, q_pe = q[..., :dn], Rope.rotate(q[..., dn:], cos, sin, interleaved=True)
+        q_nope, q_pe = q[..., :dn], Rope.rotate(q[..., dn:], cos, sin, self.interleaved)
         kv = x @ self.kv_a.T  # [N, kv_lora_rank + dr]
         c_kv = rms_norm(kv[:, : a.kv_lora_rank], self.kv_a_norm, MLA_LATENT_NORM_EPS)
-        k_pe = Rope.rotate(kv[:, a.kv_lora_rank :], cos, sin, interleaved=True)  # [N, dr]
+        k_pe = Rope.rotate(kv[:, a.kv_lora_rank :], cos, sin, self.interleaved)  # [N, dr]
 
         out = x.new_empty(x.shape[0], H * dv)
         for seq in seqs:

@@ -117,7 +117,7 @@ class ReferenceModel:
         self.par = par or Parallel()
         self.args = a = load_model_args(model_dir)
         par = self.par
-        _check_layout(a, par)
+        check_layout(a, par)
         self.reader = reader = CheckpointReader(model_dir, a, par.coords, rank=par.rank, world_size=par.world_size)
         read = reader.read
         self.rope = make_rope(a)
@@ -221,7 +221,7 @@ def _layout(seqs: list[Sequence], token_lists: list[list[int]], start_of) -> tup
     return torch.cat(ids), torch.cat(positions), slices
 
 
-def _check_layout(a: ModelArgs, par: Parallel) -> None:
+def check_layout(a: ModelArgs, par: Parallel) -> None:
     """Divisibility checks with messages naming the values (before any weight is read)."""
     from ascend.errors import PlanError
 

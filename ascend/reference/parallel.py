@@ -42,7 +42,9 @@ class Parallel:
 
     def __post_init__(self) -> None:
         if self.world_size % self.dp or self.world_size % self.ep:
-            raise ValueError(f"world size {self.world_size} must be divisible by dp={self.dp} and ep={self.ep}")
+            from ascend.errors import PlanError
+
+            raise PlanError(f"world size {self.world_size} must be divisible by dp={self.dp} and ep={self.ep}")
 
     # --- coordinates -------------------------------------------------------------------------
     @property

@@ -29,7 +29,8 @@ Rank 0 API (single-threaded: call from one thread only):
   sequence may appear at most once per call. Inputs are validated on rank 0 before anything is
   broadcast (unknown/freed id, duplicate id, empty list, token id outside ``[0, vocab_size)``,
   total length above ``max_model_len``): ``AscendError`` (exit code 2), and the job stays usable.
-- ``free(seq_id)``: drop a sequence's caches on every rank (unknown ids are ignored).
+- ``free(seq_id)``: drop a sequence's caches on every rank (unknown ids are ignored; a no-op after
+  ``shutdown()``).
 - ``shutdown()``: tell the followers to return, leave the process group. Idempotent. Also run by
   ``close()`` / the context manager.
 
@@ -57,7 +58,7 @@ import torch.distributed as dist
 
 from ascend import errors
 from ascend.errors import AscendError
-from ascend.reference.model import ReferenceModel, Sequence
+from ascend.reference.model import ReferenceModel, Sequence, check_layout
 from ascend.reference.parallel import Parallel, destroy_parallel, free_port, init_parallel
 
 
@@ -151,6 +152,8 @@ class ModelRunner:
         return out
 
     def free(self, seq_id: int) -> None:
+        if self._closed:  # nothing left to free (e.g. a scheduler draining after shutdown)
+            return
         self._require_driver("free")
         self._live.pop(int(seq_id), None)
         self._broadcast({"op": "free", "seq_ids": [int(seq_id)]})
@@ -323,7 +326,7 @@ def _spawn(model_dir, batch, ranks: int, dp: int, ep: int, timeout_s: float) -> 
     from ascend.models.args import load_model_args
 
     args = load_model_args(model_dir)
-    Parallel(rank=0, world_size=ranks, dp=dp, ep=ep)  # divisibility of the world
+    check_layout(args, Parallel(rank=0, world_size=ranks, dp=dp, ep=ep))  # divisibility, before spawning
     bad = [t for row in batch for t in row if not 0 <= t < args.vocab_size]
     if bad or not all(batch):
         raise AscendError(f"token id {bad[0]} is outside the vocabulary [0, {args.vocab_size})" if bad else "empty sequence")

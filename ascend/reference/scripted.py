@@ -29,7 +29,8 @@ one ``out[v]`` per token the script writes.
    section of the template emits), ``weather`` (a token only ``get_weather``'s schema emits),
    ``obs`` (``<|observation|>``, a tool result). ``kv_a`` maps marker tokens to latent
    coordinate f, ``kv_b`` gives head f a key and a value there, ``q_a``/``q_b`` give head f a
-   constant query, so head f's softmax puts weight ~1 on a marker of kind f when one is visible
+   constant query on its own nope coordinate f (heads are not interchangeable, so a wrong head
+   split of ``q_b``/``kv_b``/``o_proj`` loses or permutes the flags), so head f's softmax puts weight ~1 on a marker of kind f when one is visible
    (score ~25 against 0) and its value (through ``o_proj``) moves 1 from ``off[f]`` to ``on[f]``.
    The DSA indexer must *select* those keys (``index_topk`` is 4): its keys are marker
    coordinates after ``k_norm``, its query is constant with priorities obs > tools > conv >
@@ -40,11 +41,14 @@ one ``out[v]`` per token the script writes.
    down writes ~1 into ``cat[c]``.
 4. Layer 1 MoE: the script table ``(category, current token) -> next token``. Each transition is
    one SwiGLU unit ``tok[u] AND cat[c] AND on[conv]`` writing ``out[v]``, placed in routed expert
-   ``e(u)``; the router sends token u to e(u) (score sigmoid(~9.5) against 0.5), so a lost,
-   swapped or mis-split expert loses the transition. Transitions shared by every category
-   (``<think>`` -> reasoning -> ``</think>``) live in the shared expert.
-5. lm_head: ``out[v]`` -> logit of v (~40 against 0 for every other token). Layer 2 and the MTP
-   layer are zero (identity residual).
+   ``e(u)``. The router scores e(u) at sigmoid(+9.5) and every other expert at sigmoid(-9.5) for
+   token u, so e(u) gets the whole routing weight (2.5) and a lost, swapped or mis-split expert
+   loses the transition. Transitions shared by every category (``<think>`` -> reasoning ->
+   ``</think>``) live in the shared expert.
+5. lm_head: ``out[v]`` -> logit of v, and a constant logit (about half a script logit) for a
+   *fallback* token. Whenever a transition is lost or only weakly routed the fallback wins, so a
+   broken conversion shows up as ``???`` instead of quietly still winning an argmax against zeros.
+   Layer 2 and the MTP layer are zero (identity residual).
 
 All weight values have at most four significant bits and FP8 blocks use power-of-two scales
 (``ue8m0``), so the FP8 source dequantizes exactly; W8A8 (per-channel int8) changes each weight by
@@ -54,8 +58,9 @@ function of (category, current token) alone.
 
 This is a *known-behaviour* model keyed to the conversations it is designed against (the smoke
 suite's, passed in by the caller): which markers mean "tools" and "weather" is derived by
-rendering those conversations through the checkpoint's own chat template and tokenizer, and the
-finished checkpoint is run on every one of them (``check_scripted``) before it is accepted.
+rendering those conversations through the checkpoint's own chat template and tokenizer; every
+conversation is checked to land in its category, and the finished checkpoint is run greedily on
+one conversation per category (``check_scripted``) before it is accepted.
 """
 
 from __future__ import annotations
@@ -599,6 +604,11 @@ def write_scripted_checkpoint(
     args = load_model_args(out)
     stored = encode_tensors(args, full_tensors(args, scripted_tensors(args, d), mtp=mtp), fp8=fp8, mtp=mtp)
     replace_weights(out, stored)
+    if fp8:  # the block scales written here are powers of two: say so, as DeepSeek-V3.1+ configs do
+        cfg_path = out / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["quantization_config"]["scale_fmt"] = "ue8m0"
+        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
     (out / "ascend-scripted.json").write_text(json.dumps(describe(d, tokenizer), indent=2) + "\n")
     if check:  # one conversation per category (thinking on where there is one) keeps this short
         seen: dict[str, Conversation] = {}

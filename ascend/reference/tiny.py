@@ -25,6 +25,7 @@ is implementation-defined, so tests against transformers would compare tie-break
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -193,6 +194,14 @@ def _corpus() -> list[str]:
 
 def build_tokenizer(family: str):
     """The tiny byte-level BPE tokenizer of ``family`` (a ``tokenizers.Tokenizer``)."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_str(_trained_tokenizer_json(family))
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_tokenizer_json(family: str) -> str:
+    """Train once per process (deterministic: same corpus, same merges)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     specials = special_tokens(family)
@@ -219,7 +228,7 @@ def build_tokenizer(family: str):
             raise RuntimeError(f"special token {text} got id {got}, expected {want}")
     if tok.get_vocab_size() > TINY_VOCAB_SIZE:
         raise RuntimeError(f"tokenizer has {tok.get_vocab_size()} tokens > vocab {TINY_VOCAB_SIZE}")
-    return tok
+    return tok.to_str()
 
 
 def _write_tokenizer(dir_: Path, family: str) -> None:

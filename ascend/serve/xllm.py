@@ -21,7 +21,7 @@ from typing import Any
 
 from ascend.errors import ServeError
 from ascend.serve import ranktable
-from ascend.serve.xllm_flags import dialect_of, has_flag, resolve_parser
+from ascend.serve.xllm_flags import DEVICE_SELECTION, dialect_of, has_flag, resolve_parser
 
 CPU_ENGINE_BINARY = "ascend-xllm-cpu"
 DEFAULT_MASTER_PORT = 19888  # xLLM's own default for --master_node_addr
@@ -264,6 +264,7 @@ def build_deployment(
         common.update(CPU_ENV)
     unset = [u for u in unset if u not in user_env]
 
+    select = DEVICE_SELECTION[dialect]
     ranks: list[RankCommand] = []
     for rank in range(world):
         node, local = divmod(rank, per_node)
@@ -277,11 +278,11 @@ def build_deployment(
         if nodes > 1:
             _flag(argv, dialect, "host", hosts[node])
         env = dict(common)
-        if dialect == "0.9":
+        if select.mode == "devices":
             _flag(argv, dialect, "devices", f"npu:{local}")
-        elif dialect == "0.10":
+        elif select.mode == "device_id":
             _flag(argv, dialect, "device_id", local)
-        else:  # 0.11: no device flag; device = node_rank % visible count, so expose exactly one
+        else:  # device = node_rank % visible count: expose exactly this rank's device
             env["ASCEND_RT_VISIBLE_DEVICES"] = str(local)
         if engine == "xllm" and nodes > 1:
             env["HCCL_IF_IP"] = hosts[node]
@@ -302,7 +303,7 @@ def build_deployment(
         if spec_tokens > 0:
             _flag(argv, dialect, "draft_model", draft_model_dir(model_dir))
             _flag(argv, dialect, "num_speculative_tokens", spec_tokens)
-            if dialect == "0.9":  # 0.9 defaults the draft to npu:0 instead of the target device
+            if select.draft_devices:  # its default would put every draft on npu:0
                 _flag(argv, dialect, "draft_devices", f"npu:{local}")
         if table_path:
             _flag(argv, dialect, "rank_tablefile", table_path)

@@ -26,6 +26,22 @@ class Flag:
     dialects: frozenset = ALL
 
 
+@dataclass(frozen=True)
+class DeviceSelection:
+    """How a rank is pinned to its device in a dialect (reference/xllm.md §1)."""
+
+    mode: str  # "devices": --devices=npu:N | "device_id": --device_id=N | "visible": ASCEND_RT_VISIBLE_DEVICES=N
+    draft_devices: bool  # --draft_devices must name the device too (0.9 defaults it to npu:0)
+
+
+DEVICE_SELECTION = {
+    "0.9": DeviceSelection("devices", draft_devices=True),
+    "0.10": DeviceSelection("device_id", draft_devices=False),
+    # xLLM-AI main: no device flag; device = node_rank % visible device count
+    "0.11": DeviceSelection("visible", draft_devices=False),
+}
+
+
 def _f(name: str, kind: str, default: object, dialects=ALL) -> Flag:
     return Flag(name, kind, default, frozenset(dialects))
 

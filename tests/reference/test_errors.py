@@ -84,3 +84,14 @@ def test_bad_token_ids(tiny_dir, cli, tmp_path):
         compute_logits(tiny_dir("glm4_moe"), [1, 5000])
     res = cli("logits", str(tiny_dir("glm4_moe")), "--input-ids", "1,x", "--out", str(tmp_path / "l.safetensors"))
     assert res.code == 2 and "--input-ids" in res.err
+
+
+def test_impossible_layout_is_refused_before_spawning(tiny_dir, cli, tmp_path):
+    from ascend.errors import PlanError
+    from ascend.reference import compute_logits
+
+    with pytest.raises(PlanError, match="does not divide 8 heads"):
+        compute_logits(tiny_dir("glm4_moe"), [1, 2], ranks=3)
+    res = cli("logits", str(tiny_dir("glm4_moe")), "--input-ids", "1,2", "--ranks", "4", "--dp", "3",
+              "--out", str(tmp_path / "l.safetensors"))
+    assert res.code == 2 and "dp=3" in res.err

@@ -103,3 +103,23 @@ def test_mtp_head_matches_transformers_mtp_model(family, tiny_dir):
     ours = compute_mtp_logits(path, IDS)
     assert ours.shape == (T - 1, main.config.vocab_size)
     assert (ours[-1] - want[0, -1]).abs().max().item() < TOL
+
+
+@pytest.mark.parametrize("family", ["glm_moe_dsa", "deepseek_v32"])
+def test_indexer_rope_style_is_family_specific(family, tiny_dir):
+    """GLM-5's indexer RoPE is interleaved, DeepSeek-V3.2's is NeoX (final published code); the
+    other style selects different keys and breaks parity, so the parity tests pin the choice."""
+    import transformers
+
+    from ascend.reference.model import ReferenceModel, Sequence
+
+    path = tiny_dir(family)
+    model = ReferenceModel(path)
+    assert model.layers[0].attn.indexer.interleaved == (family == "glm_moe_dsa")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        want = hf(torch.tensor([IDS])).logits[0]
+    for layer in model.layers:
+        layer.attn.indexer.interleaved = not layer.attn.indexer.interleaved
+    swapped = model.logits(model.forward([Sequence()], [IDS]))
+    assert (swapped - want).abs().max().item() > 1e-2

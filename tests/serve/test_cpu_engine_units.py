@@ -20,6 +20,17 @@ def test_gflags_forms():
     assert f["max_memory_utilization"] == 0.5 and f["nnodes"] == 1  # defaults filled in
 
 
+def test_config_json_file_overrides_but_not_rank_flags(tmp_path):
+    cfg = tmp_path / "xllm.json"
+    cfg.write_text('{"max_seqs_per_batch": 4, "enable_prefix_cache": false, "node_rank": 7, "port": 1}')
+    f = parse_flags(["--model=/m", "--max_seqs_per_batch=64", "--node_rank=1", "--port=9000", f"--config_json_file={cfg}"])
+    assert f["max_seqs_per_batch"] == 4 and f["enable_prefix_cache"] is False
+    assert (f["node_rank"], f["port"]) == (1, 9000)
+    cfg.write_text('{"no_such_flag": 1}')
+    with pytest.raises(FlagError, match="unknown flag 'no_such_flag'"):
+        parse_flags(["--model=/m", f"--config_json_file={cfg}"])
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--model=/m", "--enable_mla=true"], "unknown command line flag 'enable_mla'"),
     (["--model=/m", "--port=abc"], "illegal value 'abc' specified for int flag 'port'"),

@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ascend.chat import ChatTemplate, OutputParser, TemplateError
+from ascend.chat import ChatTemplate, Delta, OutputParser, TemplateError
 from ascend.chat.reasoning import held_back
 from ascend.serve.cpu_engine.scheduler import Request, SamplingParams, Scheduler
 from ascend.serve.cpu_engine.text import Detokenizer, TextCodec
@@ -176,9 +176,10 @@ def create_app(state: EngineState) -> FastAPI:
             raise ApiError(400, "this model has no chat template; use /v1/completions")
         use_tools = bool(body.tools) and body.tool_choice != "none"
         kwargs = dict(body.chat_template_kwargs or {})
-        thinking = kwargs.get("enable_thinking", kwargs.get("thinking", True))
-        kwargs.setdefault("enable_thinking", bool(thinking))
-        kwargs.setdefault("thinking", bool(thinking))
+        if state.reasoning_parser:  # xLLM: thinking on unless the request turns it off
+            thinking = bool(kwargs.get("enable_thinking", kwargs.get("thinking", True)))
+            kwargs.setdefault("enable_thinking", thinking)
+            kwargs.setdefault("thinking", thinking)  # DeepSeek-V3.1 templates read `thinking`
         try:
             prompt = state.template.render(body.messages, tools=body.tools if use_tools else None, **kwargs)
         except TemplateError as err:
@@ -338,7 +339,7 @@ async def _first_or_error(gen: AsyncIterator) -> tuple[Any, AsyncIterator] | Non
         return None
 
 
-def _message_fields(delta) -> dict:
+def _message_fields(delta: Delta) -> dict:
     out = {}
     if delta.reasoning:
         out["reasoning_content"] = delta.reasoning
@@ -349,16 +350,13 @@ def _message_fields(delta) -> dict:
 
 async def _chat_full(state, http, prompt_ids, params, stops, parser: OutputParser, rid, created, model) -> dict:
     outcome = Outcome()
-    reasoning, content, calls = [], [], []
-    async for piece in _generate(state, http, prompt_ids, params, stops, outcome):
-        d = parser.feed(piece)
-        reasoning.append(d.reasoning), content.append(d.content), calls.extend(d.tool_calls)
-    d = parser.finish()
-    reasoning.append(d.reasoning), content.append(d.content), calls.extend(d.tool_calls)
-    text = "".join(content)
+    deltas = [parser.feed(piece) async for piece in _generate(state, http, prompt_ids, params, stops, outcome)]
+    deltas.append(parser.finish())
+    text = "".join(d.content for d in deltas)
+    calls = [call for d in deltas for call in d.tool_calls]
     message: dict[str, Any] = {"role": "assistant", "content": None if (calls and not text.strip()) else text}
     if parser.reasoning_seen:
-        message["reasoning_content"] = "".join(reasoning)
+        message["reasoning_content"] = "".join(d.reasoning for d in deltas)
     if calls:
         message["tool_calls"] = [c.to_openai() for c in calls]
     finish = "tool_calls" if calls and outcome.finish_reason == "stop" else outcome.finish_reason
@@ -370,28 +368,28 @@ async def _chat_full(state, http, prompt_ids, params, stops, parser: OutputParse
 def _chat_stream(state, http, prompt_ids, params, stops, parser: OutputParser, rid, created, model, include_usage,
                  outcome: Outcome):
     gen = _generate(state, http, prompt_ids, params, stops, outcome)
+    n_calls = 0
 
     def chunk(delta: dict, finish=None) -> dict:
         return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
-    async def events():
-        n_calls = 0
-        first = await _first_or_error(gen)
-        yield chunk({"role": "assistant", "content": ""})
-        async for piece in (_prepend(first[0], gen) if first else _empty()):
-            d = parser.feed(piece)
-            if _message_fields(d):
-                yield chunk(_message_fields(d))
-            for call in d.tool_calls:
-                yield chunk({"tool_calls": [call.to_openai(n_calls)]})
-                n_calls += 1
-        d = parser.finish()
+    def chunks_of(d: Delta):
+        nonlocal n_calls
         if _message_fields(d):
             yield chunk(_message_fields(d))
-        for call in d.tool_calls:
+        for call in d.tool_calls:  # each call whole, in one delta (index, id, name, full arguments)
             yield chunk({"tool_calls": [call.to_openai(n_calls)]})
             n_calls += 1
+
+    async def events():
+        first = await _first_or_error(gen)  # before the first event: errors stay HTTP errors
+        yield chunk({"role": "assistant", "content": ""})
+        async for piece in (_prepend(first[0], gen) if first else _empty()):
+            for c in chunks_of(parser.feed(piece)):
+                yield c
+        for c in chunks_of(parser.finish()):
+            yield c
         finish = "tool_calls" if n_calls and outcome.finish_reason == "stop" else outcome.finish_reason
         yield chunk({}, finish)
         if include_usage:

@@ -66,6 +66,32 @@ def parse_flags(argv: list[str]) -> dict:
         values[name] = _convert(name, flag.kind, raw)
         values["_given"].add(name)
         i += 1
+    if values["config_json_file"]:
+        _apply_config_json(values)
     if not values["model"]:
         raise FlagError("--model flag is required")
     return values
+
+
+# xLLM reads these only from the command line (config_utils.cpp); a JSON file cannot change them.
+RANK_SPECIFIC = {"node_rank", "device_id", "devices", "port"}
+
+
+def _apply_config_json(values: dict) -> None:
+    """``--config_json_file``: its keys (flag names) override the command line, as in xLLM."""
+    import json
+
+    path = values["config_json_file"]
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise FlagError(f"cannot read --config_json_file {path}: {err}") from None
+    for name, value in data.items():
+        if name in RANK_SPECIFIC:
+            continue
+        flag = FLAGS.get(name)
+        if flag is None:
+            raise FlagError(f"unknown flag '{name}' in {path}")
+        raw = str(value).lower() if isinstance(value, bool) else str(value)
+        values[name] = _convert(name, flag.kind, raw)
