@@ -323,7 +323,9 @@ def _remove(path: Path) -> None:
 
 
 def to_mindspore(rule: MsRule, sources: list[torch.Tensor]) -> torch.Tensor:
-    """HF tensors (in ``rule.hf`` order) -> the MindSpore tensor ``rule.ms``."""
+    """HF tensors (in ``rule.hf`` order) -> the MindSpore tensor ``rule.ms``.
+
+    The plain definition; ``build_mindspore_tensor`` is the memory-lean twin used for writing."""
     op = rule.op
     if op == "rename":
         return sources[0]
@@ -410,7 +412,8 @@ def _same_bytes(sd: SafetensorsDir, a: str, b: str, chunk_rows: int = 4096) -> b
     rows = ia.shape[0] if ia.shape else 1
     for start in range(0, rows, chunk_rows):
         stop = min(start + chunk_rows, rows) if ia.shape else None
-        if not torch.equal(sd.read_rows(a, start, stop).view(torch.uint8), sd.read_rows(b, start, stop).view(torch.uint8)):
+        if not torch.equal(sd.read_rows(a, start, stop).reshape(-1).view(torch.uint8),
+                           sd.read_rows(b, start, stop).reshape(-1).view(torch.uint8)):
             return False
     return True
 

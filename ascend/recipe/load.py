@@ -155,6 +155,8 @@ def _apply_override(data: dict, item: str, origins: Origins, problems: list[str]
         value = yaml.safe_load(value_text) if value_text.strip() else ""
     except yaml.YAMLError:
         value = value_text
+    if not isinstance(value, str) and _is_text_field(key):
+        value = value_text.strip()  # `--set serve.version=0.10` means "0.10", not the number 0.1
     node = data
     for i, part in enumerate(key[:-1]):
         child = node.get(part)
@@ -191,19 +193,32 @@ def _expand_env(value: Any, key: Key, origins: Origins, problems: list[str]) -> 
 # ----------------------------------------------------------------------------- schema errors
 
 
-def _fields_at(loc: Sequence[Any]) -> list[str]:
-    """Field names of the schema section at ``loc`` (for "did you mean")."""
+def _section_at(loc: Sequence[Any]) -> Any:
+    """The schema section class at ``loc`` (None when ``loc`` is not inside a section)."""
     model: Any = Recipe
     for part in loc:
         if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
-            return []
+            return None
         model = _section_type(field.annotation)
-    if isinstance(model, type) and issubclass(model, BaseModel):
-        return list(model.model_fields)
-    return []
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    """Field names of the schema section at ``loc`` (for "did you mean")."""
+    section = _section_at(loc)
+    return list(section.model_fields) if section else []
+
+
+def _is_text_field(key: Key) -> bool:
+    """True when the schema declares ``key`` as a string (e.g. ``serve.version``)."""
+    section = _section_at(key[:-1])
+    field = section.model_fields.get(key[-1]) if section else None
+    if field is None:
+        return False
+    return field.annotation is str or set(getattr(field.annotation, "__args__", ())) == {str, type(None)}
 
 
 def _section_type(annotation: Any) -> Any:

@@ -94,6 +94,27 @@ def test_overwrite_is_atomic_replace(tmp_path):
     assert list(dict(read_mindspore(path))) == ["y"]
 
 
+@pytest.mark.parametrize("op", ["experts_fc1", "experts_fc2", "interleave", "qkv"])
+def test_lean_builder_equals_plain_transform_and_inverts(op):
+    from ascend.checkpoint.mindspore_io import build_mindspore_tensor, from_mindspore, to_mindspore
+    from ascend.models.mindspore_names import MsRule
+
+    g = torch.Generator().manual_seed(0)
+    shapes = {
+        "experts_fc1": [(6, 10)] * 8,  # 4 experts x (gate, up) [I=6, H=10]
+        "experts_fc2": [(10, 6)] * 4,  # 4 experts x down [H, I]
+        "interleave": [(6, 10)] * 2,
+        "qkv": [(8 * 3, 10), (2 * 3, 10), (2 * 3, 10)],  # Hq 8, Hkv 2, head_dim 3
+    }[op]
+    names = tuple(f"t{i}" for i in range(len(shapes)))
+    rule = MsRule("m", names, op, params={"num_heads": 8, "num_kv_heads": 2, "head_dim": 3} if op == "qkv" else {})
+    src = {n: torch.randn(s, generator=g).to(torch.bfloat16) for n, s in zip(names, shapes)}
+    plain = to_mindspore(rule, [src[n] for n in names])
+    assert _identical(build_mindspore_tensor(rule, src.__getitem__), plain)
+    back = from_mindspore(rule, plain)
+    assert all(_identical(back[n], src[n]) for n in names)
+
+
 def test_fp8_cannot_be_written(tmp_path):
     with pytest.raises(ConvertError, match="bf16") as info:
         write_mindspore(tmp_path / "a.safetensors", {"w": torch.zeros(4).to(torch.float8_e4m3fn)})
@@ -282,3 +303,19 @@ def test_mindspore_sourced_checkpoint_gives_the_same_logits(tmp_path):
     ids = [5, 17, 99, 3, 250, 7, 1000, 12]
     assert torch.equal(compute_logits(tmp_path / "back", ids), compute_logits(src, ids))
     assert torch.equal(compute_mtp_logits(tmp_path / "back", ids), compute_mtp_logits(src, ids))
+
+
+def test_training_output_without_config_takes_config_from_elsewhere(tiny_hf, tmp_path):
+    """MindSpore Transformers' merged training output has no config.json: pass the HF one."""
+    from ascend.errors import CheckpointError
+
+    src = tiny_hf("glm_moe_dsa")
+    convert_hf_to_mindspore(src, tmp_path / "ms", format="ckpt")
+    for f in (tmp_path / "ms").iterdir():
+        if f.suffix != ".ckpt":
+            f.unlink()  # only the weights, no name map, no config
+    with pytest.raises(CheckpointError, match="config.json"):
+        convert_mindspore_to_hf(tmp_path / "ms", tmp_path / "hf")
+    convert_mindspore_to_hf(tmp_path / "ms", tmp_path / "hf", config=src / "config.json")
+    a, b = load_hf(src), load_hf(tmp_path / "hf")
+    assert set(a) == set(b) and [n for n in a if not _identical(a[n], b[n])] == []

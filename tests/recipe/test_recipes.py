@@ -125,7 +125,8 @@ def test_overrides_use_yaml_typing_and_are_named_in_errors():
     recipe = load_recipe("glm5/a3-w8a8", ["serve.max_model_len=65536", "hardware.hosts=[10.0.0.1]", "serve.env.FOO=bar"])
     assert recipe.serve.max_model_len == 65536
     assert recipe.hardware.hosts == ["10.0.0.1"]
-    assert recipe.serve.env == {"HCCL_BUFFSIZE": "200", "FOO": "bar"}
+    assert recipe.serve.env == {"FOO": "bar"}
+    assert load_recipe("glm5/a3-w8a8", ["serve.version=0.10"]).serve.version == "0.10"  # text field keeps its text
     lines = problems_of("glm5/a3-w8a8", ["parallel.ep=5"])
     assert lines[0].startswith("--set parallel.ep=5: parallel.ep: 5 does not divide")
     (line,) = problems_of("glm5/a3-w8a8", ["serve.port"])

@@ -134,3 +134,21 @@ def test_segment_avoids_repeats_and_banned():
     assert segment("aba", vocab, {3}) == [2, 0]
     assert segment("abab", vocab, set()) == [3, 1]
     assert segment("aa", vocab, set()) is None  # 'a' would repeat
+
+
+def test_design_against_the_smoke_suite_with_the_tiny_tokenizer(tmp_path):
+    """The real tiny tokenizer + chat template + the smoke suite's conversations: every
+    conversation lands in its category and the scripts decode to GLM-5 grammar (no weights)."""
+    from ascend.reference.scripted import load_design
+    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.smoke.checks import probe_conversations
+
+    model_dir = write_tiny_checkpoint(tmp_path / "tiny", "glm_moe_dsa", fp8=True)
+    d, render, tok = load_design(model_dir, probe_conversations())
+    dec = lambda ids: tok.decode(ids, skip_special_tokens=False)  # noqa: E731
+    assert dec(d.bodies["call_weather"]) == (
+        "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Paris</arg_value></tool_call><|observation|>")
+    assert dec(d.bodies["call_time"]) == "<tool_call>get_time</tool_call><|observation|>"
+    assert d.markers["conv"] == {SP["[gMASK]"]} and d.markers["obs"] == {SP["<|observation|>"]}
+    for body in d.bodies.values():  # within one category no token repeats
+        assert len(set(body)) == len(body)

@@ -1,6 +1,12 @@
+import sys
+from pathlib import Path
+
 import pytest
 
-from fake_openai_server import FakeServer
+# Helper modules beside this file import under any pytest --import-mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_openai_server import FakeServer  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 name = "cpu"
 INT32_MAX = 2**31 - 1
+# Without native half-precision matmul, experts with fewer rows than this use PyTorch's half GEMV
+# (it reads bf16 weights directly); larger ones convert to fp32, which is far faster for GEMM.
+HALF_GEMV_MAX_ROWS = 32
 
 
 def gating_topk(
@@ -234,7 +237,7 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     x.dtype; rows past the group-list sum are zero.
 
     Only non-empty experts' weights are read, each once, straight from the caller's tensors.
-    The rows are multiplied in transposed form (``w13[e] @ x_e^T``: the weight is the large
+    Larger groups are multiplied in transposed form (``w13[e] @ x_e^T``: the weight is the large
     left operand, the few token columns the right one), which the BLAS runs several times
     faster than ``x_e @ w13[e]^T`` when an expert has few tokens.
     """
@@ -242,13 +245,20 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     out = x_sorted.new_zeros((x_sorted.shape[0], w2.shape[1]))
     upcast = x_sorted.device.type == "cpu" and _upcast_matmul(x_sorted.dtype)
     compute = torch.float32 if upcast else x_sorted.dtype
-    x_t = x_sorted.to(compute).t().contiguous()  # [H, M]: column block e = expert e's tokens
+    x_t = None
     start = 0
     for e, n in enumerate(group_counts(tokens_per_expert, group_list_type)):
         if not n:
             continue
-        h_t = torch.mm(w13[e].to(compute), x_t[:, start : start + n]).to(x_sorted.dtype)  # [2I, n]
-        act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
-        out[start : start + n] = torch.mm(w2[e].to(compute), act_t.to(compute)).t()  # [n, H]
+        rows = slice(start, start + n)
         start += n
+        if upcast and n < HALF_GEMV_MAX_ROWS:  # PyTorch's half GEMV reads the weight as is
+            h = F.linear(x_sorted[rows], w13[e])
+            out[rows] = F.linear(F.silu(h[:, :inter]).mul_(h[:, inter:]), w2[e])
+            continue
+        if x_t is None:
+            x_t = x_sorted.to(compute).t().contiguous()  # [H, M]: column block e = expert e's tokens
+        h_t = torch.mm(w13[e].to(compute), x_t[:, rows]).to(x_sorted.dtype)  # [2I, n]
+        act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
+        out[rows] = torch.mm(w2[e].to(compute), act_t.to(compute)).t()  # [n, H]
     return out
