@@ -13,7 +13,6 @@ PYTHON="${PYTHON:-python3}"
 rm -rf .venv-ms
 "$PYTHON" -m venv .venv-ms
 . .venv-ms/bin/activate
-python -m pip install --upgrade pip >/dev/null
 
 if [ -n "${MINDSPORE_WHEEL:-}" ]; then
     pip install "$MINDSPORE_WHEEL"

@@ -16,7 +16,8 @@ The machine's limits are measured in the same run:
   the fp32 rate (the stricter bar).
 
 Targets (issue 4): faster than transformers everywhere; decode within 1.5x of the bandwidth floor;
-prefill at least 75% of the dense-matmul rate. Times are best-of-N (noisy shared machine).
+prefill at least 75% of the dense-matmul rate. Times are best-of-N over interleaved rounds
+(ours, transformers, machine limit), so load changes on a shared machine hit all three alike.
 
     python tools/bench_moe.py             # everything (several minutes)
     python tools/bench_moe.py --quick     # fp32, one decode and one prefill shape
@@ -38,31 +39,39 @@ DECODE = [(1, 256), (8, 256), (16, 256)]
 PREFILL = [(512, 64), (512, 256), (2048, 64), (2048, 256)]
 
 
-def best_time(fn, reps: int, budget: float = 20.0) -> float:
-    """Best of ``reps`` timed calls after one warm-up call. When the warm-up alone shows that the
-    repetitions would exceed ``budget`` seconds (bf16 matmuls without native bf16 hardware take
-    minutes), the warm-up call itself is the measurement."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    if first * reps > budget:
-        return first
-    times = []
-    for _ in range(reps):
+def best_times(fns: dict, rounds: int, budget: float = 20.0) -> dict[str, float]:
+    """Best time of each callable over ``rounds`` interleaved rounds (one call of each per round),
+    after one warm-up round, so a load change on a shared machine hits every candidate alike.
+    A callable whose warm-up call shows that its rounds would exceed ``budget`` seconds (bf16
+    GEMMs without native bf16 hardware take minutes) is measured by that call alone."""
+    best = {}
+    slow = set()
+    for name, fn in fns.items():
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        best[name] = time.perf_counter() - start
+        if best[name] * rounds > budget:
+            slow.add(name)
+    first = dict(best)
+    best = {name: (first[name] if name in slow else float("inf")) for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            if name in slow:
+                continue
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
-def read_bandwidth(reps: int) -> float:
-    """Bytes/s of a streaming read: sum of a 512 MiB fp32 tensor."""
+def bandwidth_probe():
+    """A streaming read (sum of a 512 MiB fp32 tensor); returns (callable, bytes read)."""
     t = torch.ones(128 * 2**20, dtype=torch.float32)
-    seconds = best_time(lambda: t.sum(), reps)
-    return t.numel() * 4 / seconds
+    return (lambda: t.sum()), t.numel() * 4
 
 
-def dense_time(rows: int, dtype: torch.dtype, reps: int) -> float:
+def dense_probe(rows: int, dtype: torch.dtype):
+    """The same FLOPs as the routed experts over ``rows`` slots, as two dense matmuls."""
     a = torch.randn(rows, HIDDEN, dtype=dtype)
     w1 = torch.randn(HIDDEN, 2 * INTER, dtype=dtype)
     w2 = torch.randn(INTER, HIDDEN, dtype=dtype)
@@ -73,7 +82,7 @@ def dense_time(rows: int, dtype: torch.dtype, reps: int) -> float:
         torch.mm(a, w1, out=h)
         torch.mm(h[:, :INTER], w2, out=y)
 
-    return best_time(run, reps)
+    return run
 
 
 def hf_block(num_experts: int, w13, w2, gate_w, bias):
@@ -94,13 +103,13 @@ def hf_block(num_experts: int, w13, w2, gate_w, bias):
     return block
 
 
-def bench_dtype(dtype: torch.dtype, shapes: list[tuple[str, int, int]], reps: int, bandwidth: float) -> list[dict]:
+def bench_dtype(dtype: torch.dtype, shapes: list[tuple[str, int, int]], rounds: int) -> list[dict]:
     rows = []
     max_experts = max(e for _, _, e in shapes)
     gen = torch.Generator().manual_seed(0)
     w13_all = (torch.randn(max_experts, 2 * INTER, HIDDEN, generator=gen) / HIDDEN**0.5).to(dtype)
     w2_all = (torch.randn(max_experts, HIDDEN, INTER, generator=gen) / INTER**0.5).to(dtype)
-    dense_cache: dict[int, float] = {}
+    read_sum, read_bytes = bandwidth_probe()
     for phase, tokens, num_experts in shapes:
         w13, w2 = w13_all[:num_experts], w2_all[:num_experts]
         gate_w = torch.randn(num_experts, HIDDEN, generator=gen) / HIDDEN**0.5
@@ -116,28 +125,27 @@ def bench_dtype(dtype: torch.dtype, shapes: list[tuple[str, int, int]], reps: in
             _, weights, ids = block.gate(x)
             return block.experts(x, ids, weights)
 
+        # The machine's limit, measured in the same rounds: read bandwidth (decode) or the
+        # fp32 dense matmul of the same FLOPs (prefill; fp32 = the fastest GEMM on CPUs without bf16).
+        limit = read_sum if phase == "decode" else dense_probe(tokens * TOP_K, torch.float32)
         with torch.inference_mode():
             err = float((ours().float() - theirs().float()).abs().max())
-            t_ours = best_time(ours, reps)
-            t_hf = best_time(theirs, reps)
+            t = best_times({"ours": ours, "hf": theirs, "limit": limit}, rounds)
             row = dict(dtype=str(dtype).removeprefix("torch."), phase=phase, tokens=tokens, experts=num_experts,
-                       ours_ms=t_ours * 1e3, hf_ms=t_hf * 1e3, speedup=t_hf / t_ours, max_abs_diff=err)
+                       ours_ms=t["ours"] * 1e3, hf_ms=t["hf"] * 1e3, speedup=t["hf"] / t["ours"], max_abs_diff=err)
             if phase == "decode":
+                bandwidth = read_bytes / t["limit"]
                 _, ids = moe.route(F.linear(x.float(), gate_w), TOP_K, bias=bias, routed_scaling_factor=SCALE)
                 touched = int(ids.unique().numel())
                 nbytes = touched * (w13[0].numel() + w2[0].numel()) * w13.element_size()
                 floor = nbytes / bandwidth
-                row.update(touched_experts=touched, floor_ms=floor * 1e3, ours_vs_floor=t_ours / floor,
-                           hf_vs_floor=t_hf / floor)
+                row.update(bandwidth_gbs=bandwidth / 1e9, touched_experts=touched, floor_ms=floor * 1e3,
+                           ours_vs_floor=t["ours"] / floor, hf_vs_floor=t["hf"] / floor)
             else:
-                slots = tokens * TOP_K
-                if slots not in dense_cache:
-                    dense_cache[slots] = dense_time(slots, torch.float32, reps)
-                t_dense = dense_cache[slots]
-                flops = 6 * slots * HIDDEN * INTER
-                row.update(dense_ms=t_dense * 1e3, dense_gflops=flops / t_dense / 1e9,
-                           ours_gflops=flops / t_ours / 1e9, ours_vs_dense=t_dense / t_ours,
-                           hf_vs_dense=t_dense / t_hf)
+                flops = 6 * tokens * TOP_K * HIDDEN * INTER
+                row.update(dense_ms=t["limit"] * 1e3, dense_gflops=flops / t["limit"] / 1e9,
+                           ours_gflops=flops / t["ours"] / 1e9, ours_vs_dense=t["limit"] / t["ours"],
+                           hf_vs_dense=t["limit"] / t["hf"])
         rows.append(row)
         print(_format(row), flush=True)
         del block
@@ -149,7 +157,8 @@ def _format(r: dict) -> str:
     head = (f"{r['dtype']:8} {r['phase']:7} T={r['tokens']:<5} E={r['experts']:<4} ours {r['ours_ms']:9.2f} ms  "
             f"hf {r['hf_ms']:9.2f} ms  hf/ours {r['speedup']:5.2f}x  ")
     if r["phase"] == "decode":
-        tail = (f"floor {r['floor_ms']:8.2f} ms ({r['touched_experts']} experts)  ours/floor {r['ours_vs_floor']:5.2f}  "
+        tail = (f"floor {r['floor_ms']:8.2f} ms ({r['touched_experts']} experts @ {r['bandwidth_gbs']:.1f} GB/s)  "
+                f"ours/floor {r['ours_vs_floor']:5.2f}  "
                 f"hf/floor {r['hf_vs_floor']:5.2f}")
     else:
         tail = (f"dense {r['dense_ms']:8.2f} ms ({r['dense_gflops']:.0f} GFLOP/s)  ours {r['ours_gflops']:.0f} GFLOP/s "
@@ -159,25 +168,25 @@ def _format(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="fp32 only, decode T=1 and prefill T=512 E=64, 2 reps")
-    parser.add_argument("--reps", type=int, default=3, help="timed repetitions per measurement (best is kept)")
+    parser.add_argument("--quick", action="store_true", help="fp32 only, decode T=1 and prefill T=512 E=64, 2 rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (ours, transformers, limit interleaved); best is kept")
     parser.add_argument("--dtype", action="append", choices=["float32", "bfloat16"], help="repeatable; default both")
     args = parser.parse_args()
     dtypes = [getattr(torch, d) for d in (args.dtype or ["float32", "bfloat16"])]
     shapes = [("decode", t, e) for t, e in DECODE] + [("prefill", t, e) for t, e in PREFILL]
-    reps = args.reps
+    rounds = args.rounds
     if args.quick:
-        dtypes, shapes, reps = dtypes[:1], [("decode", 1, 256), ("prefill", 512, 64)], 2
+        dtypes, shapes, rounds = dtypes[:1], [("decode", 1, 256), ("prefill", 512, 64)], 2
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}")
-    bandwidth = read_bandwidth(max(reps, 3))
-    print(f"read bandwidth: {bandwidth / 1e9:.1f} GB/s (sum of a 512 MiB tensor)")
     if torch.bfloat16 in dtypes:
-        rows_bf16 = 256
-        rate = 6 * rows_bf16 * HIDDEN * INTER / dense_time(rows_bf16, torch.bfloat16, 1) / 1e9
-        print(f"bf16 dense GEMM (torch.mm, {rows_bf16} rows): {rate:.1f} GFLOP/s; prefill rows compare with fp32 dense")
+        slots = 256
+        t = best_times({"bf16": dense_probe(slots, torch.bfloat16), "fp32": dense_probe(slots, torch.float32)}, 1)
+        flops = 6 * slots * HIDDEN * INTER
+        print(f"dense GEMM ({slots} rows): bf16 {flops / t['bf16'] / 1e9:.1f} GFLOP/s, fp32 "
+              f"{flops / t['fp32'] / 1e9:.1f} GFLOP/s; prefill rows compare with the fp32 rate")
     rows = []
     for dtype in dtypes:
-        rows += bench_dtype(dtype, shapes, reps, bandwidth)
+        rows += bench_dtype(dtype, shapes, rounds)
         gc.collect()
     print("\ntargets: faster than hf everywhere; decode ours/floor <= 1.5; prefill >= 75% of dense")
     for r in rows:

@@ -565,7 +565,14 @@ def resolve_mindspore_names(listing: Mapping[str, Any], args: Any, where: str) -
     skipped training-state names)``. Raises ConvertError for names the table does not know and
     CheckpointError for tensors the table needs but the checkpoint lacks.
     """
-    from ascend.models.mindspore_names import aliases_of, is_training_state, mindspore_rules, ms_name_map, own_copy_rules
+    from ascend.models.mindspore_names import (
+        aliases_of,
+        is_legacy_name,
+        is_training_state,
+        mindspore_rules,
+        ms_name_map,
+        own_copy_rules,
+    )
 
     mtp = any(name.startswith("mtp.layers.") for name in listing)
     rules = mindspore_rules(args, mtp=mtp)
@@ -575,6 +582,13 @@ def resolve_mindspore_names(listing: Mapping[str, Any], args: Any, where: str) -
     by_ms.update(own)
     skipped = [n for n in listing if n not in by_ms and is_training_state(n)]
     unknown = [n for n in listing if n not in by_ms and n not in skipped]
+    legacy = [n for n in unknown if is_legacy_name(n)]
+    if legacy:
+        raise ConvertError(
+            f"{where} uses MindSpore Transformers' older research/deepseek3 layout (e.g. {legacy[0]}), which is not supported",
+            fix="convert it to Hugging Face with MindSpore Transformers' research/deepseek3/convert_reversed.py, "
+                "or re-save it from a current (Mcore) MindSpore Transformers model",
+        )
     if unknown:
         raise ConvertError(
             f"{len(unknown)} tensor(s) of {where} are not {args.family} MindSpore Transformers parameters",

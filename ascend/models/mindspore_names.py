@@ -69,6 +69,15 @@ TRAINING_STATE_PATTERNS: tuple[str, ...] = (
 )
 
 
+# Names of MindSpore Transformers' older, non-Mcore DeepSeek-V3 layout (research/deepseek3,
+# up to MindSpore Transformers 1.5: split MLA projections with permuted RoPE rows). Not
+# supported; recognised so the error can say so.
+LEGACY_MARKERS: tuple[str, ...] = (
+    "tok_embeddings.embedding_weight", ".attention.l2q_", ".attention.kv2l", ".attention.lkv2kv",
+    ".feed_forward.routed_experts.", "mtp_hidden_fusers.",
+)
+
+
 @dataclass(frozen=True)
 class Entry:
     """One template rule of a family table.
@@ -289,3 +298,8 @@ def aliases_of(rules: list[MsRule]) -> dict[str, list[str]]:
 def is_training_state(ms_name: str) -> bool:
     """True for optimizer moments and step counters of a MindSpore training checkpoint."""
     return any(fnmatch.fnmatchcase(ms_name, pattern) for pattern in TRAINING_STATE_PATTERNS)
+
+
+def is_legacy_name(ms_name: str) -> bool:
+    """True for a parameter of the older non-Mcore MindSpore Transformers DeepSeek-V3 layout."""
+    return any(marker in ms_name for marker in LEGACY_MARKERS)

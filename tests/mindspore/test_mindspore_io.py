@@ -232,6 +232,14 @@ def test_training_state_is_skipped_and_unknown_names_refused(tiny_hf, tmp_path):
     with pytest.raises(ConvertError, match="decoder.layers.9.mystery.weight"):
         convert_mindspore_to_hf(tmp_path / "ms", tmp_path / "hf2")
 
+    # MindSpore Transformers' older non-Mcore layout is recognised and named in the error.
+    write_mindspore(tmp_path / "ms" / "zz-optimizer.safetensors", {"model.layers.0.attention.l2q_nope_proj.weight": torch.zeros(2)})
+    del name_map["decoder.layers.9.mystery.weight"]
+    name_map["model.layers.0.attention.l2q_nope_proj.weight"] = "zz-optimizer.safetensors"
+    (tmp_path / "ms" / NAME_MAP_FILE).write_text(json.dumps(name_map))
+    with pytest.raises(ConvertError, match="research/deepseek3 layout"):
+        convert_mindspore_to_hf(tmp_path / "ms", tmp_path / "hf3")
+
 
 def test_mtp_copy_that_differs_is_kept_under_its_own_name(tiny_hf, tmp_path):
     import shutil

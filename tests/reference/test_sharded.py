@@ -35,21 +35,28 @@ def test_sharded_matches_single_process(family, ranks, dp, ep, tiny_dir):
     assert (got - want).abs().max().item() < TOL
 
 
-def test_converted_sharded_dir(tiny_dir, tmp_path):
-    """``ascend convert --layout sharded`` output (FP8 source -> BF16 shards) runs with its plan's layout."""
+@pytest.mark.parametrize(
+    "precision, tp, dp, ep",
+    [
+        ("bf16", 2, 2, 4),  # TP-split BF16 shards
+        ("fp8", 1, 2, 2),  # FP8 shards (no TP split, so 128-blocks stay whole): dequantized per rank
+    ],
+)
+def test_converted_sharded_dir(precision, tp, dp, ep, tiny_dir, tmp_path):
+    """``ascend convert --layout sharded`` output (from an FP8 tiny) runs with its plan's layout."""
     pytest.importorskip("ascend.convert.pipeline")
+    from ascend.cli.main import main
     from ascend.reference import compute_logits
 
     src = tiny_dir("deepseek_v32", fp8=True)  # ue8m0 scales: FP8 -> BF16 is exact
     out = tmp_path / "sharded"
-    from ascend.cli.main import main
-
     try:
-        main(["convert", "--src", str(src), "--out", str(out), "--precision", "bf16", "--layout", "sharded",
-              "--tp", "2", "--dp", "2", "--ep", "4"])
+        main(["convert", "--src", str(src), "--out", str(out), "--precision", precision, "--layout", "sharded",
+              "--tp", str(tp), "--dp", str(dp), "--ep", str(ep)])
     except SystemExit as exc:
         assert not exc.code, f"ascend convert failed with {exc.code}"
-    assert (out / "model-rank-00003-of-00004.safetensors").is_file()
+    world = tp * dp
+    assert (out / f"model-rank-{world - 1:05d}-of-{world:05d}.safetensors").is_file()
     want = compute_logits(src, BATCH[0])
     got = compute_logits(out, BATCH[0])  # ranks/dp/ep from ascend-plan.json
     assert (got - want).abs().max().item() < TOL

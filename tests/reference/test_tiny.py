@@ -171,3 +171,30 @@ def test_cli_tiny(cli, tmp_path):
     assert again.code == 2 and "already exists" in again.err
     bad = cli("tiny", str(tmp_path / "u"), "--arch", "llama")
     assert bad.code == 2 and "glm_moe_dsa" in bad.err
+
+
+def test_fp8_partial_blocks_follow_the_published_formula(tiny_dir):
+    """Dequantization uses 128x128 blocks with a partial last block (DeepSeek ``weight_dequant``,
+    README_WEIGHTS.md). transformers 5.23's ``FineGrainedFP8Config(dequantize=True)`` instead cuts
+    a 160-wide row into 2 equal 80-wide blocks, so it disagrees on columns 80..127: we follow the
+    published format (documented in docs/reference-models.md)."""
+    import transformers
+    from transformers import FineGrainedFP8Config
+
+    from ascend.models.args import load_model_args
+    from ascend.models.sharding import ShardCoords
+    from ascend.reference.weights import CheckpointReader
+
+    path = tiny_dir("glm4_moe", fp8=True)
+    name = "model.layers.0.self_attn.q_proj.weight"  # [256, 160]: scale [2, 2], last column block partial
+    t = _tensors(path)
+    w, s = t[name], t[name + "_scale_inv"]
+    published = w.float() * s.repeat_interleave(128, 0).repeat_interleave(128, 1)[: w.shape[0], : w.shape[1]]
+    ours = CheckpointReader(path, load_model_args(path), ShardCoords()).read(name)
+    assert torch.equal(ours, published)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, quantization_config=FineGrainedFP8Config(dequantize=True))
+    theirs = hf.state_dict()[name].float()
+    same = torch.cat([torch.arange(0, 80), torch.arange(128, 160)])
+    assert torch.allclose(theirs[:, same], published[:, same], rtol=1e-2)  # bf16 rounding only
+    assert not torch.allclose(theirs[:, 80:128], published[:, 80:128], rtol=1e-2)
