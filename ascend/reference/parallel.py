@@ -103,6 +103,14 @@ class Parallel:
             dist.all_reduce(x)
         return x
 
+    def all_ok(self, ok: bool) -> bool:
+        """Whether every rank reports ``ok`` (collective): lets ranks fail together, not hang."""
+        if self.world_size == 1:
+            return ok
+        flag = torch.tensor([1 if ok else 0], dtype=torch.int64)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
     def gather_dp_tokens(self, x: torch.Tensor, counts: list[int]) -> torch.Tensor:
         """Rows of every DP group, concatenated in DP order.
 

@@ -72,24 +72,20 @@ def run_batch(model: ReferenceModel, seqs_by_id: dict[int, Sequence], seq_ids: l
     par = model.par
     groups = [sid % par.dp for sid in seq_ids]
     dp_counts = [sum(len(t) for t, g in zip(token_lists, groups) if g == d) for d in range(par.dp)]
-    mine = [i for i, g in enumerate(groups) if g == par.dp_rank]
+    mine = [i for i, g in enumerate(groups) if g == par.dp_rank]  # this DP group's sequences
     seqs = [seqs_by_id.setdefault(seq_ids[i], Sequence()) for i in mine]
-    hidden = model.forward(seqs, [token_lists[i] for i in mine], dp_counts)  # [n_mine_tokens, h]
-    offsets = [0]
-    for i in mine:
-        offsets.append(offsets[-1] + len(token_lists[i]))
-    if all_positions:
-        rows_out = torch.arange(hidden.shape[0])
-        starts = [0]
-        for t in token_lists:
-            starts.append(starts[-1] + len(t))
-        targets = torch.cat([torch.arange(starts[i], starts[i + 1]) for i in mine]) if mine else torch.zeros(0, dtype=torch.int64)
-        total = starts[-1]
-    else:
-        rows_out = torch.tensor([offsets[k + 1] - 1 for k in range(len(mine))], dtype=torch.int64)
+    hidden = model.forward(seqs, [token_lists[i] for i in mine], dp_counts)  # [this group's tokens, h]
+    lengths = torch.tensor([len(token_lists[i]) for i in mine], dtype=torch.int64)
+    if all_positions:  # every row; its place in the whole batch is its token's input position
+        starts = torch.tensor([0] + [len(t) for t in token_lists]).cumsum(0)
+        keep = torch.arange(hidden.shape[0])
+        targets = torch.cat([torch.arange(int(starts[i]), int(starts[i + 1])) for i in mine] + [keep[:0]])
+        total = int(starts[-1])
+    else:  # the last new token of each sequence
+        keep = lengths.cumsum(0) - 1
         targets = torch.tensor(mine, dtype=torch.int64)
         total = len(seq_ids)
-    logits = model.logits(hidden[rows_out])  # collective within the attention-TP group
+    logits = model.logits(hidden[keep])  # collective within the attention-TP group
     if par.dp == 1:
         return logits if par.rank == 0 else None
     out = logits.new_zeros(total, model.vocab_size)
@@ -99,17 +95,29 @@ def run_batch(model: ReferenceModel, seqs_by_id: dict[int, Sequence], seq_ids: l
     return out if par.rank == 0 else None
 
 
+def _load_on_every_rank(model_dir, par: Parallel) -> ReferenceModel:
+    """Load this rank's model; if any rank fails, every rank raises (instead of the others hanging
+    in their first collective) and leaves the process group."""
+    failure: BaseException | None = None
+    try:
+        model = ReferenceModel(model_dir, par, mtp=False)
+    except BaseException as err:  # re-raised below, after telling the other ranks
+        failure = err
+    if not par.all_ok(failure is None):
+        destroy_parallel(par)
+        if failure is not None:
+            raise failure
+        raise errors.CheckpointError(f"{model_dir}: another rank failed to load its part", fix="see that rank's error")
+    return model
+
+
 class ModelRunner:
     """See the module docstring for the contract."""
 
     def __init__(self, model_dir: str | Path, *, rank: int = 0, world_size: int = 1, dp: int = 1, ep: int = 1,
                  master_addr: str = "127.0.0.1", master_port: int = 0, timeout_s: float = 300.0):
         self.par: Parallel = init_parallel(rank, world_size, dp, ep, master_addr, master_port, timeout_s)
-        try:
-            self.model = ReferenceModel(model_dir, self.par, mtp=False)
-        except BaseException:
-            destroy_parallel(self.par)
-            raise
+        self.model = _load_on_every_rank(model_dir, self.par)
         self.args = self.model.args
         self.config = self.args.config
         eos = self.config.get("eos_token_id")
@@ -299,7 +307,7 @@ def _rank_main(rank: int, world: int, dp: int, ep: int, port: int, model_dir: st
         torch.set_num_threads(1)  # ranks share the host's cores
         par = init_parallel(rank, world, dp, ep, "127.0.0.1", port)
         try:
-            model = ReferenceModel(model_dir, par, mtp=False)
+            model = _load_on_every_rank(model_dir, par)
             out = run_batch(model, {}, list(range(len(batch))), batch, all_positions=True)
             if rank == 0:
                 save_file({"logits": out.contiguous()}, str(Path(out_dir) / "logits.safetensors"))
@@ -345,7 +353,8 @@ def _spawn(model_dir, batch, ranks: int, dp: int, ep: int, timeout_s: float) -> 
                 if p.is_alive():
                     p.kill()
                     p.join()
-        errs = sorted(Path(tmp).glob("error-*.txt"))
+        # the rank that failed first, not the ranks that stopped because of it
+        errs = sorted(Path(tmp).glob("error-*.txt"), key=lambda p: ("another rank failed" in p.read_text(), p.name))
         if errs:
             kind, _, line = errs[0].read_text().partition("\n")
             cls = getattr(errors, kind, None)

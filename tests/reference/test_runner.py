@@ -68,3 +68,19 @@ def test_cli_logits(tiny_dir, tmp_path, cli):
     logits = load_file(str(out))["logits"]
     assert logits.shape == (len(A), 1024) and logits.dtype == torch.float32
     assert torch.equal(logits, compute_logits(path, A))
+
+
+def test_mtp_decode_with_cache_matches_one_shot(tiny_dir):
+    """The MTP layer keeps its own KV cache: pair-by-pair decode equals the one-shot pass."""
+    from ascend.reference import compute_mtp_logits
+    from ascend.reference.model import ReferenceModel, Sequence
+
+    path = tiny_dir("glm_moe_dsa")  # MTP layer with its own DSA indexer
+    one_shot = compute_mtp_logits(path, A)
+    model = ReferenceModel(path)
+    seq, rows = Sequence(), []
+    prev = model.forward([seq], [[A[0]]])
+    for i in range(1, len(A)):
+        rows.append(model.mtp.forward([seq], prev, [[A[i]]]))
+        prev = model.forward([seq], [[A[i]]])
+    assert (torch.cat(rows) - one_shot).abs().max().item() < 1e-5

@@ -62,6 +62,44 @@ def test_converted_sharded_dir(precision, tp, dp, ep, tiny_dir, tmp_path):
     assert (got - want).abs().max().item() < TOL
 
 
+def test_one_rank_failing_to_load_fails_the_job(tiny_dir, tmp_path):
+    """A bad tensor in one rank's file: every rank stops, the error names that file and tensor."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from ascend.errors import CheckpointError
+    from ascend.models.args import load_model_args
+    from ascend.models.sharding import ShardCoords, shard_slice
+    from ascend.models.tensors import tensor_specs
+    from ascend.reference import compute_logits
+
+    src = tiny_dir("glm4_moe")
+    out = tmp_path / "sharded"
+    out.mkdir()
+    shutil.copy(src / "config.json", out / "config.json")
+    full = {}
+    for file in sorted(src.glob("model-*.safetensors")):
+        full.update(load_file(str(file)))
+    args = load_model_args(src)
+    for rank in range(2):  # a 2-rank TP sharded dir, sliced with the shared partitioning function
+        coords = ShardCoords.for_rank(rank, 2)
+        part = {}
+        for spec in tensor_specs(args, mtp=False):
+            sl = shard_slice(spec, coords)
+            if sl is not None:
+                part[spec.name] = full[spec.name][sl].contiguous()
+        if rank == 1:
+            part["model.layers.1.self_attn.o_proj.weight"] = part["model.layers.1.self_attn.o_proj.weight"][:, :-2].contiguous()
+        save_file(part, str(out / f"model-rank-{rank:05d}-of-00002.safetensors"))
+    (out / "ascend-plan.json").write_text(json.dumps({"world_size": 2, "dp": 1, "ep": 1}))
+    with pytest.raises(CheckpointError) as exc:
+        compute_logits(out, BATCH[0], timeout_s=120)
+    assert "model-rank-00001-of-00002.safetensors" in exc.value.line()
+    assert "model.layers.1.self_attn.o_proj.weight" in exc.value.line()
+
+
 def _runner_rank(rank: int, world: int, dp: int, ep: int, port: int, path: str, out: str) -> None:
     from safetensors.torch import save_file
 

@@ -237,17 +237,19 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     x.dtype; rows past the group-list sum are zero.
 
     Only non-empty experts' weights are read, each once, straight from the caller's tensors.
-    Larger groups are multiplied in transposed form (``w13[e] @ x_e^T``: the weight is the large
-    left operand, the few token columns the right one), which the BLAS runs several times
-    faster than ``x_e @ w13[e]^T`` when an expert has few tokens.
+    Groups are multiplied in transposed form (``w13[e] @ x_e^T``: the weight is the large left
+    operand, the few token columns the right one), which MKL runs several times faster than
+    ``x_e @ w13[e]^T`` when an expert has few tokens; small half-precision groups on CPUs without
+    native half matmul use PyTorch's half GEMV instead (``HALF_GEMV_MAX_ROWS``).
     """
     inter = w2.shape[2]
-    out = x_sorted.new_zeros((x_sorted.shape[0], w2.shape[1]))
+    counts = group_counts(tokens_per_expert, group_list_type)
     upcast = x_sorted.device.type == "cpu" and _upcast_matmul(x_sorted.dtype)
+    out = x_sorted.new_zeros((x_sorted.shape[0], w2.shape[1]))
     compute = torch.float32 if upcast else x_sorted.dtype
     x_t = None
     start = 0
-    for e, n in enumerate(group_counts(tokens_per_expert, group_list_type)):
+    for e, n in enumerate(counts):
         if not n:
             continue
         rows = slice(start, start + n)
@@ -262,3 +264,4 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
         act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
         out[rows] = torch.mm(w2[e].to(compute), act_t.to(compute)).t()  # [n, H]
     return out
+
