@@ -45,8 +45,6 @@ def fp8_to_float32(w: torch.Tensor) -> torch.Tensor:
 
     A 256-entry table lookup: about twice as fast as torch's elementwise cast on CPU.
     """
-    import numpy as np
-
     codes = w.contiguous().view(torch.uint8).numpy()
     return torch.from_numpy(_FP8_TO_F32[codes])  # fancy indexing: fastest numpy gather here
 

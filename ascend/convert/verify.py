@@ -235,14 +235,14 @@ def _check_numbers(out: Path, plan: ConvertPlan, src: SafetensorsDir, sample: in
 class _FileView(SafetensorsDir):
     """One safetensors file read like a directory."""
 
-    def __init__(self, path: Path):  # noqa: D401 - a thin variant
+    def __init__(self, path: Path):
         self.dir = path.parent
         tensors, _, raw = read_header(path)
         self.tensors, self.headers, self.files, self.weight_map = tensors, {path.name: raw}, [path.name], None
         self._fds = {}
 
 
-def _logit_class(plan: ConvertPlan, src: SafetensorsDir) -> str:
+def _logit_class(plan: ConvertPlan) -> str:
     ops = {p.op for f in plan.files for p in f.pieces}
     if ops & {"fp8", "w8a8"}:
         return "quantized"
@@ -268,7 +268,7 @@ def _check_logits(out: Path, plan: ConvertPlan, src_dir: str, args_params: int, 
     ids = torch.randint(0, vocab, (LOGIT_TOKENS,), generator=g).tolist()
     ref = compute_logits(src_dir, ids)
     got = compute_logits(str(out), ids)
-    kind = _logit_class(plan, None)
+    kind = _logit_class(plan)
     bound = LOGIT_BOUNDS[kind]
     max_err = float((ref - got).abs().max())
     scale = float(ref.abs().max()) or 1.0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-FAMILIES = ["glm_moe_dsa", "deepseek_v3", "deepseek_v32", "glm4_moe"]
-
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
