@@ -66,14 +66,9 @@ def register(app: typer.Typer) -> None:
                 if value is not None:
                     raise ConvertError(f"{flag} is a flag-mode option", fix=f"use --set convert.… with a recipe instead of {flag}")
             c = r.convert
-            opts = ConvertOptions(
-                precision=c.precision.default,
-                rules=[(rule.match, rule.format) for rule in c.precision.rules],
-                layout=c.layout,
-                tp=r.attention_tp, dp=r.parallel.dp, ep=r.parallel.ep,
-                mtp=c.mtp,
-                misaligned_fp8="requantize" if requantize_misaligned else c.misaligned_fp8,
-            )
+            opts = ConvertOptions.from_recipe(r)
+            if requantize_misaligned:
+                opts.misaligned_fp8 = "requantize"
             src = src or r.model.path
             out = out or c.output
             workers = workers or c.workers

@@ -23,6 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_STEM
 from ascend.errors import CheckpointError, ConvertError
 
 SCALE_INV_SUFFIX = "_scale_inv"
@@ -85,6 +86,19 @@ class ConvertOptions:
     @property
     def world(self) -> int:
         return self.tp * self.dp
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> "ConvertOptions":
+        """Options of a recipe's ``convert`` section (attention TP = world / dp, as in xLLM)."""
+        c = recipe.convert
+        return cls(
+            precision=c.precision.default,
+            rules=[(rule.match, rule.format) for rule in c.precision.rules],
+            layout=c.layout,
+            tp=recipe.attention_tp, dp=recipe.parallel.dp, ep=recipe.parallel.ep,
+            mtp=c.mtp,
+            misaligned_fp8=c.misaligned_fp8,
+        )
 
     def validate(self) -> None:
         for value, allowed, what in (
@@ -310,7 +324,6 @@ def inventory(src, specs: dict[str, Any] | None) -> dict[str, SourceTensor]:
 # ---------------------------------------------------------------------------------------------
 # Building the plan
 
-W8A8_STEM = "quant_model_weight_w8a8_dynamic"
 HF_STEM = "model"
 
 

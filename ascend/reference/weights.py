@@ -6,6 +6,8 @@
 - FP8 block checkpoints: a tensor is FP8 iff ``<name>_scale_inv`` exists (checkpoints.md §4); it is
   dequantized to float32 with its 128x128 block scales (partial edge blocks included) and then
   sliced.
+- W8A8 (msModelSlim ``W8A8_DYNAMIC``): a tensor is int8 iff ``<name>_scale`` exists; it is
+  dequantized as ``(q - offset) * scale`` per output channel, then sliced.
 - ``sharded`` dir: ``model-rank-0000r-of-0000w.safetensors`` per rank plus ``ascend-plan.json``;
   the file of rank r already holds exactly r's slices, under the HF names.
 
@@ -21,6 +23,7 @@ import torch
 from safetensors import safe_open
 
 from ascend.checkpoint.fp8 import dequantize_fp8_block
+from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_WEIGHT_STEM, dequantize_w8a8
 from ascend.errors import CheckpointError
 from ascend.models.args import ModelArgs
 from ascend.models.sharding import ShardCoords, shard_slice
@@ -50,8 +53,9 @@ class CheckpointReader:
 
     # --- indexing ----------------------------------------------------------------------------
     def _index_hf(self) -> None:
-        index = self.dir / "model.safetensors.index.json"
-        if index.is_file():
+        candidates = [self.dir / "model.safetensors.index.json", self.dir / f"{W8A8_WEIGHT_STEM}.safetensors.index.json"]
+        index = next((path for path in candidates if path.is_file()), None)
+        if index is not None:
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
             except (OSError, ValueError, KeyError) as err:
@@ -138,6 +142,17 @@ class CheckpointReader:
                     why=f"FP8 block scales of a {list(shape)} weight with {list(self.block)} blocks",
                 )
             full = dequantize_fp8_block(handle.get_tensor(name), scale, block=self.block, dtype=torch.float32)
+            return (full if self.sharded else full[part]).contiguous()
+        if f"{name}_scale" in self.weight_map:  # W8A8 (msModelSlim): int8 rows with per-channel scale/offset
+            scale = self._open(self._file(f"{name}_scale")).get_tensor(f"{name}_scale")
+            offset_name = f"{name}_offset"
+            offset = self._open(self._file(offset_name)).get_tensor(offset_name) if offset_name in self.weight_map else None
+            if tuple(scale.shape) != (shape[0], 1):
+                raise CheckpointError(
+                    f"{self._file(f'{name}_scale')}: tensor {name}_scale has shape {list(scale.shape)}, expected {[shape[0], 1]}",
+                    why=f"W8A8 per-channel scales of a {list(shape)} int8 weight",
+                )
+            full = dequantize_w8a8(handle.get_tensor(name), scale, offset)
             return (full if self.sharded else full[part]).contiguous()
         if self.sharded:
             return view[:].float()

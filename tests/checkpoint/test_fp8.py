@@ -130,3 +130,4 @@ def test_table_cast_equals_torch_cast_for_all_256_codes():
     codes = torch.arange(256, dtype=torch.uint8).view(FP8_DTYPE).reshape(16, 16)
     a, b = fp8_to_float32(codes), codes.to(torch.float32)
     assert torch.equal(a.view(torch.int32), b.view(torch.int32))  # NaN bit patterns included
+

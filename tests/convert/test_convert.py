@@ -11,7 +11,7 @@ from ascend.convert.pipeline import MANIFEST, convert
 from ascend.convert.plan import ConvertOptions
 from ascend.convert.verify import verify
 
-from conftest import FAMILIES
+from convert_fixtures import FAMILIES
 
 
 def run(src, out, **kw):
@@ -159,7 +159,7 @@ def test_mtp_keep_drop_export(ckpt_factory, tmp_path):
 
 
 def test_mtp_export_copies_embed_and_head_when_missing(tmp_path):
-    from conftest import make_checkpoint
+    from convert_fixtures import make_checkpoint
 
     src = make_checkpoint(tmp_path / "src", "glm4_moe", mtp_copies=False)
     assert not [n for n in SafetensorsDir(src).tensors if "shared_head.head" in n]

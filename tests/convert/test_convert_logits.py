@@ -9,7 +9,7 @@ from ascend.convert.pipeline import convert
 from ascend.convert.plan import ConvertOptions
 from ascend.convert.verify import verify
 
-from conftest import make_checkpoint
+from convert_fixtures import make_checkpoint
 
 IDS = [5, 17, 300, 42, 9, 77, 12, 400, 3, 999]
 

@@ -7,7 +7,7 @@ from ascend.convert.plan import ConvertOptions, build_plan, make_pieces
 from ascend.errors import ConvertError
 from ascend.models.args import load_model_args
 
-from conftest import FAMILIES
+from convert_fixtures import FAMILIES
 
 
 def plan_for(src, **kw):

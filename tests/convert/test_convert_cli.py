@@ -19,7 +19,7 @@ import pytest
 from ascend.cli.main import main
 from ascend.convert.pipeline import MANIFEST, STATE_DIR
 
-from conftest import make_checkpoint
+from convert_fixtures import make_checkpoint
 
 
 def cli(capsys, *argv):
