@@ -213,12 +213,20 @@ def _fields_at(loc: Sequence[Any]) -> list[str]:
 
 
 def _is_text_field(key: Key) -> bool:
-    """True when the schema declares ``key`` as a string (e.g. ``serve.version``)."""
-    section = _section_at(key[:-1])
-    field = section.model_fields.get(key[-1]) if section else None
-    if field is None:
-        return False
-    return field.annotation is str or set(getattr(field.annotation, "__args__", ())) == {str, type(None)}
+    """True when the schema declares ``key`` a string: a ``str`` field (``serve.version``) or a
+    value of a ``dict[str, str]`` field (``serve.env.HCCL_BUFFSIZE``)."""
+    def annotation(path: Key) -> Any:
+        section = _section_at(path[:-1])
+        field = section.model_fields.get(path[-1]) if section and path else None
+        return field.annotation if field else None
+
+    def is_text(ann: Any) -> bool:
+        return ann is str or set(getattr(ann, "__args__", ())) == {str, type(None)}
+
+    parent = annotation(key[:-1]) if len(key) > 1 else None
+    if getattr(parent, "__origin__", None) is dict and getattr(parent, "__args__", (None, None))[1] is str:
+        return True
+    return is_text(annotation(key))
 
 
 def _section_type(annotation: Any) -> Any:

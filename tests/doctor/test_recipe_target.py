@@ -14,7 +14,9 @@ def test_a3_recipe_target():
     assert target.device_memory_mb == 65536  # 64 GiB per die, what npu-smi reports for A3
     assert target.ports == list(range(recipe.serve.port, recipe.serve.port + 16)) + [recipe.serve.master_port]
     assert target.convert_output == recipe.convert.output and target.convert_workers == recipe.convert.workers
-    assert target.env["HCCL_BUFFSIZE"] == "200"
+    assert target.env == recipe.serve.env
+    tuned = load_recipe("glm5/a3-w8a8", ["serve.env.HCCL_BUFFSIZE=300"])
+    assert target_from_recipe(tuned, "glm5/a3-w8a8").env["HCCL_BUFFSIZE"] == "300"
 
 
 def test_output_size_follows_the_precision_rules():

@@ -127,6 +127,7 @@ def test_overrides_use_yaml_typing_and_are_named_in_errors():
     assert recipe.hardware.hosts == ["10.0.0.1"]
     assert recipe.serve.env == {"FOO": "bar"}
     assert load_recipe("glm5/a3-w8a8", ["serve.version=0.10"]).serve.version == "0.10"  # text field keeps its text
+    assert load_recipe("glm5/a3-w8a8", ["serve.env.HCCL_BUFFSIZE=512"]).serve.env == {"HCCL_BUFFSIZE": "512"}
     lines = problems_of("glm5/a3-w8a8", ["parallel.ep=5"])
     assert lines[0].startswith("--set parallel.ep=5: parallel.ep: 5 does not divide")
     (line,) = problems_of("glm5/a3-w8a8", ["serve.port"])
