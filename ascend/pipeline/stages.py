@@ -199,18 +199,7 @@ def _source_hub(ctx: RunContext) -> StageResult:
 
 def convert_options(recipe: Any) -> Any:
     """ConvertOptions from a recipe, exactly as `ascend convert RECIPE` builds them."""
-    ConvertOptions = need("ascend.convert.plan", "ConvertOptions")
-    c = recipe.convert
-    return ConvertOptions(
-        precision=c.precision.default,
-        rules=[(rule.match, rule.format) for rule in c.precision.rules],
-        layout=c.layout,
-        tp=recipe.attention_tp,
-        dp=recipe.parallel.dp,
-        ep=recipe.parallel.ep,
-        mtp=c.mtp,
-        misaligned_fp8=c.misaligned_fp8,
-    )
+    return need("ascend.convert.plan", "ConvertOptions").from_recipe(recipe)
 
 
 CONVERT_SECTIONS = ["model", "parallel", "hardware", "convert"]
