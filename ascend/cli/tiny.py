@@ -19,6 +19,10 @@ def register(app: typer.Typer) -> None:
         layers: int = typer.Option(None, "--layers", min=1, help="Main decoder layers (default 3: 1 dense + 2 MoE)."),
         experts: int = typer.Option(None, "--experts", min=4, help="Routed experts per MoE layer (multiple of 4; default 8 GLM, 16 DeepSeek)."),
         mtp: bool = typer.Option(True, "--mtp/--no-mtp", help="Include the MTP (next-n) layer."),
+        scripted: bool = typer.Option(
+            False, "--scripted",
+            help="Constructed weights with known behaviour (thinking, tool calls) for the smoke suite; glm_moe_dsa only.",
+        ),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
         as_json: bool = json_option("Print what was written as JSON."),
     ) -> None:
@@ -33,6 +37,7 @@ def register(app: typer.Typer) -> None:
           ascend tiny /tmp/glm5-tiny --arch glm_moe_dsa
           ascend tiny /tmp/ds3-fp8 --arch deepseek_v3 --fp8 --seed 7
           ascend tiny /tmp/glm45 --arch glm4_moe --layers 2 --experts 16 --no-mtp
+          ascend tiny /tmp/glm5-scripted --arch glm_moe_dsa --fp8 --scripted
         """
         from ascend.errors import AscendError
         from ascend.models.tiny import FAMILIES
@@ -42,12 +47,28 @@ def register(app: typer.Typer) -> None:
         from ascend.reference.tiny import write_tiny_checkpoint
 
         try:
-            out = write_tiny_checkpoint(out_dir, arch, fp8=fp8, seed=seed, layers=layers, experts=experts, mtp=mtp,
-                                        overwrite=overwrite)
+            if scripted:
+                import shutil
+
+                from ascend.reference.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
+                from ascend.smoke.checks import probe_conversations
+
+                if arch != SCRIPTED_FAMILY:
+                    raise AscendError(f"--scripted exists for {SCRIPTED_FAMILY} only, not {arch}",
+                                      fix=f"use --arch {SCRIPTED_FAMILY}, or drop --scripted for random weights")
+                if out_dir.exists() and not overwrite:
+                    raise AscendError(f"{out_dir} already exists", fix="choose a new directory or pass --overwrite")
+                shutil.rmtree(out_dir, ignore_errors=True)
+                out = write_scripted_checkpoint(out_dir, arch, fp8=fp8, seed=seed, layers=layers, experts=experts,
+                                                mtp=mtp, conversations=probe_conversations())
+            else:
+                out = write_tiny_checkpoint(out_dir, arch, fp8=fp8, seed=seed, layers=layers, experts=experts,
+                                            mtp=mtp, overwrite=overwrite)
         except ValueError as err:  # bad --layers/--experts combination
             raise AscendError(f"cannot build a tiny {arch}", why=str(err)) from None
         files = sorted(p.name for p in out.iterdir())
         if as_json:
-            print_json({"path": str(out), "family": arch, "fp8": fp8, "seed": seed, "files": files})
+            print_json({"path": str(out), "family": arch, "fp8": fp8, "seed": seed, "scripted": scripted, "files": files})
         else:
-            typer.echo(f"wrote {out} ({arch}{', fp8' if fp8 else ''}, seed {seed}, {len(files)} files)")
+            kind = "scripted" if scripted else f"seed {seed}"
+            typer.echo(f"wrote {out} ({arch}{', fp8' if fp8 else ''}, {kind}, {len(files)} files)")

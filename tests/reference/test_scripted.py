@@ -152,3 +152,12 @@ def test_design_against_the_smoke_suite_with_the_tiny_tokenizer(tmp_path):
     assert d.markers["conv"] == {SP["[gMASK]"]} and d.markers["obs"] == {SP["<|observation|>"]}
     for body in d.bodies.values():  # within one category no token repeats
         assert len(set(body)) == len(body)
+
+
+def test_tiny_cli_writes_the_scripted_checkpoint(cli, tmp_path):
+    out = tmp_path / "scripted"
+    result = cli("tiny", str(out), "--arch", "glm_moe_dsa", "--fp8", "--scripted", "--json")
+    assert result.code == 0, result.err
+    assert (out / "ascend-scripted.json").is_file()  # written only after the self-check passed
+    refused = cli("tiny", str(tmp_path / "x"), "--arch", "deepseek_v3", "--scripted")
+    assert refused.code == 2 and "--scripted exists for glm_moe_dsa only" in refused.err
