@@ -9,7 +9,8 @@ import typer
 from ascend.cli.common import interactive, set_option
 
 HELP = """\
-Convert a checkpoint for serving: precision (bf16 | fp8 | w8a8), layout (hf | sharded), MTP.
+Convert a checkpoint for serving: precision (bf16 | fp8 | w8a8), layout (hf | sharded |
+mindspore), MTP; from Hugging Face or MindSpore Transformers checkpoints.
 
 Recipe mode reads the recipe's convert section (output, layout, precision rules, mtp, workers)
 and parallel layout; flag mode takes everything on the command line (world = tp x dp, ep must
@@ -23,6 +24,11 @@ Examples:
   ascend convert --src /data/GLM-5-FP8 --out /data/GLM-5-bf16 --precision bf16 --layout hf
   ascend convert --src /data/GLM-5-FP8 --out /data/GLM-5-w8a8 --precision w8a8 --mtp export
   ascend convert --src ckpt --out ckpt-tp4 --precision bf16 --layout sharded --tp 4 --ep 4
+  # a MindSpore Transformers checkpoint (needs: pip install "ascend-recipes[mindspore]"):
+  ascend convert --src /data/ms-ft --from-format mindspore --config /data/GLM-5/config.json \\
+      --out /data/GLM-5-ft-w8a8 --precision w8a8
+  # and back: a MindSpore Transformers checkpoint (BF16) from a Hugging Face one
+  ascend convert --src /data/GLM-5-FP8 --out /data/GLM-5-ms --precision bf16 --layout mindspore --ms-format ckpt
   # spread over 4 machines (shared filesystem), e.g. a Slurm array:
   ascend convert glm5/a3-w8a8 --node-rank $SLURM_ARRAY_TASK_ID --nnodes 4
   ascend convert glm5/a3-w8a8 --finalize
@@ -36,7 +42,8 @@ def register(app: typer.Typer) -> None:
         src: Optional[str] = typer.Option(None, "--src", help="Source checkpoint dir (recipe: model.path)."),
         out: Optional[str] = typer.Option(None, "--out", help="Output dir (recipe: convert.output)."),
         precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp8 | w8a8 (flag mode)."),
-        layout: Optional[str] = typer.Option(None, "--layout", help="hf | sharded (flag mode)."),
+        layout: Optional[str] = typer.Option(
+            None, "--layout", help="hf | sharded | mindspore (flag mode; mindspore: BF16, needs the extra)."),
         tp: int = typer.Option(1, "--tp", help="Attention TP size (flag mode, sharded)."),
         dp: int = typer.Option(1, "--dp", help="Attention DP groups (flag mode, sharded)."),
         ep: int = typer.Option(1, "--ep", help="Expert-parallel size; must divide tp x dp (flag mode)."),
@@ -52,6 +59,10 @@ def register(app: typer.Typer) -> None:
         nnodes: int = typer.Option(1, "--nnodes", help="Number of parts the output files are spread over."),
         finalize: bool = typer.Option(False, "--finalize", help="Only write index + manifest once all parts are done."),
         file_gb: float = typer.Option(5.0, "--file-gb", help="Target size of hf output files in GB."),
+        ms_format: str = typer.Option("safetensors", "--ms-format", help="--layout mindspore: safetensors | ckpt."),
+        from_format: str = typer.Option("hf", "--from-format", help="Source format: hf | mindspore (MindSpore Transformers)."),
+        config: Optional[str] = typer.Option(
+            None, "--config", help="HF config.json (or its dir) of a MindSpore source that has none."),
         sets: list[str] = set_option(),
     ) -> None:
         from ascend.convert.plan import ConvertOptions
@@ -89,6 +100,7 @@ def register(app: typer.Typer) -> None:
         if not out:
             raise ConvertError("no output directory", fix="set convert.output in the recipe or pass --out")
         opts.file_bytes = int(file_gb * 1e9)
+        opts.source_format, opts.source_config, opts.ms_format = from_format, config, ms_format
         opts.validate()
         if dry_run:
             from ascend.convert.pipeline import describe_plan, plan_conversion

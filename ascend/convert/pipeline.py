@@ -21,7 +21,7 @@ import multiprocessing as mp
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +42,9 @@ SHARDED_PLAN = "ascend-plan.json"
 MANIFEST_FORMAT = "ascend-manifest/1"
 # Files we write ourselves, never copied from the source
 OWN_FILES = {"config.json", MANIFEST, SHARDED_PLAN, "quant_model_description.json"}
+# Weights and bookkeeping of a MindSpore source, never copied either
+MINDSPORE_NAME_MAP = "param_name_map.json"  # MindSpore Transformers' {parameter name: file}
+MINDSPORE_FILES = {MINDSPORE_NAME_MAP, "hyper_param.safetensors"}
 
 
 @dataclass
@@ -54,11 +57,30 @@ class ConvertResult:
     seconds: float
 
 
-def load_source(src_dir: str | Path):
-    """(SafetensorsDir, ModelArgs) of a source checkpoint, with one-line errors."""
+def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
+    """(source, ModelArgs) of a source checkpoint, with one-line errors.
+
+    The source is a ``SafetensorsDir``, or for ``opts.source_format == "mindspore"`` a
+    ``MindSporeSource`` (the same read interface under HF names; BackendUnavailable, exit 2,
+    without the ``mindspore`` extra).
+    """
     from ascend.models.args import load_model_args
 
     src_dir = Path(src_dir)
+    if opts is not None and opts.source_format == "mindspore":
+        from ascend.checkpoint.mindspore_io import MindSporeSource, require_mindspore
+
+        require_mindspore()  # without the extra: one install line (exit 2) before anything else
+        if not src_dir.exists():
+            raise CheckpointError(f"{src_dir}: no such file or directory", fix="point --src at a MindSpore checkpoint")
+        config = Path(opts.source_config) if opts.source_config else None
+        config_file = (config if config is not None and config.is_file() else
+                       (config or (src_dir if src_dir.is_dir() else src_dir.parent)) / "config.json")
+        if not config_file.is_file():
+            raise CheckpointError(f"{config_file}: no config.json for the MindSpore checkpoint {src_dir}",
+                                  fix="pass --config PATH with the model's Hugging Face config.json (or its directory)")
+        s = MindSporeSource(src_dir, opts.source_config)
+        return s, s.args
     if not (src_dir / "config.json").is_file():
         raise CheckpointError(f"{src_dir}: no config.json",
                               fix="point --src at a Hugging Face checkpoint directory (ascend fetch RECIPE downloads one)")
@@ -69,7 +91,11 @@ def load_source(src_dir: str | Path):
 def plan_conversion(src_dir: str | Path, opts: ConvertOptions) -> ConvertPlan:
     from ascend.errors import PlanError
 
-    src, args = load_source(src_dir)
+    if opts.layout == "mindspore":
+        from ascend.checkpoint.mindspore_io import require_mindspore
+
+        require_mindspore()  # without the extra: one install line (exit 2), nothing planned or written
+    src, args = load_source(src_dir, opts)
     try:
         return build_plan(src, args, opts)
     except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
@@ -90,7 +116,9 @@ def describe_plan(plan: ConvertPlan, src_dir: str, out_dir: str) -> str:
         f"  layout {o.layout}, precision {o.precision}"
         + (f" + {len(o.rules)} rule(s)" if o.rules else "")
         + f", mtp {o.mtp}"
-        + (f", world {o.world} (tp {o.tp} x dp {o.dp}), ep {o.ep}, moe tp {o.world // o.ep}" if o.layout == "sharded" else ""),
+        + (f", world {o.world} (tp {o.tp} x dp {o.dp}), ep {o.ep}, moe tp {o.world // o.ep}" if o.layout == "sharded" else "")
+        + (f", MindSpore {o.ms_format}" if o.layout == "mindspore" else "")
+        + (" (from a MindSpore checkpoint)" if o.source_format == "mindspore" else ""),
     ]
     total = 0
     for rel, f in plan.all_files():
@@ -114,6 +142,9 @@ def describe_piece(p: Piece) -> str:
     if p.cols is not None:
         window += f" cols[{p.cols[0]}:{p.cols[1]}]"
     outs = ", ".join(f"{n} {d}{list(s)}" for n, d, s in p.outputs)
+    if p.op == "mindspore":
+        srcs = p.sources or [p.source]
+        return f"{p.transform}: {srcs[0]}" + (f" (+{len(srcs) - 1} more)" if len(srcs) > 1 else "") + f" -> {outs}"
     return f"{p.op}: {p.source}{window}{' (+scale)' if p.scale else ''} -> {outs}"
 
 
@@ -172,7 +203,8 @@ def _remove_stale_weights(out: Path, planned: set[str]) -> None:
             continue
         for p in d.iterdir():
             rel = str(p.relative_to(out))
-            if p.is_file() and rel not in planned and (p.name.endswith((".safetensors", ".safetensors.index.json", ".partial"))):
+            if p.is_file() and rel not in planned and p.name.endswith(
+                    (".safetensors", ".safetensors.index.json", ".partial", ".ckpt", MINDSPORE_NAME_MAP)):
                 p.unlink()
 
 
@@ -211,7 +243,8 @@ def _init_worker(queue, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], digest: str) -> tuple[str, int, str]:
+def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], digest: str,
+                 source_format: str = "hf", source_config: str | None = None) -> tuple[str, int, str]:
     """Worker entry: write one output file and its done record."""
     from ascend.convert.execute import open_source, write_file
 
@@ -227,7 +260,8 @@ def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], diges
     plist = [Piece(**{**p, "outputs": [(o[0], o[1], tuple(o[2])) for o in p["outputs"]],
                       "rows": tuple(p["rows"]) if p["rows"] else None,
                       "cols": tuple(p["cols"]) if p["cols"] else None}) for p in pieces]
-    size, sha = write_file(open_source(src_dir), path, plist, metadata={"format": "pt"}, progress=progress)
+    src = open_source(src_dir, source_format, source_config)
+    size, sha = write_file(src, path, plist, metadata={"format": "pt"}, progress=progress)
     write_json(_done_path(out, rel), {"file": rel, "size": size, "sha256": sha, "plan": digest})
     return rel, size, sha
 
@@ -256,6 +290,8 @@ def convert(
 ) -> ConvertResult:
     t0 = time.monotonic()
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
+    if opts.source_config is not None:  # recorded in the manifest: make it valid from any directory
+        opts = replace(opts, source_config=str(Path(opts.source_config).resolve()))
     if not 0 <= node_rank < nnodes:
         raise ConvertError(f"--node-rank {node_rank} is outside --nnodes {nnodes}", fix="use 0 <= node-rank < nnodes")
     if out == Path(src_dir):
@@ -279,9 +315,9 @@ def convert(
         mine = files_for_node(plan, node_rank, nnodes)
         todo = []
         for rel, f in mine:
-            p = partial_name(out / rel)
-            if p.exists():
-                p.unlink()  # left by a killed run
+            for p in (partial_name(out / rel), (out / rel).with_name(f"{Path(rel).stem}.partial{Path(rel).suffix}")):
+                if p.exists():
+                    p.unlink()  # left by a killed run (ours, or MindSpore's writer)
             if not force and _is_done(out, rel, digest):
                 skipped.append(rel)
             else:
@@ -296,7 +332,7 @@ def convert(
             )
         if skipped:
             log(f"resuming: {len(skipped)} file(s) already complete, {len(todo)} to write")
-        nbytes = _run_files(src_dir, out, todo, digest, workers, progress)
+        nbytes = _run_files(src_dir, out, todo, digest, workers, progress, (opts.source_format, opts.source_config))
         written = [rel for rel, _ in todo]
     complete = all(_is_done(out, rel, digest, check_hash=False) for rel, _ in plan.all_files())
     if complete:
@@ -312,7 +348,8 @@ def convert(
     return ConvertResult(str(out), written, skipped, complete, nbytes, time.monotonic() - t0)
 
 
-def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], digest: str, workers: int, progress: bool) -> int:
+def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], digest: str, workers: int, progress: bool,
+               source: tuple[str, str | None] = ("hf", None)) -> int:
     if not todo:
         return 0
     total = sum(f.nbytes for _, f in todo)
@@ -329,7 +366,7 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
         torch.set_num_threads(1)  # per-chunk ops are memory-bound; thread hand-offs only add latency
         try:
             for rel, pieces in jobs:
-                _convert_one(src_dir, str(out), rel, pieces, digest)
+                _convert_one(src_dir, str(out), rel, pieces, digest, *source)
         finally:
             torch.set_num_threads(threads)
             _progress_queue = None
@@ -340,7 +377,7 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
     queue = ctx.Queue() if bar else None
     threads = 1  # parallelism comes from the worker processes
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
-        pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest) for rel, pieces in jobs}
+        pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest, *source) for rel, pieces in jobs}
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -405,13 +442,25 @@ def _copy_side_files(src: Path, dst: Path) -> list[str]:
     """Tokenizer, chat template, generation config, code files: everything but weights and ours."""
     copied = []
     for p in sorted(src.iterdir()):
-        if not p.is_file() or p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json"):
+        if not p.is_file() or p.name.endswith((".safetensors", ".safetensors.index.json", ".ckpt")):
             continue
-        if p.name in OWN_FILES or p.name.endswith(".partial"):
+        if p.name in OWN_FILES or p.name in MINDSPORE_FILES or p.name.endswith(".partial"):
             continue
         write_atomic(dst / p.name, p.read_bytes())
         copied.append(p.name)
     return copied
+
+
+def _side_file_dir(src_dir: str, opts: ConvertOptions) -> Path:
+    """Where tokenizer and generation config come from: the source directory, or for a MindSpore
+    checkpoint without config.json the directory of --config (MindSpore Transformers output
+    usually holds only weights)."""
+    src = Path(src_dir)
+    src = src if src.is_dir() else src.parent
+    if opts.source_format == "mindspore" and opts.source_config and not (src / "config.json").is_file():
+        config = Path(opts.source_config)
+        return config.parent if config.is_file() else config
+    return src
 
 
 def _write_small_files(plan: ConvertPlan, src: Path, dst: Path, records: dict[str, dict]) -> list[str]:
@@ -426,6 +475,9 @@ def _write_small_files(plan: ConvertPlan, src: Path, dst: Path, records: dict[st
         write_json(dst / SHARDED_PLAN, {**plan.sharding, "files": {
             f.name: [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in f.tensors] for f in plan.files}})
         names.append(SHARDED_PLAN)
+    if plan.options.layout == "mindspore":  # the index of a MindSpore Transformers checkpoint
+        write_json(dst / MINDSPORE_NAME_MAP, {n: f.name for f in plan.files for n, _, _ in f.tensors})
+        names.append(MINDSPORE_NAME_MAP)
     if plan.index_name is not None:
         names.append(plan.index_name)
         total = sum(records[f.name]["size"] for f in plan.files)
@@ -440,7 +492,7 @@ def finalize(plan: ConvertPlan, src_dir: str, out: Path, digest: str, recipe_has
     records = {}
     for rel, _ in plan.all_files():
         records[rel] = json.loads(_done_path(out, rel).read_text())
-    src = Path(src_dir)
+    src = _side_file_dir(src_dir, plan.options)
     small = _write_small_files(plan, src, out, records)
     if plan.draft is not None:
         small += ["mtp/" + n for n in _write_small_files(

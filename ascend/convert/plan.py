@@ -19,6 +19,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -51,6 +52,11 @@ class Piece:
     rows: tuple[int, int] | None = None
     cols: tuple[int, int] | None = None
     scale_fmt: str | None = None
+    # op "mindspore": every HF source of the one MindSpore output (``source`` is the first) and
+    # the declared transform of ``ascend.models.mindspore_names`` (rename, interleave, ...)
+    sources: list[str] | None = None
+    transform: str | None = None
+    params: dict[str, int] | None = None
 
 
 @dataclass
@@ -75,13 +81,16 @@ class ConvertOptions:
 
     precision: str = "bf16"  # default format for quantizable tensors: bf16 | fp8 | w8a8
     rules: list[tuple[str, str]] = field(default_factory=list)  # (glob, format), first match wins
-    layout: str = "hf"  # hf | sharded
+    layout: str = "hf"  # hf | sharded | mindspore (MindSpore Transformers checkpoint, needs the extra)
     tp: int = 1  # attention TP per DP group
     dp: int = 1
     ep: int = 1
     mtp: str = "keep"  # keep | drop | export
     misaligned_fp8: str = "refuse"  # refuse | requantize
     file_bytes: int = DEFAULT_FILE_BYTES
+    source_format: str = "hf"  # hf | mindspore (MindSpore Transformers checkpoint, needs the extra)
+    source_config: str | None = None  # HF config.json (or its dir) of a MindSpore source without one
+    ms_format: str = "safetensors"  # layout mindspore: safetensors | ckpt
 
     @property
     def world(self) -> int:
@@ -103,9 +112,11 @@ class ConvertOptions:
     def validate(self) -> None:
         for value, allowed, what in (
             (self.precision, ("bf16", "fp8", "w8a8"), "precision"),
-            (self.layout, ("hf", "sharded"), "layout"),
+            (self.layout, ("hf", "sharded", "mindspore"), "layout"),
             (self.mtp, ("keep", "drop", "export"), "mtp"),
             (self.misaligned_fp8, ("refuse", "requantize"), "misaligned_fp8"),
+            (self.source_format, ("hf", "mindspore"), "source format"),
+            (self.ms_format, ("safetensors", "ckpt"), "MindSpore format"),
         ):
             if value not in allowed:
                 raise ConvertError(f"unknown {what} {value!r}", fix=f"use one of: {', '.join(allowed)}")
@@ -114,6 +125,14 @@ class ConvertOptions:
                 raise ConvertError(f"unknown precision rule format {fmt!r}", fix="use bf16, fp8 or w8a8")
         if min(self.tp, self.dp, self.ep) < 1:
             raise ConvertError("--tp, --dp and --ep must be >= 1")
+        if self.source_config is not None and self.source_format != "mindspore":
+            raise ConvertError("--config is for MindSpore sources", fix="add --from-format mindspore, or drop --config")
+        if self.layout == "mindspore":
+            if self.precision != "bf16" or self.rules:
+                raise ConvertError("MindSpore output is BF16 only", why="MindSpore checkpoints cannot hold FP8 or W8A8 weights",
+                                   fix="use --precision bf16 without precision rules for --layout mindspore")
+            if self.mtp == "export":
+                raise ConvertError("mtp export is not available for MindSpore output", fix="use mtp keep or drop")
         if self.world % self.ep:
             raise ConvertError(
                 f"ep {self.ep} does not divide the world size {self.world} (tp {self.tp} x dp {self.dp})",
@@ -426,6 +445,8 @@ def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
     specs = [s for s in tensor_specs(args, mtp=True) if s.scale_of is None]
     by_name = {s.name: s for s in specs}
     inv = inventory(src, by_name)
+    if opts.layout == "mindspore":
+        return _mindspore_plan(src, args, opts, inv)
     src_quant = (args.config or {}).get("quantization_config") or None
     scale_fmt = args.quantization.scale_fmt if args.quantization is not None else None
     main_specs = [s for s in specs if not (s.mtp and opts.mtp != "keep")]
@@ -479,6 +500,47 @@ def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
     if opts.mtp == "export":
         plan.draft = _draft_plan(args, specs, inv, pieces_for, opts, src_quant)
     return plan
+
+
+def _mindspore_plan(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor]) -> ConvertPlan:
+    """MindSpore Transformers layout: one piece per stored MindSpore tensor (its HF sources and
+    declared transform, ``ascend.models.mindspore_names``), packed into files as
+    ``convert_hf_to_mindspore`` packs them. Block-FP8 sources become BF16 (MindSpore has no FP8)."""
+    import torch
+
+    from ascend.checkpoint.mindspore_io import (
+        mindspore_file_name, plan_mindspore_files, stored_mindspore_rules, to_mindspore)
+    from ascend.models.mindspore_names import mindspore_rules
+
+    mtp = opts.mtp == "keep" and any(f"model.layers.{layer}.eh_proj.weight" in inv for layer in args.mtp_layers)
+    rules = mindspore_rules(args, mtp=mtp)
+    missing = [n for rule in rules for n in rule.hf if n not in inv]
+    if missing:
+        raise CheckpointError(f"source lacks {len(missing)} tensor(s) the {args.family} MindSpore layout needs",
+                              why=", ".join(missing[:3]), fix="check config.json against the checkpoint")
+
+    def out_dtype(name: str) -> str:
+        return "BF16" if inv[name].has_scale else inv[name].dtype
+
+    def hf_nbytes(name: str) -> int:
+        t = inv[name]
+        return 2 * math.prod(t.shape) if t.has_scale else src.tensors[name].nbytes
+
+    groups = plan_mindspore_files(stored_mindspore_rules(src, rules), hf_nbytes, opts.file_bytes)
+    files = []
+    for k, group in enumerate(groups, start=1):
+        f = OutputFile(mindspore_file_name(k, len(groups), opts.ms_format))
+        for rule in group:
+            meta = [torch.empty(inv[n].shape, dtype=torch.int8, device="meta") for n in rule.hf]
+            shape = tuple(to_mindspore(rule, meta).shape)
+            f.pieces.append(Piece("mindspore", rule.hf[0], [(rule.ms, out_dtype(rule.hf[0]), shape)],
+                                  sources=list(rule.hf), transform=rule.op, params=dict(rule.params) or None))
+        files.append(f)
+    config = _output_config(args.config, files, None)
+    if not mtp and args.num_nextn_predict_layers:
+        config["num_nextn_predict_layers"] = 0  # the output holds no MTP layer
+    return ConvertPlan(options=opts, files=files, config=config, quant_description=None, index_name=None,
+                       sharding=None, source_fingerprint=src.fingerprint())
 
 
 def _draft_plan(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -> ConvertPlan:
