@@ -145,6 +145,26 @@ _MLA_COMMON = {
     "first_k_dense_replace": 1,
 }
 
+# DeepSeek-V3 and V3.2 share everything but the DSA indexer: 8 groups keep 4, YaRN.
+_DEEPSEEK_COMMON = {
+    **_MLA_COMMON,
+    "n_routed_experts": 16,
+    "n_group": 8,
+    "topk_group": 4,
+    "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 2048,
+    "rope_theta": 10000,
+    "rope_scaling": {
+        "type": "yarn",
+        "factor": 8,
+        "original_max_position_embeddings": 256,
+        "beta_fast": 32,
+        "beta_slow": 1,
+        "mscale": 1.0,
+        "mscale_all_dim": 1.0,
+    },
+}
+
 _BASE: dict[str, dict[str, Any]] = {
     "glm_moe_dsa": {
         "architectures": ["GlmMoeDsaForCausalLM"],
@@ -169,22 +189,7 @@ _BASE: dict[str, dict[str, Any]] = {
     "deepseek_v3": {
         "architectures": ["DeepseekV3ForCausalLM"],
         "model_type": "deepseek_v3",
-        **_MLA_COMMON,
-        "n_routed_experts": 16,
-        "n_group": 8,
-        "topk_group": 4,
-        "rms_norm_eps": 1e-6,
-        "max_position_embeddings": 2048,
-        "rope_theta": 10000,
-        "rope_scaling": {
-            "type": "yarn",
-            "factor": 8,
-            "original_max_position_embeddings": 256,
-            "beta_fast": 32,
-            "beta_slow": 1,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        },
+        **_DEEPSEEK_COMMON,
         "ep_size": 1,
         "pretraining_tp": 1,
         **_specials_config("deepseek_v3"),
@@ -192,22 +197,7 @@ _BASE: dict[str, dict[str, Any]] = {
     "deepseek_v32": {
         "architectures": ["DeepseekV32ForCausalLM"],
         "model_type": "deepseek_v32",
-        **_MLA_COMMON,
-        "n_routed_experts": 16,
-        "n_group": 8,
-        "topk_group": 4,
-        "rms_norm_eps": 1e-6,
-        "max_position_embeddings": 2048,
-        "rope_theta": 10000,
-        "rope_scaling": {
-            "type": "yarn",
-            "factor": 8,
-            "original_max_position_embeddings": 256,
-            "beta_fast": 32,
-            "beta_slow": 1,
-            "mscale": 1.0,
-            "mscale_all_dim": 1.0,
-        },
+        **_DEEPSEEK_COMMON,
         "index_n_heads": 8,
         "index_head_dim": 32,
         "index_topk": 4,
