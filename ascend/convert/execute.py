@@ -103,7 +103,7 @@ def open_source(src_dir: str, source_format: str = "hf", config: str | None = No
     src = _SOURCES.get(key)
     if src is None:
         if source_format == "mindspore":
-            from ascend.checkpoint.mindspore_io import MindSporeSource
+            from ascend.checkpoint.mindspore_layout import MindSporeSource
 
             src = MindSporeSource(src_dir, config)
         else:
@@ -155,10 +155,10 @@ def mindspore_rule(piece: Piece):
 
 def write_mindspore_pieces(src: SafetensorsDir, path: Path, pieces: list[Piece]) -> tuple[int, str]:
     """One MindSpore file (``.safetensors`` or ``.ckpt`` by ``path``'s suffix) of ``op ==
-    "mindspore"`` pieces, through ``mindspore_io.write_mindspore_file``. MindSpore writes whole
+    "mindspore"`` pieces, through ``mindspore_layout.write_mindspore_file``. MindSpore writes whole
     tensors: the memory floor is the largest MindSpore tensor of the file plus one expert (see
     docs/mindspore.md), not the chunk budget of the other layouts."""
-    from ascend.checkpoint.mindspore_io import write_mindspore_file
+    from ascend.checkpoint.mindspore_layout import write_mindspore_file
 
     return write_mindspore_file(path, [mindspore_rule(p) for p in pieces], lambda n: read_hf_as_written(src, n),
                                 "ckpt" if path.suffix == ".ckpt" else "safetensors")

@@ -68,7 +68,8 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
 
     src_dir = Path(src_dir)
     if opts is not None and opts.source_format == "mindspore":
-        from ascend.checkpoint.mindspore_io import MindSporeSource, require_mindspore
+        from ascend.checkpoint.mindspore_io import require_mindspore
+        from ascend.checkpoint.mindspore_layout import MindSporeSource
 
         require_mindspore()  # without the extra: one install line (exit 2) before anything else
         if not src_dir.exists():

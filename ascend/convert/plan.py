@@ -508,8 +508,7 @@ def _mindspore_plan(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor
     ``convert_hf_to_mindspore`` packs them. Block-FP8 sources become BF16 (MindSpore has no FP8)."""
     import torch
 
-    from ascend.checkpoint.mindspore_io import (
-        mindspore_file_name, plan_mindspore_files, stored_mindspore_rules, to_mindspore)
+    from ascend.checkpoint.mindspore_layout import mindspore_file_name, plan_mindspore_files, stored_mindspore_rules, to_mindspore
     from ascend.models.mindspore_names import mindspore_rules
 
     mtp = opts.mtp == "keep" and any(f"model.layers.{layer}.eh_proj.weight" in inv for layer in args.mtp_layers)

@@ -275,7 +275,7 @@ def _check_mindspore(out: Path, plan: ConvertPlan, src, sample: int | None, repo
                 report.problems.append(f"{f.name}: tensor {name} is {names_of.get(t.dtype)}{list(t.shape)}, "
                                        f"planned {dtype}{list(shape)}")
             elif src is not None and id(p) in checked:
-                from ascend.checkpoint.mindspore_io import build_mindspore_tensor
+                from ascend.checkpoint.mindspore_layout import build_mindspore_tensor
 
                 want = build_mindspore_tensor(mindspore_rule(p), lambda n: read_hf_as_written(src, n))
                 report.tensors_checked += 1

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ascend.checkpoint.mindspore_io import convert_hf_to_mindspore, require_mindspore
+from ascend.checkpoint.mindspore_io import require_mindspore
+from ascend.checkpoint.mindspore_layout import convert_hf_to_mindspore
 from ascend.cli.main import main
 from ascend.errors import BackendUnavailable
 

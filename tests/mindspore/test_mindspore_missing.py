@@ -37,7 +37,8 @@ def test_require_mindspore_names_the_extra(no_mindspore):
 def test_read_and_write_fail_before_touching_files(no_mindspore, tmp_path):
     import torch
 
-    from ascend.checkpoint.mindspore_io import convert_hf_to_mindspore, read_mindspore, write_mindspore
+    from ascend.checkpoint.mindspore_io import read_mindspore, write_mindspore
+    from ascend.checkpoint.mindspore_layout import convert_hf_to_mindspore
 
     with pytest.raises(BackendUnavailable) as info:
         read_mindspore(tmp_path / "missing.safetensors")
