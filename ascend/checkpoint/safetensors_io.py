@@ -13,11 +13,13 @@ must tile the data region with no gaps.
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import json
 import os
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -280,7 +282,14 @@ class SafetensorsWriter:
     then appends each tensor's bytes in the same order with ``write``. ``commit`` checks that
     exactly the planned bytes arrived, fsyncs, renames ``<name>.partial`` to ``<name>`` and
     returns (size, sha256). Until then only the ``.partial`` file exists.
+
+    Hashing and writing run on one background thread (both release the GIL), so the caller
+    computes the next chunk meanwhile; at most ``IN_FLIGHT`` chunks wait for it, which bounds
+    the extra memory. A chunk handed to ``write`` must not be modified afterwards. An I/O error
+    surfaces on the next ``write`` or on ``commit``.
     """
+
+    IN_FLIGHT = 2
 
     def __init__(self, path: str | Path, entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None = None):
         self.path = Path(path)
@@ -288,14 +297,24 @@ class SafetensorsWriter:
         self.header = build_header(entries, metadata)
         self.expected = len(self.header) + data_size(entries)
         self.sha = hashlib.sha256()
-        self.written = 0
+        self.written = 0  # bytes on disk (background thread)
+        self.queued = 0  # bytes handed to write()
         self.f = open_for_write(self.tmp)
+        self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ascend-write")
+        self.pending: collections.deque[Future] = collections.deque()
         self.write(self.header)
 
     def write(self, data: bytes | bytearray | memoryview | torch.Tensor) -> None:
-        if isinstance(data, torch.Tensor):
-            data = tensor_bytes(data)
-        view = memoryview(data).cast("B")
+        view = memoryview(tensor_bytes(data) if isinstance(data, torch.Tensor) else data).cast("B")
+        self.queued += len(view)
+        if self.queued > self.expected:
+            self.abort()
+            raise ConvertError(f"internal: {self.path} got more bytes than planned")
+        self.pending.append(self.io.submit(self._write_now, view))
+        while len(self.pending) > self.IN_FLIGHT:
+            self._settle(self.pending.popleft())
+
+    def _write_now(self, view: memoryview) -> None:
         self.sha.update(view)
         try:
             while view:
@@ -303,7 +322,6 @@ class SafetensorsWriter:
                 view = view[n:]
                 self.written += n
         except OSError as err:
-            self.abort()
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ConvertError(
                     f"no space left on the device writing {self.path}",
@@ -311,14 +329,21 @@ class SafetensorsWriter:
                     fix="free space or choose another --out, then rerun (finished files are kept)",
                 ) from None
             raise ConvertError(f"cannot write {self.path}", why=err.strerror) from None
-        if self.written > self.expected:
+
+    def _settle(self, fut: Future) -> None:
+        try:
+            fut.result()
+        except BaseException:
             self.abort()
-            raise ConvertError(f"internal: {self.path} got more bytes than planned")
+            raise
 
     def commit(self) -> tuple[int, str]:
+        while self.pending:
+            self._settle(self.pending.popleft())
         if self.written != self.expected:
             self.abort()
             raise ConvertError(f"internal: {self.path} got {self.written} bytes, planned {self.expected}")
+        self.io.shutdown()
         try:
             os.fsync(self.f.fileno())
         except OSError as err:
@@ -330,6 +355,9 @@ class SafetensorsWriter:
         return self.written, self.sha.hexdigest()
 
     def abort(self) -> None:
+        """Stop, close and delete the partial file (waits for the write in progress)."""
+        self.io.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
         if not self.f.closed:
             self.f.close()
         try:

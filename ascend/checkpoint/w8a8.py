@@ -24,17 +24,19 @@ DESCRIPTION_FILE = "quant_model_description.json"
 WEIGHT_FILE_STEM = "quant_model_weight_w8a8_dynamic"
 
 
-def quantize_w8a8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """w: [out, in] float (computed in fp32).
+def quantize_w8a8(w: torch.Tensor, *, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """w: [out, in] float (computed in fp32). ``overwrite=True``: an fp32 ``w`` is the caller's
+    scratch and is used as the working buffer (one fp32 pass less; its values are destroyed).
 
     Returns (weight [out, in] int8, weight_scale [out, 1] float32, weight_offset [out, 1] float32).
     """
     if w.dim() != 2:
         raise ValueError(f"W8A8 weight must be 2-D, got shape {tuple(w.shape)}")
-    amax = w.abs().amax(dim=1, keepdim=True).to(torch.float32)  # exact in the input dtype
+    # max |w| per row without an |w| temporary (two reductions: half the time of abs().amax()); exact
+    amax = torch.maximum(w.amax(dim=1, keepdim=True), -w.amin(dim=1, keepdim=True)).to(torch.float32)
     scale = (amax.clamp_(min=AMAX_FLOOR) / INT8_MAX).to(SCALE_DTYPE)
     q = w.to(torch.float32)
-    if q.data_ptr() == w.data_ptr():
+    if q.data_ptr() == w.data_ptr() and not overwrite:
         q = q.clone()
     q.div_(scale).round_().clamp_(-INT8_MAX, INT8_MAX)  # in place: one fp32 buffer per chunk
     return q.to(torch.int8), scale, torch.zeros_like(scale)

@@ -80,7 +80,7 @@ def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor],
             write(q)
             side[0].append(s)
         elif piece.op == "w8a8":
-            q, scale, offset = quantize_w8a8(x)
+            q, scale, offset = quantize_w8a8(x, overwrite=True)  # x is our own fp32 scratch
             write(q)
             side[0].append(scale)
             side[1].append(offset)
