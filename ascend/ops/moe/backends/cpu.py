@@ -12,15 +12,21 @@ operator's constraints are not met.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
 name = "cpu"
 INT32_MAX = 2**31 - 1
-# Without native half-precision matmul, experts with fewer rows than this use PyTorch's half GEMV
-# (it reads bf16 weights directly); larger ones convert to fp32, which is far faster for GEMM.
-HALF_GEMV_MAX_ROWS = 32
+# Experts with fewer rows than this use F.linear (GEMV-like, streams the weight once); larger ones
+# the transposed GEMM. For half precision without native matmul the small path is PyTorch's half
+# GEMV on the bf16 weight, larger experts convert the weight to fp32 (measured crossover, one
+# thread, AVX2: about 4 rows).
+FP32_GEMV_MAX_ROWS = 16
+FP32_LINEAR_MIN_ROWS = 128  # from here x @ w^T (F.linear) is again the faster fp32 form
+HALF_GEMV_MAX_ROWS = 4
 
 
 def gating_topk(
@@ -196,18 +202,31 @@ def token_unpermute(permuted: torch.Tensor, sorted_indices: torch.Tensor, probs:
 
     permuted: [M, H]; sorted_indices: [T*K] int (token-major gather index, -1 = no contribution);
     probs: [T, K] or None (K = 1). out[t] = sum_k probs[t, k] * permuted[sorted_indices[t*K + k]],
-    products in the token dtype, then summed over k. Returns [T, H] permuted.dtype.
+    products in the token dtype, then summed over k in fp32 (k ascending), rounded once.
+    Returns [T, H] permuted.dtype.
+
+    One [T, H] gather per k, accumulated in place: the same sums as materializing the [T, K, H]
+    gather and reducing over k, at a third of the memory traffic.
     """
     top_k = 1 if probs is None else probs.shape[1]
     num_tokens = sorted_indices.numel() // top_k
-    idx = sorted_indices.reshape(-1).long()
+    idx = sorted_indices.reshape(num_tokens, top_k).long()
     missing = idx < 0
-    rows = permuted.index_select(0, idx.clamp(min=0)).view(num_tokens, top_k, permuted.shape[1])
-    if bool(missing.any()):
-        rows = rows.masked_fill(missing.view(num_tokens, top_k, 1), 0)
-    if probs is not None:
-        rows = rows * probs.to(permuted.dtype).unsqueeze(-1)
-    return rows.sum(dim=1)
+    any_missing = bool(missing.any())
+    idx = idx.clamp(min=0)
+    weights = None if probs is None else probs.to(permuted.dtype)
+    total = None
+    for k in range(top_k):
+        rows = permuted.index_select(0, idx[:, k])
+        if any_missing:
+            rows.masked_fill_(missing[:, k:k + 1], 0)
+        if weights is not None:
+            rows.mul_(weights[:, k:k + 1])
+        if total is None:
+            total = rows.float()
+        else:
+            total.add_(rows)
+    return total.to(permuted.dtype)
 
 
 def dynamic_quant(x: torch.Tensor, *, smooth_scales: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -237,30 +256,88 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     x.dtype; rows past the group-list sum are zero.
 
     Only non-empty experts' weights are read, each once, straight from the caller's tensors.
-    Groups are multiplied in transposed form (``w13[e] @ x_e^T``: the weight is the large left
-    operand, the few token columns the right one), which MKL ran about twice as fast as
-    ``x_e @ w13[e]^T`` at 16 rows per expert on an AVX2 host; small half-precision groups on CPUs without
-    native half matmul use PyTorch's half GEMV instead (``HALF_GEMV_MAX_ROWS``).
+    On CPU the experts are spread over ``torch.get_num_threads()`` threads, each running whole
+    experts with single-threaded BLAS: a GEMM with a few rows cannot use several cores (MKL's
+    own threading gained nothing below ~64 rows here), while whole experts side by side keep
+    every core streaming weights. An expert's result depends only on its own rows, never on the
+    thread or on the other experts, so expert-parallel ranks reproduce it bit for bit.
     """
-    inter = w2.shape[2]
     counts = group_counts(tokens_per_expert, group_list_type)
-    upcast = x_sorted.device.type == "cpu" and _upcast_matmul(x_sorted.dtype)
     out = x_sorted.new_zeros((x_sorted.shape[0], w2.shape[1]))
-    compute = torch.float32 if upcast else x_sorted.dtype
-    start = 0
-    for e, n in enumerate(counts):
-        if not n:
-            continue
-        rows = slice(start, start + n)
-        start += n
-        if upcast and n < HALF_GEMV_MAX_ROWS:  # PyTorch's half GEMV reads the weight as is
-            h = F.linear(x_sorted[rows], w13[e])
-            out[rows] = F.linear(F.silu(h[:, :inter]).mul_(h[:, inter:]), w2[e])
-            continue
-        # [H, n], contiguous: a strided column block of a [H, M] matrix sends MKL down a slow path for small n
-        x_t = x_sorted[rows].to(compute).t().contiguous()
-        h_t = torch.mm(w13[e].to(compute), x_t).to(x_sorted.dtype)  # [2I, n]
-        act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
-        out[rows] = torch.mm(w2[e].to(compute), act_t.to(compute)).t()  # [n, H]
+    starts = [0]
+    for n in counts:
+        starts.append(starts[-1] + n)
+    groups = [(e, starts[e], n) for e, n in enumerate(counts) if n]
+    upcast = x_sorted.device.type == "cpu" and _upcast_matmul(x_sorted.dtype)
+    inference = torch.is_inference_mode_enabled()
+
+    def compute(batch: list[tuple[int, int, int]]) -> None:
+        for e, start, n in batch:
+            out[start:start + n] = _expert(x_sorted[start:start + n], w13[e], w2[e], upcast)
+
+    def in_pool(batch: list[tuple[int, int, int]]) -> None:
+        with torch.inference_mode(inference), torch.no_grad():  # both are per thread: the caller's
+            compute(batch)
+
+    threads = torch.get_num_threads() if x_sorted.device.type == "cpu" else 1
+    # PyTorch's half GEMV is already multi-threaded: those experts stay on the caller's thread,
+    # as does everything while autograd records (graph building is not thread-safe)
+    here = [g for g in groups if upcast and g[2] < HALF_GEMV_MAX_ROWS]
+    pooled = [g for g in groups if not (upcast and g[2] < HALF_GEMV_MAX_ROWS)]
+    if threads > 1 and len(pooled) > 1 and not torch.is_grad_enabled():
+        list(_pool(threads).map(in_pool, _balance(pooled, threads)))
+    else:
+        here = groups
+    compute(here)
     return out
 
+def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool) -> torch.Tensor:
+    """One expert's SwiGLU on its n rows x [n, H] -> [n, H] x.dtype.
+
+    Few rows: ``F.linear`` (a GEMV-like call that streams the weight once; for half precision
+    without native support, PyTorch's half GEMV, which reads the weight as is). More rows: the
+    transposed form ``w13 @ x^T`` (the weight is the large left operand, the token columns the
+    right one), which MKL ran faster than ``x @ w13^T`` from 16 to 127 rows on an AVX2 host; half
+    weights are converted to fp32 first, far faster than a half GEMM without native support.
+    """
+    n, inter = x.shape[0], w2.shape[1]
+    if n < (HALF_GEMV_MAX_ROWS if upcast else FP32_GEMV_MAX_ROWS) or (not upcast and n >= FP32_LINEAR_MIN_ROWS):
+        h = F.linear(x, w13)
+        return F.linear(F.silu(h[:, :inter]).mul_(h[:, inter:]), w2)
+    compute = torch.float32 if upcast else x.dtype
+    # [H, n], contiguous: a strided column block of a [H, M] matrix sends MKL down a slow path for small n
+    x_t = x.to(compute).t().contiguous()
+    h_t = torch.mm(w13.to(compute), x_t).to(x.dtype)  # [2I, n]
+    act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
+    return torch.mm(w2.to(compute), act_t.to(compute)).t().to(x.dtype)  # [n, H]
+
+
+def _balance(groups: list[tuple[int, int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
+    """Split expert groups into ``parts`` batches of similar cost (largest first, each to the
+    least-loaded batch). Cost ~ one weight read plus the rows' FLOPs: ``n + 16``."""
+    batches: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for g in sorted(groups, key=lambda g: -g[2]):
+        i = load.index(min(load))
+        batches[i].append(g)
+        load[i] += g[2] + 16
+    return [b for b in batches if b]
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` workers whose torch ops run single-threaded."""
+    pool = _POOLS.get(threads)
+    if pool is None:
+        pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="ascend-moe",
+                                                    initializer=torch.set_num_threads, initargs=(1,))
+    return pool
+
+
+def _forget_pools() -> None:
+    _POOLS.clear()  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pools)
