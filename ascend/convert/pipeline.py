@@ -9,9 +9,9 @@ Output directory state:
                                        written once every weight file is done (finalize)
 - ``ascend-manifest.json``             written last; its presence means the output is complete
 
-Memory: each worker holds about ``4 × CHUNK_BYTES`` (64 MiB default) of tensor data plus the
+Memory: each worker holds about ``6 × CHUNK_BYTES`` (64 MiB default) of tensor data plus the
 scales of one tensor, plus ~0.3 GB of interpreter and torch. Peak RSS of a run is therefore
-about ``0.3 GB + workers × (0.3 GB + 4 × CHUNK_BYTES)``, independent of checkpoint size.
+about ``0.3 GB + workers × (0.3 GB + 6 × CHUNK_BYTES)``, independent of checkpoint size.
 """
 
 from __future__ import annotations
