@@ -263,17 +263,18 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     thread or on the other experts, so expert-parallel ranks reproduce it bit for bit.
     """
     counts = group_counts(tokens_per_expert, group_list_type)
-    out = x_sorted.new_zeros((x_sorted.shape[0], w2.shape[1]))
     starts = [0]
     for n in counts:
         starts.append(starts[-1] + n)
+    out = x_sorted.new_empty((x_sorted.shape[0], w2.shape[1]))  # every row up to the sum is written
+    out[starts[-1]:].zero_()
     groups = [(e, starts[e], n) for e, n in enumerate(counts) if n]
     upcast = x_sorted.device.type == "cpu" and _upcast_matmul(x_sorted.dtype)
     inference = torch.is_inference_mode_enabled()
 
     def compute(batch: list[tuple[int, int, int]]) -> None:
         for e, start, n in batch:
-            out[start:start + n] = _expert(x_sorted[start:start + n], w13[e], w2[e], upcast)
+            _expert(x_sorted[start:start + n], w13[e], w2[e], upcast, out[start:start + n])
 
     def in_pool(batch: list[tuple[int, int, int]]) -> None:
         with torch.inference_mode(inference), torch.no_grad():  # both are per thread: the caller's
@@ -291,8 +292,8 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     compute(here)
     return out
 
-def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool) -> torch.Tensor:
-    """One expert's SwiGLU on its n rows x [n, H] -> [n, H] x.dtype.
+def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool, out: torch.Tensor) -> None:
+    """One expert's SwiGLU on its n rows x [n, H], written into ``out`` [n, H] x.dtype.
 
     Few rows: ``F.linear`` (a GEMV-like call that streams the weight once; for half precision
     without native support, PyTorch's half GEMV, which reads the weight as is). More rows: the
@@ -303,13 +304,18 @@ def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool) 
     n, inter = x.shape[0], w2.shape[1]
     if n < (HALF_GEMV_MAX_ROWS if upcast else FP32_GEMV_MAX_ROWS) or (not upcast and n >= FP32_LINEAR_MIN_ROWS):
         h = F.linear(x, w13)
-        return F.linear(F.silu(h[:, :inter]).mul_(h[:, inter:]), w2)
+        act = F.silu(h[:, :inter]).mul_(h[:, inter:])
+        if torch.is_grad_enabled():  # out= ops do not record autograd
+            out.copy_(F.linear(act, w2))
+        else:
+            torch.mm(act, w2.t(), out=out)  # = F.linear(act, w2), without the copy
+        return
     compute = torch.float32 if upcast else x.dtype
     # [H, n], contiguous: a strided column block of a [H, M] matrix sends MKL down a slow path for small n
     x_t = x.to(compute).t().contiguous()
     h_t = torch.mm(w13.to(compute), x_t).to(x.dtype)  # [2I, n]
     act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
-    return torch.mm(w2.to(compute), act_t.to(compute)).t().to(x.dtype)  # [n, H]
+    out.copy_(torch.mm(w2.to(compute), act_t.to(compute)).t())  # [n, H], rounded to x.dtype
 
 
 def _balance(groups: list[tuple[int, int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
