@@ -257,9 +257,9 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
 
     Only non-empty experts' weights are read, each once, straight from the caller's tensors.
     On CPU the experts are spread over ``torch.get_num_threads()`` threads, each running whole
-    experts with single-threaded BLAS: a GEMM with a few rows cannot use several cores (MKL's
-    own threading gained nothing below ~64 rows here), while whole experts side by side keep
-    every core streaming weights. An expert's result depends only on its own rows, never on the
+    experts with single-threaded BLAS: a GEMM of a few rows makes poor use of several cores
+    (MKL's GEMV is single-threaded, its small-row GEMMs gain little from threads), while whole
+    experts side by side keep every core streaming weights. An expert's result depends only on its own rows, never on the
     thread or on the other experts, so expert-parallel ranks reproduce it bit for bit.
     """
     counts = group_counts(tokens_per_expert, group_list_type)
@@ -292,14 +292,16 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     compute(here)
     return out
 
+
 def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool, out: torch.Tensor) -> None:
     """One expert's SwiGLU on its n rows x [n, H], written into ``out`` [n, H] x.dtype.
 
     Few rows: ``F.linear`` (a GEMV-like call that streams the weight once; for half precision
-    without native support, PyTorch's half GEMV, which reads the weight as is). More rows: the
-    transposed form ``w13 @ x^T`` (the weight is the large left operand, the token columns the
-    right one), which MKL ran faster than ``x @ w13^T`` from 16 to 127 rows on an AVX2 host; half
-    weights are converted to fp32 first, far faster than a half GEMM without native support.
+    without native support, PyTorch's half GEMV, which reads the weight as is). From 16 to 127
+    fp32 rows (and from 4 half rows): the transposed form ``w13 @ x^T`` (the weight is the large
+    left operand, the token columns the right one), which MKL ran faster there on an AVX2 host;
+    half weights are converted to fp32 first, far faster than a half GEMM without native support.
+    From 128 fp32 rows ``F.linear`` is the faster form again.
     """
     n, inter = x.shape[0], w2.shape[1]
     if n < (HALF_GEMV_MAX_ROWS if upcast else FP32_GEMV_MAX_ROWS) or (not upcast and n >= FP32_LINEAR_MIN_ROWS):
