@@ -83,3 +83,8 @@ class CheckFailed(AscendError):
     """A check ran and did not pass (plan does not fit, verify mismatch, smoke failure)."""
 
     exit_code = 3
+
+
+def first_names(names: list[str], shown: int = 3) -> str:
+    """The first few names of a list for a one-line message: ``a, b, c ...``."""
+    return ", ".join(names[:shown]) + (" ..." if len(names) > shown else "")

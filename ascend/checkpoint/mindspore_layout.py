@@ -33,7 +33,7 @@ from ascend.checkpoint.safetensors_io import (
     TensorInfo,
     write_json,
 )
-from ascend.errors import CheckpointError, ConvertError
+from ascend.errors import CheckpointError, ConvertError, first_names
 from ascend.models.mindspore_names import MsRule  # data only, no torch
 
 
@@ -187,7 +187,7 @@ def convert_hf_to_mindspore(
         if missing:
             raise CheckpointError(
                 f"{src} lacks {len(missing)} tensor(s) the {args.family} MindSpore layout needs",
-                why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+                why=first_names(missing),
                 fix="check config.json against the checkpoint",
             )
         mtp_prefixes = tuple(f"model.layers.{layer}." for layer in args.mtp_layers)
@@ -196,7 +196,7 @@ def convert_hf_to_mindspore(
         if extra:
             raise ConvertError(
                 f"{len(extra)} tensor(s) of {src} have no MindSpore Transformers name",
-                why=", ".join(extra[:3]) + (" ..." if len(extra) > 3 else ""),
+                why=first_names(extra),
                 fix="check that config.json describes this checkpoint (layers, experts, MTP)",
             )
         stored = stored_mindspore_rules(sd, rules)
@@ -310,14 +310,14 @@ def resolve_mindspore_names(listing: Mapping[str, Any], args: Any, where: str) -
     if unknown:
         raise ConvertError(
             f"{len(unknown)} tensor(s) of {where} are not {args.family} MindSpore Transformers parameters",
-            why=", ".join(unknown[:3]) + (" ..." if len(unknown) > 3 else ""),
+            why=first_names(unknown),
             fix="check that config.json describes this checkpoint (layers, experts, MTP)",
         )
     missing = [n for n in required if n not in listing]
     if missing:
         raise CheckpointError(
             f"{where} lacks {len(missing)} MindSpore tensor(s) of {args.family}",
-            why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+            why=first_names(missing),
             fix="check config.json (layers, experts, MTP) or merge a distributed checkpoint first",
         )
     own_hf = {name for rule in own.values() for name in rule.hf}

@@ -29,7 +29,7 @@ from typing import Iterable
 
 import torch
 
-from ascend.errors import CheckpointError, ConvertError
+from ascend.errors import CheckpointError, ConvertError, first_names
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -168,7 +168,7 @@ class SafetensorsDir:
             if missing:
                 raise CheckpointError(
                     f"{len(missing)} shard file(s) named in {index.name} are missing",
-                    why=", ".join(missing[:3]) + (" ..." if len(missing) > 3 else ""),
+                    why=first_names(missing),
                     fix="download the missing shards (ascend fetch resumes)",
                 )
             return files
