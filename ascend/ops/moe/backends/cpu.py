@@ -283,13 +283,12 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     threads = torch.get_num_threads() if x_sorted.device.type == "cpu" else 1
     # PyTorch's half GEMV is already multi-threaded: those experts stay on the caller's thread,
     # as does everything while autograd records (graph building is not thread-safe)
-    here = [g for g in groups if upcast and g[2] < HALF_GEMV_MAX_ROWS]
-    pooled = [g for g in groups if not (upcast and g[2] < HALF_GEMV_MAX_ROWS)]
+    on_caller = [upcast and n < HALF_GEMV_MAX_ROWS for _, _, n in groups]
+    pooled = [g for g, here in zip(groups, on_caller) if not here]
     if threads > 1 and len(pooled) > 1 and not torch.is_grad_enabled():
         list(_pool(threads).map(in_pool, _balance(pooled, threads)))
-    else:
-        here = groups
-    compute(here)
+        groups = [g for g, here in zip(groups, on_caller) if here]
+    compute(groups)
     return out
 
 
