@@ -19,6 +19,7 @@ import errno
 import functools
 import hashlib
 import json
+import mmap
 import os
 import struct
 import sys
@@ -270,8 +271,44 @@ def fsync_dir(path: str | Path) -> None:
 
 
 def open_for_write(path: Path):
-    """Unbuffered binary file for a weight being written (one place, so tests can simulate a full disk)."""
-    return open(path, "wb", buffering=0)
+    """The sink a weight file is written through (one place, so tests can simulate a full disk):
+    a ``DirectFile`` where the filesystem takes ``O_DIRECT``, else a ``BufferedFile``."""
+    if os.environ.get("ASCEND_DIRECT_IO", "1") != "0" and hasattr(os, "O_DIRECT"):
+        try:
+            return DirectFile(path)
+        except OSError as err:
+            if err.errno != errno.EINVAL:  # EINVAL: this filesystem has no O_DIRECT (tmpfs)
+                raise
+    return BufferedFile(path)
+
+
+class BufferedFile:
+    """Plain unbuffered writes through the page cache, with write-behind every ``FLUSH_BYTES``."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "wb", buffering=0)
+        self.written = self.flushed = 0
+
+    @property
+    def closed(self) -> bool:
+        return self.f.closed
+
+    def fileno(self) -> int:
+        return self.f.fileno()
+
+    def write(self, view: memoryview) -> int:
+        n = self.f.write(view)
+        self.written += n
+        if self.written - self.flushed >= FLUSH_BYTES:
+            start_writeback(self.f.fileno(), self.flushed, self.written - self.flushed)
+            self.flushed = self.written
+        return n
+
+    def finish(self) -> None:
+        """Everything written is in the file (the caller fsyncs)."""
+
+    def close(self) -> None:
+        self.f.close()
 
 
 FLUSH_BYTES = 16 << 20
@@ -303,6 +340,78 @@ def _sync_file_range():
     return fn
 
 
+class DirectFile:
+    """Writes that bypass the page cache (``O_DIRECT``), staged in an aligned buffer.
+
+    Copying gigabytes into the page cache is the costliest part of a conversion on many hosts
+    (measured on a 2-core VM: 2 CPU-seconds per GB, as much as the FP8 dequantization), and a
+    1.5 TB output would only evict everything else from it. Direct writes need aligned memory,
+    sizes and offsets: data is copied into a page-aligned ``STAGE_BYTES`` buffer and written
+    whenever it is full; ``finish`` writes the tail padded to ``ALIGN`` and truncates the file to
+    its real size. A filesystem that accepts the flag but rejects the writes (EINVAL) gets the
+    flag cleared and the same bytes written through the page cache.
+    """
+
+    ALIGN = 4096  # a multiple of every device's logical block size
+    STAGE_BYTES = 8 << 20
+
+    def __init__(self, path: Path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+        self.stage = mmap.mmap(-1, self.STAGE_BYTES)  # anonymous maps are page-aligned
+        self.view = memoryview(self.stage)
+        self.fill = 0  # bytes staged
+        self.size = 0  # bytes accepted
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, view: memoryview) -> int:
+        n = min(len(view), self.STAGE_BYTES - self.fill)
+        self.view[self.fill:self.fill + n] = view[:n]
+        self.fill += n
+        self.size += n
+        if self.fill == self.STAGE_BYTES:
+            self._drain(self.STAGE_BYTES)
+        return n
+
+    def _drain(self, nbytes: int) -> None:
+        done = 0
+        while done < nbytes:
+            try:
+                done += os.write(self.fd, self.view[done:nbytes])
+            except OSError as err:
+                if err.errno != errno.EINVAL or not fcntl_clear_direct(self.fd):
+                    raise
+        self.fill = 0
+
+    def finish(self) -> None:
+        tail = self.fill
+        if tail:
+            padded = tail + (-tail % self.ALIGN)
+            self.view[tail:padded] = bytes(padded - tail)
+            self._drain(padded)
+            os.ftruncate(self.fd, self.size)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.view.release()
+            self.stage.close()
+            os.close(self.fd)
+
+
+def fcntl_clear_direct(fd: int) -> bool:
+    """Turn ``O_DIRECT`` off on ``fd``; False if it was not on."""
+    import fcntl
+
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not flags & os.O_DIRECT:
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+    return True
+
+
 def partial_name(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
@@ -318,8 +427,9 @@ class SafetensorsWriter:
     Hashing and writing run on one background thread (both release the GIL), so the caller
     computes the next chunk meanwhile; at most ``IN_FLIGHT`` chunks wait for it, which bounds
     the extra memory. A chunk handed to ``write`` must not be modified afterwards. An I/O error
-    surfaces on the next ``write`` or on ``commit``. Every ``FLUSH_BYTES`` the thread hands the
-    range just written to the disk (``start_writeback``), so the disk works while we compute.
+    surfaces on the next ``write`` or on ``commit``. The bytes go to disk through
+    ``open_for_write``'s sink: direct I/O where the filesystem allows it, else the page cache
+    with write-behind.
     """
 
     IN_FLIGHT = 2
@@ -330,8 +440,7 @@ class SafetensorsWriter:
         self.header = build_header(entries, metadata)
         self.expected = len(self.header) + data_size(entries)
         self.sha = hashlib.sha256()
-        self.written = 0  # bytes on disk (background thread)
-        self.flushed = 0  # bytes handed to the disk
+        self.written = 0  # bytes accepted by the sink (background thread)
         self.queued = 0  # bytes handed to write()
         self.f = open_for_write(self.tmp)
         self.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ascend-write")
@@ -355,9 +464,8 @@ class SafetensorsWriter:
                 n = self.f.write(view)
                 view = view[n:]
                 self.written += n
-            if self.written - self.flushed >= FLUSH_BYTES:
-                start_writeback(self.f.fileno(), self.flushed, self.written - self.flushed)
-                self.flushed = self.written
+            if self.written == self.expected:
+                self.f.finish()
         except OSError as err:
             if err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ConvertError(

@@ -9,9 +9,10 @@ Output directory state:
                                        written once every weight file is done (finalize)
 - ``ascend-manifest.json``             written last; its presence means the output is complete
 
-Memory: each worker holds about ``6 × CHUNK_BYTES`` (64 MiB default) of tensor data plus the
-scales of one tensor, plus ~0.3 GB of interpreter and torch. Peak RSS of a run is therefore
-about ``0.3 GB + workers × (0.3 GB + 6 × CHUNK_BYTES)``, independent of checkpoint size.
+Memory: each worker holds about ``6 × CHUNK_BYTES`` (32 MiB default) of tensor data plus the
+scales of one tensor and its writer's 8 MiB staging buffer, plus ~0.3 GB of interpreter and
+torch. Peak RSS of a run is therefore about ``0.3 GB + workers × (0.3 GB + 6 × CHUNK_BYTES)``,
+independent of checkpoint size.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
@@ -355,14 +357,13 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
         return 0
     total = sum(f.nbytes for _, f in todo)
     jobs = [(rel, [asdict(p) for p in f.pieces]) for rel, f in todo]
-    bar = _Progress(total) if progress else None
     workers = max(1, min(workers, len(jobs)))
-    if workers == 1:  # in-process: no spawn cost, same code path as a worker
+    if workers == 1:  # in-process: no start-up cost, same code path as a worker
         import torch
 
         global _progress_queue
-        q = _LocalQueue(bar) if bar else None
-        _progress_queue = q
+        bar = _Progress(total) if progress else None
+        _progress_queue = _LocalQueue(bar) if bar else None
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # per-chunk ops are memory-bound; thread hand-offs only add latency
         try:
@@ -374,11 +375,16 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
             if bar:
                 bar.close()
         return total
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue() if bar else None
+    # fork where it is safe (Linux): workers start in milliseconds with torch already imported,
+    # where spawned ones spend seconds importing it. ProcessPoolExecutor forks all of them at the
+    # first submit, before it starts its own thread, and the progress bar's thread starts after.
+    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    queue = ctx.Queue() if progress else None
     threads = 1  # parallelism comes from the worker processes
+    bar = None
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
         pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest, *source) for rel, pieces in jobs}
+        bar = _Progress(total) if progress else None
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

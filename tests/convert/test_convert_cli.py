@@ -161,6 +161,9 @@ def test_no_space_mid_write_then_resume(ckpt_factory, tmp_path, capsys, monkeypa
         def fileno(self):
             return self.f.fileno()
 
+        def finish(self):
+            pass
+
         def close(self):
             self.closed = True
             self.f.close()
