@@ -256,11 +256,14 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
     x.dtype; rows past the group-list sum are zero.
 
     Only non-empty experts' weights are read, each once, straight from the caller's tensors.
-    On CPU the experts are spread over ``torch.get_num_threads()`` threads, each running whole
-    experts with single-threaded BLAS: a GEMM of a few rows makes poor use of several cores
-    (MKL's GEMV is single-threaded, its small-row GEMMs gain little from threads), while whole
-    experts side by side keep every core streaming weights. An expert's result depends only on its own rows, never on the
-    thread or on the other experts, so expert-parallel ranks reproduce it bit for bit.
+    On CPU the experts are spread over ``torch.get_num_threads()`` threads (the caller's and a
+    pool's), each running whole experts with single-threaded BLAS: a GEMM of a few rows makes
+    poor use of several cores (MKL's GEMV is single-threaded, its small-row GEMMs gain little
+    from threads), while whole experts side by side keep every core streaming weights. Threads
+    take the next expert (largest first) as they finish one, so a core slowed by other work,
+    such as OpenMP workers still spinning after the previous op, takes fewer of them. An
+    expert's result depends only on its own rows, never on the thread or on the other experts,
+    so expert-parallel ranks reproduce it bit for bit.
     """
     counts = group_counts(tokens_per_expert, group_list_type)
     starts = [0]
@@ -268,28 +271,39 @@ def expert_mlp(x_sorted: torch.Tensor, tokens_per_expert: torch.Tensor, w13: tor
         starts.append(starts[-1] + n)
     out = x_sorted.new_empty((x_sorted.shape[0], w2.shape[1]))  # every row up to the sum is written
     out[starts[-1]:].zero_()
-    groups = [(e, starts[e], n) for e, n in enumerate(counts) if n]
     upcast = x_sorted.device.type == "cpu" and _upcast_matmul(x_sorted.dtype)
-    inference = torch.is_inference_mode_enabled()
+    groups = sorted(((e, starts[e], n) for e, n in enumerate(counts) if n), key=lambda g: -g[2])
 
-    def compute(batch: list[tuple[int, int, int]]) -> None:
-        for e, start, n in batch:
+    def run(queue) -> None:
+        for e, start, n in queue:
             _expert(x_sorted[start:start + n], w13[e], w2[e], upcast, out[start:start + n])
 
-    def in_pool(batch: list[tuple[int, int, int]]) -> None:
-        with torch.inference_mode(inference), torch.no_grad():  # both are per thread: the caller's
-            compute(batch)
-
     threads = torch.get_num_threads() if x_sorted.device.type == "cpu" else 1
-    # PyTorch's half GEMV is already multi-threaded: those experts stay on the caller's thread,
-    # as does everything while autograd records (graph building is not thread-safe)
-    on_caller = [upcast and n < HALF_GEMV_MAX_ROWS for _, _, n in groups]
-    pooled = [g for g, here in zip(groups, on_caller) if not here]
-    if threads > 1 and len(pooled) > 1 and not torch.is_grad_enabled():
-        list(_pool(threads).map(in_pool, _balance(pooled, threads)))
-        groups = [g for g, here in zip(groups, on_caller) if here]
-    compute(groups)
+    if threads == 1 or len(groups) < 2 or torch.is_grad_enabled():  # graph building is not thread-safe
+        run(groups)
+    else:
+        _run_shared(run, iter(groups), min(threads, len(groups)))
     return out
+
+
+def _run_shared(run, queue, threads: int) -> None:
+    """``run(queue)`` on the caller's thread and ``threads - 1`` pool threads at once, every
+    thread single-threaded inside, with the caller's grad and inference modes (both are per thread)."""
+    inference = torch.is_inference_mode_enabled()
+
+    def in_pool() -> None:
+        with torch.inference_mode(inference), torch.no_grad():
+            run(queue)
+
+    helpers = [_pool(threads - 1).submit(in_pool) for _ in range(threads - 1)]
+    own = torch.get_num_threads()
+    torch.set_num_threads(1)  # per thread (OpenMP ICV and MKL's local setting)
+    try:
+        run(queue)  # next() on a shared list iterator is atomic under the GIL
+    finally:
+        torch.set_num_threads(own)
+        for fut in helpers:
+            fut.result()
 
 
 def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool, out: torch.Tensor) -> None:
@@ -317,18 +331,6 @@ def _expert(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, upcast: bool, 
     h_t = torch.mm(w13.to(compute), x_t).to(x.dtype)  # [2I, n]
     act_t = F.silu(h_t[:inter]).mul_(h_t[inter:])  # [I, n]
     out.copy_(torch.mm(w2.to(compute), act_t.to(compute)).t())  # [n, H], rounded to x.dtype
-
-
-def _balance(groups: list[tuple[int, int, int]], parts: int) -> list[list[tuple[int, int, int]]]:
-    """Split expert groups into ``parts`` batches of similar cost (largest first, each to the
-    least-loaded batch). Cost ~ one weight read plus the rows' FLOPs: ``n + 16``."""
-    batches: list[list[tuple[int, int, int]]] = [[] for _ in range(parts)]
-    load = [0] * parts
-    for g in sorted(groups, key=lambda g: -g[2]):
-        i = load.index(min(load))
-        batches[i].append(g)
-        load[i] += g[2] + 16
-    return [b for b in batches if b]
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
