@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ascend.checkpoint.safetensors_io import SafetensorsWriter, fsync_dir
+from ascend.convert.memory import peak_rss_bytes
 from ascend.models.args import ModelArgs
 from ascend.models.catalog import published_config
 from ascend.models.tensors import tensor_specs
@@ -218,7 +219,7 @@ def run(layers: int, experts: int, vocab: int, workers: int, rounds: int, base: 
                                  "out_gb": out_gb, "peak_rss_gb": peak / 1e9}
             print(f"  {name:<26} {secs:6.1f} s  {secs / floor:4.2f}x floor ({floor:.1f} s: cold read of the source "
                   f"{parts[0]:.1f} s + plain copy of the {out_gb:.2f} GB output {parts[1]:.1f} s)  "
-                  f"peak RSS {peak / 1e9:.2f} GB", flush=True)
+                  f"peak RSS {peak / 1e9:.2f} GB (stated bound {peak_rss_bytes(workers) / 1e9:.2f} GB)", flush=True)
             if not keep:
                 shutil.rmtree(out_dir)
 

@@ -4,13 +4,11 @@ Memory per worker is bounded by the chunk size, not by tensor or file size: a pi
 ``chunk_rows`` rows at a time (a multiple of 128 so FP8 blocks stay whole), where
 ``chunk_rows * in_features * 4 bytes <= CHUNK_BYTES``. Working set per worker is about
 ``6 × CHUNK_BYTES`` (source bytes, fp32 values, result, two results queued for the writer
-thread) plus the small per-tensor scales of the tensor in flight. Smaller chunks than the
-32 MiB default cost no speed down to a few MiB (measured); larger ones only add memory.
+thread) plus the small per-tensor scales of the tensor in flight (``ascend.convert.memory``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -19,9 +17,9 @@ import torch
 from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
 from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir, SafetensorsWriter
 from ascend.checkpoint.w8a8 import quantize_w8a8
+from ascend.convert.memory import CHUNK_BYTES
 from ascend.convert.plan import FP8_BLOCK, Piece
 
-CHUNK_BYTES = int(os.environ.get("ASCEND_CONVERT_CHUNK_MB", "32")) << 20
 
 
 def chunk_rows(row_elems: int, budget: int = CHUNK_BYTES) -> int:

@@ -11,8 +11,7 @@ Output directory state:
 
 Memory: each worker holds about ``6 × CHUNK_BYTES`` (32 MiB default) of tensor data plus the
 scales of one tensor and its writer's 8 MiB staging buffer, plus ~0.3 GB of interpreter and
-torch. Peak RSS of a run is therefore about ``0.3 GB + workers × (0.3 GB + 6 × CHUNK_BYTES)``,
-independent of checkpoint size.
+torch: ``ascend.convert.memory.peak_rss_bytes(workers)``, independent of checkpoint size.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import json
 import multiprocessing as mp
 import shutil
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
@@ -375,10 +375,13 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
             if bar:
                 bar.close()
         return total
-    # fork where it is safe (Linux): workers start in milliseconds with torch already imported,
-    # where spawned ones spend seconds importing it. ProcessPoolExecutor forks all of them at the
-    # first submit, before it starts its own thread, and the progress bar's thread starts after.
-    ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    # Fork where it is safe: workers start in milliseconds with torch already imported, where
+    # spawned ones spend seconds importing it. Safe means Linux and no other Python thread (a lock
+    # held by one would stay held in the child); ProcessPoolExecutor forks every worker at the
+    # first submit, before starting its own thread, and the progress bar starts after that. The
+    # workers run torch single-threaded, so OpenMP state inherited from the parent is never used.
+    fork = sys.platform.startswith("linux") and threading.active_count() == 1
+    ctx = mp.get_context("fork" if fork else "spawn")
     queue = ctx.Queue() if progress else None
     threads = 1  # parallelism comes from the worker processes
     bar = None

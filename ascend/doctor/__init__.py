@@ -143,7 +143,6 @@ def target_from_recipe(recipe, ref: str | None = None) -> Target:
         env=dict(serve.env),
         convert_output=recipe.convert.output,
         convert_workers=recipe.convert.workers,
-        source_dir=recipe.model.path,
         output_bytes=out_bytes,
         output_bytes_basis=basis,
     )

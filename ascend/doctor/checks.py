@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ascend.convert.memory import RUNTIME_BYTES, peak_rss_bytes, worker_bytes
 from ascend.doctor import pairs
 from ascend.doctor.host import LocalHost, is_routable
 from ascend.doctor.parsers import (
@@ -97,7 +98,6 @@ class Target:
     env: dict[str, str] = field(default_factory=dict)  # serve.env (wins over the shell)
     convert_output: str | None = None
     convert_workers: int | None = None
-    source_dir: str | None = None
     output_bytes: int | None = None  # estimated conversion output size
     output_bytes_basis: str | None = None
 
@@ -492,34 +492,20 @@ def read_meminfo(host: LocalHost) -> tuple[int, int] | None:
     return values["MemTotal"], values.get("MemAvailable", values.get("MemFree", 0))
 
 
-def largest_shard(host: LocalHost, source_dir: str | None) -> int | None:
-    if not source_dir:
-        return None
-    sizes = host.file_sizes(source_dir)
-    return max(sizes) if sizes else None
-
-
-# Per conversion worker: the shard being read, its tensors upcast to float32 for dequantization
-# (4 bytes per 1-byte FP8 weight), and the output tensors (2 bytes for BF16): about 7x one
-# source shard at worst. Published FP8 checkpoints use ~5 GB shards.
-WORKER_SHARD_FACTOR = 7
-DEFAULT_SHARD_BYTES = 5 * 10**9
-
-
 def check_ram(host: LocalHost, target: Target) -> list[Finding]:
+    """RAM for ``convert.workers`` streaming workers, by the converter's own bound
+    (``ascend.convert.memory``): it does not grow with shard or checkpoint size."""
     if not target.convert_workers:
         return []
     mem = read_meminfo(host)
     if mem is None:
         return [Finding("ram", WARN, "cannot read /proc/meminfo", None)]
     total, available = mem
-    shard = largest_shard(host, target.source_dir)
-    basis = f"largest source shard {shard / 1e9:.1f} GB" if shard else f"assuming {DEFAULT_SHARD_BYTES / 1e9:.0f} GB source shards"
-    per_worker = (shard or DEFAULT_SHARD_BYTES) * WORKER_SHARD_FACTOR
-    need = per_worker * target.convert_workers
+    need = peak_rss_bytes(target.convert_workers)
+    per_worker = worker_bytes()
     msg = (f"{available / GIB:.0f} of {total / GIB:.0f} GiB RAM available; {target.convert_workers} conversion workers need "
-           f"≈{need / GIB:.0f} GiB ({basis}, ≈{WORKER_SHARD_FACTOR}x per worker)")
-    fit = max(1, int(available // per_worker))
+           f"≈{need / GIB:.1f} GiB (≈{per_worker / GIB:.1f} GiB per worker, streaming)")
+    fit = max(1, int((available - RUNTIME_BYTES) // per_worker))
     if need > available:
         return [Finding("ram", ERROR, msg, f"use convert.workers={fit} (--set convert.workers={fit})", {"max_workers": fit})]
     if need > 0.8 * available:

@@ -130,15 +130,12 @@ class LocalHost:
     def data_exists(self, path: str) -> bool:
         return Path(path).exists()
 
-    def file_sizes(self, directory: str, pattern: str = "*.safetensors") -> list[int]:
-        return [f.stat().st_size for f in Path(directory).glob(pattern) if f.is_file()]
-
 
 class ReplayHost(LocalHost):
     """A recorded host: ``<dir>/root`` is its filesystem, ``<dir>/commands/<key>.txt`` its command
     outputs (``<key>.rc`` holds a non-zero exit code), ``<dir>/host.json`` its OS facts:
     ``{"env": {...}, "hostname": "...", "resolve": {"name": ["ip"]}, "ports_in_use": [...],
-    "disk_free": {"/path": bytes}, "file_sizes": {"/dir": [bytes, ...]}, "data_paths": ["/existing/path"],
+    "disk_free": {"/path": bytes}, "data_paths": ["/existing/path"],
     "which": {"xllm": "/usr/local/bin/xllm"}}``.
     """
 
@@ -204,9 +201,6 @@ class ReplayHost(LocalHost):
 
     def data_exists(self, path: str) -> bool:
         return path in self.facts.get("data_paths", [])
-
-    def file_sizes(self, directory: str, pattern: str = "*.safetensors") -> list[int]:
-        return [int(v) for v in self.facts.get("file_sizes", {}).get(directory, [])]
 
 
 def is_routable(address: str) -> bool:

@@ -103,7 +103,7 @@ class ConvertSection(Section):
     layout: Literal["hf", "sharded"] = Field("hf", description="`hf`: engines shard at load; `sharded`: one file per rank.")
     precision: PrecisionSection = Field(default_factory=PrecisionSection)
     mtp: Literal["keep", "drop", "export"] = Field("keep", description="MTP layer: keep in place, drop, or export as xLLM's draft model dir.")
-    workers: int = Field(4, ge=1, description="Parallel conversion worker processes (memory grows with workers).")
+    workers: int = Field(4, ge=1, description="Parallel conversion worker processes; peak RAM ≈ 0.3 GB + 0.5 GB per worker.")
     misaligned_fp8: Literal["refuse", "requantize"] = Field(
         "refuse", description="FP8 output whose TP split breaks 128-blocks: refuse, or requantize per shard."
     )

@@ -124,18 +124,21 @@ def test_multi_node_hccl_environment(fixture_copy):
 def test_ports_disk_and_ram_for_a_recipe(fixture_copy):
     host_dir = fixture_copy("a2-atlas800t-910b")
     facts = json.loads((host_dir / "host.json").read_text())
-    facts.update({"ports_in_use": [18003], "disk_free": {"/data": 500 * 2**30}, "file_sizes": {"/data/src": [4_300_000_000, 5_000_000_000]}})
+    facts.update({"ports_in_use": [18003], "disk_free": {"/data": 500 * 2**30}})
     (host_dir / "host.json").write_text(json.dumps(facts))
+    meminfo = host_dir / "root/proc/meminfo"  # a small node: 16 GiB available
+    meminfo.write_text(meminfo.read_text().replace("MemAvailable:   1501234567 kB", "MemAvailable:   16777216 kB"))
     target = Target(ports=list(range(18000, 18008)) + [9748], convert_output="/data/out/GLM-5-w8a8",
-                    output_bytes=800 * 2**30, output_bytes_basis="test", convert_workers=64, source_dir="/data/src")
+                    output_bytes=800 * 2**30, output_bytes_basis="test", convert_workers=64)
     report = run_doctor(ReplayHost(host_dir), target)
     (ports,) = report.by_check("ports")
     assert ports.severity == ERROR and ports.message == "ports in use: 18003"
     (disk,) = report.by_check("disk")
     assert disk.severity == ERROR and "500 GiB free at /data" in disk.message
     (ram,) = report.by_check("ram")
-    # 64 workers x 7 x 5 GB (largest shard) = 2240 GB > 1.4 TiB available; the fix names a count that fits
-    assert ram.severity == ERROR and ram.data["max_workers"] == int(1501234567 * 1024 // (7 * 5_000_000_000))
+    # the converter's bound: 0.3 GB + 64 x (0.3 GB + 6 x 32 MiB) = 32 GB > 16 GiB; the fix names a count that fits
+    per_worker = 300 * 10**6 + 6 * 32 * 2**20
+    assert ram.severity == ERROR and ram.data["max_workers"] == (16 * 2**30 - 300 * 10**6) // per_worker == 33
     target.convert_workers, target.output_bytes = 8, 100 * 2**30
     ok = run_doctor(ReplayHost(host_dir), target)
     assert severities(ok, "ram") == [OK] and severities(ok, "disk") == [OK]
