@@ -396,9 +396,12 @@ class DirectFile:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.view.release()
-            self.stage.close()
             os.close(self.fd)
+            self.view.release()
+            try:
+                self.stage.close()
+            except BufferError:  # a slice still referenced (by an error's traceback): freed with it
+                pass
 
 
 def fcntl_clear_direct(fd: int) -> bool:

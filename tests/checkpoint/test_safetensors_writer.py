@@ -87,3 +87,24 @@ def test_direct_writes_rejected_by_the_filesystem_fall_back_to_the_page_cache(tm
     fallback = sio.open_for_write(tmp_path / "y")
     assert isinstance(fallback, sio.BufferedFile)
     fallback.close()
+
+
+def test_full_disk_under_direct_io_is_one_error_and_no_partial_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(sio.DirectFile, "STAGE_BYTES", 8192)
+    real_write = sio.os.write
+    budget = [3 * 8192]  # the disk takes three stages, then is full
+
+    def filling_write(fd, data):
+        if len(data) > budget[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget[0] -= len(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(sio.os, "write", filling_write)
+    path = tmp_path / "w.safetensors"
+    writer = sio.SafetensorsWriter(path, [("a", "F32", (300, 64))])
+    with pytest.raises(ConvertError, match="no space left"):
+        for rows in range(0, 300, 10):
+            writer.write(torch.zeros(10, 64))
+        writer.commit()
+    assert not path.exists() and not sio.partial_name(path).exists()
