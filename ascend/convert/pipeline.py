@@ -377,10 +377,11 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
         return total
     # Fork where it is safe: workers start in milliseconds with torch already imported, where
     # spawned ones spend seconds importing it. Safe means Linux and no other Python thread (a lock
-    # held by one would stay held in the child); ProcessPoolExecutor forks every worker at the
-    # first submit, before starting its own thread, and the progress bar starts after that. The
-    # workers run torch single-threaded, so OpenMP state inherited from the parent is never used.
-    fork = sys.platform.startswith("linux") and threading.active_count() == 1
+    # held by one would stay held in the child); ProcessPoolExecutor (Python >= 3.11, gh-90622)
+    # forks every worker at the first submit, before starting its own thread, and the progress
+    # bar starts after that. The workers run torch single-threaded, so OpenMP state inherited
+    # from the parent is never used.
+    fork = sys.platform.startswith("linux") and sys.version_info >= (3, 11) and threading.active_count() == 1
     ctx = mp.get_context("fork" if fork else "spawn")
     queue = ctx.Queue() if progress else None
     threads = 1  # parallelism comes from the worker processes
