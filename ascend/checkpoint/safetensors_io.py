@@ -381,7 +381,7 @@ class DirectFile:
             try:
                 done += os.write(self.fd, self.view[done:nbytes])
             except OSError as err:
-                if err.errno != errno.EINVAL or not fcntl_clear_direct(self.fd):
+                if err.errno != errno.EINVAL or not _clear_o_direct(self.fd):
                     raise
         self.fill = 0
 
@@ -404,7 +404,7 @@ class DirectFile:
                 pass
 
 
-def fcntl_clear_direct(fd: int) -> bool:
+def _clear_o_direct(fd: int) -> bool:
     """Turn ``O_DIRECT`` off on ``fd``; False if it was not on."""
     import fcntl
 

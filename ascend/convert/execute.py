@@ -21,7 +21,6 @@ from ascend.convert.memory import CHUNK_BYTES
 from ascend.convert.plan import FP8_BLOCK, Piece
 
 
-
 def chunk_rows(row_elems: int, budget: int = CHUNK_BYTES) -> int:
     """Rows per chunk: fp32 working rows within ``budget``, a multiple of 128 (at least 128)."""
     rows = budget // max(1, row_elems * 4)
