@@ -204,7 +204,7 @@ def run(layers: int, experts: int, vocab: int, workers: int, rounds: int, base: 
 
         def record(name: str, src_dir: Path, out_dir: Path, argv: list[str], keep: bool = False) -> None:
             secs, floor, peak = float("inf"), float("inf"), 0
-            for i in range(rounds):
+            for _ in range(rounds):
                 if out_dir.exists():
                     shutil.rmtree(out_dir)
                 drop_cache(src_dir)

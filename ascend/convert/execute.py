@@ -2,9 +2,8 @@
 
 Memory per worker is bounded by the chunk size, not by tensor or file size: a piece is processed
 ``chunk_rows`` rows at a time (a multiple of 128 so FP8 blocks stay whole), where
-``chunk_rows * in_features * 4 bytes <= CHUNK_BYTES``. Working set per worker is about
-``6 × CHUNK_BYTES`` (source bytes, fp32 values, result, two results queued for the writer
-thread) plus the small per-tensor scales of the tensor in flight (``ascend.convert.memory``).
+``chunk_rows * in_features * 4 bytes <= CHUNK_BYTES``; the resulting bound per worker is
+``ascend.convert.memory.worker_bytes``.
 """
 
 from __future__ import annotations

@@ -9,9 +9,7 @@ Output directory state:
                                        written once every weight file is done (finalize)
 - ``ascend-manifest.json``             written last; its presence means the output is complete
 
-Memory: each worker holds about ``6 × CHUNK_BYTES`` (32 MiB default) of tensor data plus the
-scales of one tensor and its writer's 8 MiB staging buffer, plus ~0.3 GB of interpreter and
-torch: ``ascend.convert.memory.peak_rss_bytes(workers)``, independent of checkpoint size.
+Memory: ``ascend.convert.memory.peak_rss_bytes(workers)``, independent of checkpoint size.
 """
 
 from __future__ import annotations
@@ -385,7 +383,6 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
     ctx = mp.get_context("fork" if fork else "spawn")
     queue = ctx.Queue() if progress else None
     threads = 1  # parallelism comes from the worker processes
-    bar = None
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
         pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest, *source) for rel, pieces in jobs}
         bar = _Progress(total) if progress else None
