@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             None, "--config", help="HF config.json (or its dir) of a MindSpore source that has none."),
         sets: list[str] = set_option(),
     ) -> None:
-        from ascend.convert.plan import ConvertOptions
+        from ascend.convert.jobs import ConvertOptions
         from ascend.errors import ConvertError
 
         recipe_hash = None
@@ -103,9 +103,9 @@ def register(app: typer.Typer) -> None:
         opts.source_format, opts.source_config, opts.ms_format = from_format, config, ms_format
         opts.validate()
         if dry_run:
-            from ascend.convert.pipeline import describe_plan, plan_conversion
+            from ascend.convert.pipeline import describe_jobs, conversion_jobs
 
-            typer.echo(describe_plan(plan_conversion(src, opts), src, out))
+            typer.echo(describe_jobs(conversion_jobs(src, opts), src, out))
             return
         from ascend.convert.pipeline import convert
 

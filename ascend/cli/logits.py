@@ -22,7 +22,7 @@ def _parse_ids(text: str) -> list[int]:
 def register(app: typer.Typer) -> None:
     @app.command("logits")
     def logits_cmd(
-        model_dir: Path = typer.Argument(..., help="HF checkpoint dir or sharded dir (with ascend-plan.json)."),
+        model_dir: Path = typer.Argument(..., help="HF checkpoint dir or sharded dir (with ascend-sharding.json)."),
         input_ids: str = typer.Option(..., "--input-ids", help="Token ids, comma-separated."),
         out: Path = typer.Option(..., "--out", help="Output safetensors file (tensor 'logits' [T, vocab] float32)."),
         ranks: int = typer.Option(None, "--ranks", min=1, help="Processes (gloo, 127.0.0.1); default 1, or the sharded dir's world size."),

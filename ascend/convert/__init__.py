@@ -1,2 +1,2 @@
-"""Checkpoint conversion: plan (``plan``), per-file execution (``execute``), the resumable,
+"""Checkpoint conversion: jobs (``jobs``), per-file execution (``execute``), the resumable,
 parallel pipeline (``pipeline.convert``) and ``verify``. See docs/conversion.md."""

@@ -1,4 +1,4 @@
-"""Run one output file of a plan: stream source rows in chunks through the piece's transform.
+"""Run one output file of a jobs: stream source rows in chunks through the piece's transform.
 
 Memory per worker is bounded by the chunk size, not by tensor or file size: a piece is processed
 ``chunk_rows`` rows at a time (a multiple of 128 so FP8 blocks stay whole), where
@@ -17,7 +17,7 @@ from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
 from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir, SafetensorsWriter
 from ascend.checkpoint.w8a8 import quantize_w8a8
 from ascend.convert.memory import CHUNK_BYTES
-from ascend.convert.plan import FP8_BLOCK, Piece
+from ascend.convert.jobs import FP8_BLOCK, Piece
 
 
 def chunk_rows(row_elems: int, budget: int = CHUNK_BYTES) -> int:

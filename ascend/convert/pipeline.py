@@ -1,11 +1,11 @@
-"""The conversion pipeline: plan, check, run the files (in parallel, resumable), finalize.
+"""The conversion pipeline: jobs, check, run the files (in parallel, resumable), finalize.
 
 Output directory state:
 
-- ``<out>/.ascend-convert/plan.json``  the plan (and its digest, recipe hash) this dir belongs to
+- ``<out>/.ascend-convert/jobs.json``  the jobs (and its digest, recipe hash) this dir belongs to
 - ``<out>/.ascend-convert/done/*.json`` one record per finished weight file: size and sha256
 - ``*.partial``                        a file being written (deleted on rerun)
-- ``config.json``, tokenizer, index, ``quant_model_description.json``, ``ascend-plan.json``
+- ``config.json``, tokenizer, index, ``quant_model_description.json``, ``ascend-sharding.json``
                                        written once every weight file is done (finalize)
 - ``ascend-manifest.json``             written last; its presence means the output is complete
 
@@ -33,15 +33,15 @@ from ascend.checkpoint.safetensors_io import (
     write_atomic,
     write_json,
 )
-from ascend.convert.plan import ConvertOptions, ConvertPlan, OutputFile, Piece, build_plan, natural_key
+from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
 from ascend.errors import CheckpointError, ConvertError
 
 STATE_DIR = ".ascend-convert"
 MANIFEST = "ascend-manifest.json"
-SHARDED_PLAN = "ascend-plan.json"
+SHARDING_FILE = "ascend-sharding.json"
 MANIFEST_FORMAT = "ascend-manifest/1"
 # Files we write ourselves, never copied from the source
-OWN_FILES = {"config.json", MANIFEST, SHARDED_PLAN, "quant_model_description.json"}
+OWN_FILES = {"config.json", MANIFEST, SHARDING_FILE, "quant_model_description.json"}
 # Weights and bookkeeping of a MindSpore source, never copied either
 MINDSPORE_NAME_MAP = "param_name_map.json"  # MindSpore Transformers' {parameter name: file}
 MINDSPORE_FILES = {MINDSPORE_NAME_MAP, "hyper_param.safetensors"}
@@ -89,16 +89,16 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     return SafetensorsDir(src_dir), args
 
 
-def plan_conversion(src_dir: str | Path, opts: ConvertOptions) -> ConvertPlan:
+def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
     from ascend.errors import PlanError
 
     if opts.layout == "mindspore":
         from ascend.checkpoint.mindspore_io import require_mindspore
 
-        require_mindspore()  # without the extra: one install line (exit 2), nothing planned or written
+        require_mindspore()  # without the extra: one install line (exit 2), nothing listed or written
     src, args = load_source(src_dir, opts)
     try:
-        return build_plan(src, args, opts)
+        return build_jobs(src, args, opts)
     except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
         raise ConvertError(err.what, why=err.why, fix=err.fix) from None
     finally:
@@ -109,9 +109,9 @@ def plan_conversion(src_dir: str | Path, opts: ConvertOptions) -> ConvertPlan:
 # dry run
 
 
-def describe_plan(plan: ConvertPlan, src_dir: str, out_dir: str) -> str:
-    """Human-readable per-file plan (``--dry-run``)."""
-    o = plan.options
+def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
+    """Human-readable per-file jobs (``--dry-run``)."""
+    o = jobs.options
     lines = [
         f"convert {src_dir} -> {out_dir}",
         f"  layout {o.layout}, precision {o.precision}"
@@ -122,7 +122,7 @@ def describe_plan(plan: ConvertPlan, src_dir: str, out_dir: str) -> str:
         + (" (from a MindSpore checkpoint)" if o.source_format == "mindspore" else ""),
     ]
     total = 0
-    for rel, f in plan.all_files():
+    for rel, f in jobs.all_files():
         ops: dict[str, int] = {}
         for p in f.pieces:
             ops[p.op] = ops.get(p.op, 0) + 1
@@ -132,7 +132,7 @@ def describe_plan(plan: ConvertPlan, src_dir: str, out_dir: str) -> str:
             lines.append("      " + describe_piece(p))
         if len(f.pieces) > 3:
             lines.append(f"      ... {len(f.pieces) - 3} more")
-    lines.append(f"  total {total / 1e9:.3f} GB in {len(plan.all_files())} weight files")
+    lines.append(f"  total {total / 1e9:.3f} GB in {len(jobs.all_files())} weight files")
     return "\n".join(lines)
 
 
@@ -162,9 +162,9 @@ def _done_path(out: Path, rel: str) -> Path:
 
 
 def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: bool) -> None:
-    """Refuse to write into a directory made for another recipe/plan (unless --force)."""
+    """Refuse to write into a directory made for another recipe/jobs (unless --force)."""
     manifest = out / MANIFEST
-    state = _state_dir(out) / "plan.json"
+    state = _state_dir(out) / "jobs.json"
     if force:
         for p in (manifest, state):
             if p.exists():
@@ -173,13 +173,13 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
         return
     if manifest.is_file():
         m = json.loads(manifest.read_text())
-        # The plan digest covers the source fingerprint and every option that changes a byte of
-        # the output; two recipes that produce the same plan produce the same files.
+        # The jobs digest covers the source fingerprint and every option that changes a byte of
+        # the output; two recipes that produce the same jobs produce the same files.
         if m.get("plan_digest") != digest:
             raise ConvertError(
                 f"{out} holds a conversion made by another recipe or with other options",
-                why=f"its manifest has recipe hash {m.get('recipe_hash')}, plan {m.get('plan_digest')}; this run is "
-                f"recipe {recipe_hash}, plan {digest}",
+                why=f"its manifest has recipe hash {m.get('recipe_hash')}, jobs {m.get('plan_digest')}; this run is "
+                f"recipe {recipe_hash}, jobs {digest}",
                 fix="choose another output directory, or pass --force to overwrite it",
             )
     if state.is_file():
@@ -187,7 +187,7 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
         if s.get("digest") != digest:
             raise ConvertError(
                 f"{out} holds a partial conversion made by another recipe or with other options",
-                why=f"plan {s.get('digest')} (recipe {s.get('recipe_hash')}) vs this run's {digest} (recipe {recipe_hash})",
+                why=f"jobs {s.get('digest')} (recipe {s.get('recipe_hash')}) vs this run's {digest} (recipe {recipe_hash})",
                 fix="choose another output directory, or pass --force to start over",
             )
     elif out.is_dir() and any(p.name != STATE_DIR for p in out.iterdir()) and not manifest.is_file():
@@ -197,20 +197,20 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
         )
 
 
-def _remove_stale_weights(out: Path, planned: set[str]) -> None:
-    """--force: weight files and indexes of an earlier conversion that this plan does not write."""
+def _remove_stale_weights(out: Path, listed: set[str]) -> None:
+    """--force: weight files and indexes of an earlier conversion that this jobs does not write."""
     for d in (out, out / "mtp"):
         if not d.is_dir():
             continue
         for p in d.iterdir():
             rel = str(p.relative_to(out))
-            if p.is_file() and rel not in planned and p.name.endswith(
+            if p.is_file() and rel not in listed and p.name.endswith(
                     (".safetensors", ".safetensors.index.json", ".partial", ".ckpt", MINDSPORE_NAME_MAP)):
                 p.unlink()
 
 
 def _is_done(out: Path, rel: str, digest: str, check_hash: bool = True) -> bool:
-    """A file counts as done when its record matches the plan and the file on disk (size+sha256)."""
+    """A file counts as done when its record matches the jobs and the file on disk (size+sha256)."""
     rec_path = _done_path(out, rel)
     path = out / rel
     if not rec_path.is_file() or not path.is_file():
@@ -219,14 +219,14 @@ def _is_done(out: Path, rel: str, digest: str, check_hash: bool = True) -> bool:
         rec = json.loads(rec_path.read_text())
     except ValueError:
         return False
-    if rec.get("plan") != digest or path.stat().st_size != rec.get("size"):
+    if rec.get("jobs") != digest or path.stat().st_size != rec.get("size"):
         return False
     return not check_hash or file_sha256(path) == rec.get("sha256")
 
 
-def files_for_node(plan: ConvertPlan, node_rank: int, nnodes: int) -> list[tuple[str, OutputFile]]:
-    """Deterministic disjoint subset: file i goes to node i mod nnodes (in plan order)."""
-    return [(rel, f) for i, (rel, f) in enumerate(plan.all_files()) if i % nnodes == node_rank]
+def files_for_node(jobs: ConvertJobs, node_rank: int, nnodes: int) -> list[tuple[str, OutputFile]]:
+    """Deterministic disjoint subset: file i goes to node i mod nnodes (in jobs order)."""
+    return [(rel, f) for i, (rel, f) in enumerate(jobs.all_files()) if i % nnodes == node_rank]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], diges
                       "cols": tuple(p["cols"]) if p["cols"] else None}) for p in pieces]
     src = open_source(src_dir, source_format, source_config)
     size, sha = write_file(src, path, plist, metadata={"format": "pt"}, progress=progress)
-    write_json(_done_path(out, rel), {"file": rel, "size": size, "sha256": sha, "plan": digest})
+    write_json(_done_path(out, rel), {"file": rel, "size": size, "sha256": sha, "jobs": digest})
     return rel, size, sha
 
 
@@ -297,23 +297,23 @@ def convert(
         raise ConvertError(f"--node-rank {node_rank} is outside --nnodes {nnodes}", fix="use 0 <= node-rank < nnodes")
     if out == Path(src_dir):
         raise ConvertError("the output directory is the source directory", fix="choose another --out")
-    plan = plan_conversion(src_dir, opts)
-    digest = plan.digest()
+    jobs = conversion_jobs(src_dir, opts)
+    digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)
     if force:
-        _remove_stale_weights(out, {rel for rel, _ in plan.all_files()})
+        _remove_stale_weights(out, {rel for rel, _ in jobs.all_files()})
     if (out / MANIFEST).is_file():
         log(f"{out} is already complete (ascend-manifest.json present); nothing to do")
-        return ConvertResult(str(out), [], [rel for rel, _ in plan.all_files()], True, 0, time.monotonic() - t0)
+        return ConvertResult(str(out), [], [rel for rel, _ in jobs.all_files()], True, 0, time.monotonic() - t0)
     (_state_dir(out) / "done").mkdir(parents=True, exist_ok=True)
-    write_json(_state_dir(out) / "plan.json", {"digest": digest, "recipe_hash": recipe_hash, "source": src_dir,
-                                               "plan": plan.to_json()})
+    write_json(_state_dir(out) / "jobs.json", {"digest": digest, "recipe_hash": recipe_hash, "source": src_dir,
+                                               "jobs": jobs.to_json()})
     written: list[str] = []
     skipped: list[str] = []
     nbytes = 0
     if not finalize_only:
-        mine = files_for_node(plan, node_rank, nnodes)
+        mine = files_for_node(jobs, node_rank, nnodes)
         todo = []
         for rel, f in mine:
             for p in (partial_name(out / rel), (out / rel).with_name(f"{Path(rel).stem}.partial{Path(rel).suffix}")):
@@ -335,11 +335,11 @@ def convert(
             log(f"resuming: {len(skipped)} file(s) already complete, {len(todo)} to write")
         nbytes = _run_files(src_dir, out, todo, digest, workers, progress, (opts.source_format, opts.source_config))
         written = [rel for rel, _ in todo]
-    complete = all(_is_done(out, rel, digest, check_hash=False) for rel, _ in plan.all_files())
+    complete = all(_is_done(out, rel, digest, check_hash=False) for rel, _ in jobs.all_files())
     if complete:
-        finalize(plan, src_dir, out, digest, recipe_hash)
+        finalize(jobs, src_dir, out, digest, recipe_hash)
     elif finalize_only:
-        missing = [rel for rel, _ in plan.all_files() if not _is_done(out, rel, digest, check_hash=False)]
+        missing = [rel for rel, _ in jobs.all_files() if not _is_done(out, rel, digest, check_hash=False)]
         raise ConvertError(
             f"cannot finalize {out}: {len(missing)} weight file(s) not done yet, e.g. {missing[0]}",
             fix="run the remaining --node-rank parts first",
@@ -471,40 +471,40 @@ def _side_file_dir(src_dir: str, opts: ConvertOptions) -> Path:
     return src
 
 
-def _write_small_files(plan: ConvertPlan, src: Path, dst: Path, records: dict[str, dict]) -> list[str]:
+def _write_small_files(jobs: ConvertJobs, src: Path, dst: Path, records: dict[str, dict]) -> list[str]:
     """Side files, config, descriptions and index of one output dir; returns their names."""
     dst.mkdir(parents=True, exist_ok=True)
     names = _copy_side_files(src, dst) + ["config.json"]
-    write_json(dst / "config.json", plan.config)
-    if plan.quant_description is not None:
-        write_json(dst / "quant_model_description.json", plan.quant_description)
+    write_json(dst / "config.json", jobs.config)
+    if jobs.quant_description is not None:
+        write_json(dst / "quant_model_description.json", jobs.quant_description)
         names.append("quant_model_description.json")
-    if plan.sharding is not None:
-        write_json(dst / SHARDED_PLAN, {**plan.sharding, "files": {
-            f.name: [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in f.tensors] for f in plan.files}})
-        names.append(SHARDED_PLAN)
-    if plan.options.layout == "mindspore":  # the index of a MindSpore Transformers checkpoint
-        write_json(dst / MINDSPORE_NAME_MAP, {n: f.name for f in plan.files for n, _, _ in f.tensors})
+    if jobs.sharding is not None:
+        write_json(dst / SHARDING_FILE, {**jobs.sharding, "files": {
+            f.name: [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in f.tensors] for f in jobs.files}})
+        names.append(SHARDING_FILE)
+    if jobs.options.layout == "mindspore":  # the index of a MindSpore Transformers checkpoint
+        write_json(dst / MINDSPORE_NAME_MAP, {n: f.name for f in jobs.files for n, _, _ in f.tensors})
         names.append(MINDSPORE_NAME_MAP)
-    if plan.index_name is not None:
-        names.append(plan.index_name)
-        total = sum(records[f.name]["size"] for f in plan.files)
-        weight_map = {n: f.name for f in plan.files for n, _, _ in f.tensors}
-        write_json(dst / plan.index_name, {"metadata": {"total_size": total},
+    if jobs.index_name is not None:
+        names.append(jobs.index_name)
+        total = sum(records[f.name]["size"] for f in jobs.files)
+        weight_map = {n: f.name for f in jobs.files for n, _, _ in f.tensors}
+        write_json(dst / jobs.index_name, {"metadata": {"total_size": total},
                                            "weight_map": dict(sorted(weight_map.items(), key=lambda kv: natural_key(kv[0])))})
     return names
 
 
-def finalize(plan: ConvertPlan, src_dir: str, out: Path, digest: str, recipe_hash: str | None) -> None:
+def finalize(jobs: ConvertJobs, src_dir: str, out: Path, digest: str, recipe_hash: str | None) -> None:
     """Write config, tokenizer, index, descriptions; then the manifest, last."""
     records = {}
-    for rel, _ in plan.all_files():
+    for rel, _ in jobs.all_files():
         records[rel] = json.loads(_done_path(out, rel).read_text())
-    src = _side_file_dir(src_dir, plan.options)
-    small = _write_small_files(plan, src, out, records)
-    if plan.draft is not None:
+    src = _side_file_dir(src_dir, jobs.options)
+    small = _write_small_files(jobs, src, out, records)
+    if jobs.draft is not None:
         small += ["mtp/" + n for n in _write_small_files(
-            plan.draft, src, out / "mtp", {k[len("mtp/"):]: v for k, v in records.items() if k.startswith("mtp/")})]
+            jobs.draft, src, out / "mtp", {k[len("mtp/"):]: v for k, v in records.items() if k.startswith("mtp/")})]
     files: dict[str, Any] = {}
     for rel in sorted([*records, *small], key=natural_key):
         if rel in records:
@@ -516,8 +516,8 @@ def finalize(plan: ConvertPlan, src_dir: str, out: Path, digest: str, recipe_has
         "toolkit_version": __version__,
         "recipe_hash": recipe_hash,
         "plan_digest": digest,
-        "source": {"path": src_dir, "fingerprint": plan.source_fingerprint},
-        "options": asdict(plan.options),
+        "source": {"path": src_dir, "fingerprint": jobs.source_fingerprint},
+        "options": asdict(jobs.options),
         "files": files,
     }
     write_json(out / MANIFEST, manifest)

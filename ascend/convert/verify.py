@@ -1,8 +1,8 @@
-"""`ascend verify`: is a converted directory complete, as planned, and numerically right?
+"""`ascend verify`: is a converted directory complete, as listed, and numerically right?
 
 1. Structure: ``ascend-manifest.json`` present; every file it lists has its size and sha256;
-   no unlisted files; every weight file holds exactly the planned tensors with the planned
-   dtype and shape (the plan is recomputed from the source when it is available).
+   no unlisted files; every weight file holds exactly the listed tensors with the listed
+   dtype and shape (the jobs is recomputed from the source when it is available).
 2. Numbers: every output tensor (or ``sample`` of them) is compared with the source window it
    came from, in row chunks, within the bound its transform allows:
    copy (BF16, norms, FP8 pass-through) and FP8 -> BF16 dequant: bit-exact;
@@ -28,7 +28,7 @@ from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_h
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
 from ascend.convert.execute import chunk_rows, source_fp32
 from ascend.convert.pipeline import MANIFEST, STATE_DIR, load_source
-from ascend.convert.plan import ConvertOptions, ConvertPlan, OutputFile, Piece, build_plan
+from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs
 from ascend.errors import CheckpointError, CheckFailed
 
 # Logit agreement required of output vs source, by the least exact transform in the output:
@@ -79,38 +79,38 @@ def _source_available(src: Path, opts: ConvertOptions) -> bool:
     return (src / "config.json").is_file()
 
 
-def _load_plan(out: Path, manifest: dict, against: str | None, report: VerifyReport):
-    """(plan, SafetensorsDir source or None): recomputed from the source when available."""
+def _load_jobs(out: Path, manifest: dict, against: str | None, report: VerifyReport):
+    """(jobs, SafetensorsDir source or None): recomputed from the source when available."""
     src_dir = against or manifest.get("source", {}).get("path")
     opts = _options(manifest["options"])
     if src_dir and _source_available(Path(src_dir), opts):
         src, args = load_source(src_dir, opts)  # a MindSpore source opens as MindSporeSource (or exit 2)
-        plan = build_plan(src, args, opts)
-        if plan.source_fingerprint != manifest.get("source", {}).get("fingerprint"):
+        jobs = build_jobs(src, args, opts)
+        if jobs.source_fingerprint != manifest.get("source", {}).get("fingerprint"):
             report.problems.append(f"source {src_dir} is not the checkpoint this output was made from (fingerprint differs)")
-        elif plan.digest() != manifest.get("plan_digest"):
-            report.problems.append("the plan recomputed from the source differs from the one recorded in the manifest")
-        return plan, src
-    report.notes.append(f"source {src_dir} not available: structure checked against the recorded plan, numbers not checked")
-    state = out / STATE_DIR / "plan.json"
+        elif jobs.digest() != manifest.get("plan_digest"):
+            report.problems.append("the jobs recomputed from the source differs from the one recorded in the manifest")
+        return jobs, src
+    report.notes.append(f"source {src_dir} not available: structure checked against the recorded jobs, numbers not checked")
+    state = out / STATE_DIR / "jobs.json"
     if not state.is_file():
-        report.problems.append(f"no source and no recorded plan ({state}): pass --against SRC_DIR")
+        report.problems.append(f"no source and no recorded jobs ({state}): pass --against SRC_DIR")
         return None, None
-    return _plan_from_json(json.loads(state.read_text())["plan"]), None
+    return _jobs_from_json(json.loads(state.read_text())["jobs"]), None
 
 
-def _plan_from_json(d: dict) -> ConvertPlan:
+def _jobs_from_json(d: dict) -> ConvertJobs:
     def files(fs):
         return [OutputFile(f["name"], [Piece(**{**p, "outputs": [(o[0], o[1], tuple(o[2])) for o in p["outputs"]],
                                                 "rows": tuple(p["rows"]) if p["rows"] else None,
                                                 "cols": tuple(p["cols"]) if p["cols"] else None})
                                        for p in f["pieces"]]) for f in fs]
 
-    plan = ConvertPlan(_options(d["options"]), files(d["files"]), d["config"], d["quant_description"], d["index_name"],
+    jobs = ConvertJobs(_options(d["options"]), files(d["files"]), d["config"], d["quant_description"], d["index_name"],
                        d["sharding"], None, d["source_fingerprint"])
     if d.get("draft"):
-        plan.draft = _plan_from_json({**d["draft"], "source_fingerprint": d["source_fingerprint"]})
-    return plan
+        jobs.draft = _jobs_from_json({**d["draft"], "source_fingerprint": d["source_fingerprint"]})
+    return jobs
 
 
 def _check_files(out: Path, manifest: dict, report: VerifyReport) -> None:
@@ -132,27 +132,27 @@ def _check_files(out: Path, manifest: dict, report: VerifyReport) -> None:
             report.problems.append(f"{rel}: not listed in the manifest (extra or half-written file)")
 
 
-def _check_structure(out: Path, plan: ConvertPlan, report: VerifyReport) -> None:
-    for rel, f in plan.all_files():
+def _check_structure(out: Path, jobs: ConvertJobs, report: VerifyReport) -> None:
+    for rel, f in jobs.all_files():
         p = out / rel
         if not p.is_file():
-            report.problems.append(f"{rel}: planned weight file missing")
+            report.problems.append(f"{rel}: listed weight file missing")
             continue
         try:
             tensors, _, _ = read_header(p)
         except CheckpointError as err:
             report.problems.append(err.line())
             continue
-        planned = {n: (d, tuple(s)) for n, d, s in f.tensors}
-        for name, (dtype, shape) in planned.items():
+        listed = {n: (d, tuple(s)) for n, d, s in f.tensors}
+        for name, (dtype, shape) in listed.items():
             t = tensors.get(name)
             if t is None:
                 report.problems.append(f"{rel}: tensor {name} missing")
             elif (t.dtype, tuple(t.shape)) != (dtype, shape):
-                report.problems.append(f"{rel}: tensor {name} is {t.dtype}{list(t.shape)}, planned {dtype}{list(shape)}")
-        for name in sorted(set(tensors) - set(planned)):
+                report.problems.append(f"{rel}: tensor {name} is {t.dtype}{list(t.shape)}, listed {dtype}{list(shape)}")
+        for name in sorted(set(tensors) - set(listed)):
             report.problems.append(f"{rel}: unexpected tensor {name}")
-        report.tensors_total += len(planned)
+        report.tensors_total += len(listed)
 
 
 def _sample(pieces: list[tuple[str, Piece]], n: int | None) -> list[tuple[str, Piece]]:
@@ -221,8 +221,8 @@ def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | Non
     return None
 
 
-def _check_numbers(out: Path, plan: ConvertPlan, src: SafetensorsDir, sample: int | None, report: VerifyReport) -> None:
-    for prefix, sub in (("", plan), ("mtp/", plan.draft)):
+def _check_numbers(out: Path, jobs: ConvertJobs, src: SafetensorsDir, sample: int | None, report: VerifyReport) -> None:
+    for prefix, sub in (("", jobs), ("mtp/", jobs.draft)):
         if sub is None:
             continue
         pieces_by_file: dict[str, list[Piece]] = {}
@@ -243,37 +243,37 @@ def _check_numbers(out: Path, plan: ConvertPlan, src: SafetensorsDir, sample: in
             view.close()
 
 
-def _check_mindspore(out: Path, plan: ConvertPlan, src, sample: int | None, report: VerifyReport) -> None:
-    """Layout mindspore: every planned MindSpore tensor present with its dtype and shape and
+def _check_mindspore(out: Path, jobs: ConvertJobs, src, sample: int | None, report: VerifyReport) -> None:
+    """Layout mindspore: every listed MindSpore tensor present with its dtype and shape and
     nothing else (read through MindSpore itself), and, with the source, bit-identical to the
     tensor built from it again (the transforms are exact)."""
     from ascend.checkpoint.mindspore_io import read_mindspore
     from ascend.checkpoint.safetensors_io import DTYPE_NAMES as names_of
     from ascend.convert.execute import mindspore_rule, read_hf_as_written
 
-    checked = {id(p) for _, p in _sample([(f.name, p) for f in plan.files for p in f.pieces], sample)}
-    for f in plan.files:
+    checked = {id(p) for _, p in _sample([(f.name, p) for f in jobs.files for p in f.pieces], sample)}
+    for f in jobs.files:
         path = out / f.name
         if not path.is_file():
-            report.problems.append(f"{f.name}: planned weight file missing")
+            report.problems.append(f"{f.name}: listed weight file missing")
             continue
-        planned = {p.outputs[0][0]: p for p in f.pieces}
-        report.tensors_total += len(planned)
+        listed = {p.outputs[0][0]: p for p in f.pieces}
+        report.tensors_total += len(listed)
         try:
             found = dict(read_mindspore(path))
         except CheckpointError as err:
             report.problems.append(err.line())
             continue
-        for name in sorted(set(found) - set(planned)):
+        for name in sorted(set(found) - set(listed)):
             report.problems.append(f"{f.name}: unexpected tensor {name}")
-        for name, p in planned.items():
+        for name, p in listed.items():
             t = found.get(name)
             _, dtype, shape = p.outputs[0]
             if t is None:
                 report.problems.append(f"{f.name}: tensor {name} missing")
             elif (names_of.get(t.dtype), tuple(t.shape)) != (dtype, tuple(shape)):
                 report.problems.append(f"{f.name}: tensor {name} is {names_of.get(t.dtype)}{list(t.shape)}, "
-                                       f"planned {dtype}{list(shape)}")
+                                       f"listed {dtype}{list(shape)}")
             elif src is not None and id(p) in checked:
                 from ascend.checkpoint.mindspore_layout import build_mindspore_tensor
 
@@ -294,8 +294,8 @@ class _FileView(SafetensorsDir):
         self._fds = {}
 
 
-def _logit_class(plan: ConvertPlan) -> str:
-    ops = {p.op for f in plan.files for p in f.pieces}
+def _logit_class(jobs: ConvertJobs) -> str:
+    ops = {p.op for f in jobs.files for p in f.pieces}
     if ops & {"fp8", "w8a8"}:
         return "quantized"
     if "dequant" in ops:
@@ -303,7 +303,7 @@ def _logit_class(plan: ConvertPlan) -> str:
     return "exact"
 
 
-def _check_logits(out: Path, plan: ConvertPlan, src_dir: str, args_params: int, report: VerifyReport) -> None:
+def _check_logits(out: Path, jobs: ConvertJobs, src_dir: str, args_params: int, report: VerifyReport) -> None:
     if args_params > LOGITS_MAX_PARAMS:
         report.notes.append(f"logits not compared: {args_params / 1e9:.1f} B parameters do not fit the CPU reference")
         return
@@ -312,12 +312,12 @@ def _check_logits(out: Path, plan: ConvertPlan, src_dir: str, args_params: int, 
     except ImportError as err:  # pragma: no cover - the reference runtime is part of the package
         report.notes.append(f"logits not compared: reference runtime unavailable ({err})")
         return
-    vocab = int(plan.config.get("vocab_size", 2))
+    vocab = int(jobs.config.get("vocab_size", 2))
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, vocab, (LOGIT_TOKENS,), generator=g).tolist()
     ref = compute_logits(src_dir, ids)
     got = compute_logits(str(out), ids)
-    kind = _logit_class(plan)
+    kind = _logit_class(jobs)
     bound = LOGIT_BOUNDS[kind]
     max_err = float((ref - got).abs().max())
     scale = float(ref.abs().max()) or 1.0
@@ -341,12 +341,12 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
                           fix="rerun ascend convert with the same arguments; it resumes")
     manifest = json.loads(manifest_path.read_text())
     _check_files(out, manifest, report)
-    plan, src = _load_plan(out, manifest, against, report)
-    if plan is None:
+    jobs, src = _load_jobs(out, manifest, against, report)
+    if jobs is None:
         return report
-    if plan.options.layout == "mindspore":
+    if jobs.options.layout == "mindspore":
         try:
-            _check_mindspore(out, plan, src, sample, report)
+            _check_mindspore(out, jobs, src, sample, report)
         finally:
             if src is not None:
                 src.close()
@@ -354,16 +354,16 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
                             "(every tensor was compared bit for bit instead)" if src is not None else
                             "logits not compared: the reference runtime does not read MindSpore checkpoints")
         return report
-    _check_structure(out, plan, report)
+    _check_structure(out, jobs, report)
     if src is not None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # many small tensors: thread hand-offs cost more than they save
         try:
-            _check_numbers(out, plan, src, sample, report)
+            _check_numbers(out, jobs, src, sample, report)
             if logits and not report.problems:
                 from ascend.models.tensors import param_counts
 
-                if plan.options.source_format == "mindspore":
+                if jobs.options.source_format == "mindspore":
                     # the reference runtime reads HF and sharded directories only
                     report.notes.append("logits not compared: the source is a MindSpore checkpoint (its tensors were "
                                         "compared with the output above)")
@@ -371,7 +371,7 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
                     from ascend.models.args import load_model_args
 
                     total = param_counts(load_model_args(src.dir)).total
-                    _check_logits(out, plan, str(src.dir), total, report)
+                    _check_logits(out, jobs, str(src.dir), total, report)
         finally:
             torch.set_num_threads(threads)
             src.close()

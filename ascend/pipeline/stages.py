@@ -199,7 +199,7 @@ def _source_hub(ctx: RunContext) -> StageResult:
 
 def convert_options(recipe: Any) -> Any:
     """ConvertOptions from a recipe, exactly as `ascend convert RECIPE` builds them."""
-    return need("ascend.convert.plan", "ConvertOptions").from_recipe(recipe)
+    return need("ascend.convert.jobs", "ConvertOptions").from_recipe(recipe)
 
 
 CONVERT_SECTIONS = ["model", "parallel", "hardware", "convert"]

@@ -234,7 +234,7 @@ def compute_logits(model_dir: str | Path, input_ids, ranks: int | None = None, d
     (rows may differ in length when given as lists of lists) -> ``[sum(T_b), vocab]`` with rows in
     input order (``[B, T, vocab]`` when the input is a 2-D tensor). ``ranks`` > 1 spawns that many
     processes (gloo on 127.0.0.1, a free port) with attention TP = ranks / dp and EP = ep; a
-    ``sharded`` dir takes ranks, dp and ep from its ``ascend-plan.json`` by default.
+    ``sharded`` dir takes ranks, dp and ep from its ``ascend-sharding.json`` by default.
     """
     batch, shape = _as_batch(input_ids)
     ranks, dp, ep = _layout_for(Path(model_dir), ranks, dp, ep)
@@ -280,7 +280,7 @@ def _as_batch(input_ids) -> tuple[list[list[int]], tuple[int, ...] | None]:
 
 
 def _layout_for(model_dir: Path, ranks, dp, ep) -> tuple[int, int, int]:
-    plan_path = model_dir / "ascend-plan.json"
+    plan_path = model_dir / "ascend-sharding.json"
     if plan_path.is_file():
         try:
             plan = json.loads(plan_path.read_text())

@@ -8,7 +8,7 @@
   sliced.
 - W8A8 (msModelSlim ``W8A8_DYNAMIC``): a tensor is int8 iff ``<name>_scale`` exists; it is
   dequantized as ``(q - offset) * scale`` per output channel, then sliced.
-- ``sharded`` dir: ``model-rank-0000r-of-0000w.safetensors`` per rank plus ``ascend-plan.json``;
+- ``sharded`` dir: ``model-rank-0000r-of-0000w.safetensors`` per rank plus ``ascend-sharding.json``;
   the file of rank r already holds exactly r's slices, under the HF names.
 
 Every problem is a one-line ``CheckpointError`` naming the file and the tensor.
@@ -29,7 +29,7 @@ from ascend.models.args import ModelArgs
 from ascend.models.sharding import ShardCoords, shard_slice
 from ascend.models.tensors import spec_index, tensor_specs
 
-PLAN_FILE = "ascend-plan.json"
+PLAN_FILE = "ascend-sharding.json"
 
 
 class CheckpointReader:
@@ -82,7 +82,7 @@ class CheckpointReader:
             raise CheckpointError(
                 f"{file}: missing",
                 why=f"a sharded dir for {world_size} ranks needs one file per rank; found {found[:3]}...",
-                fix="run with the world size the dir was written for (see ascend-plan.json)",
+                fix="run with the world size the dir was written for (see ascend-sharding.json)",
             )
         for name in self._open(file).keys():
             self.weight_map[name] = file
@@ -129,7 +129,7 @@ class CheckpointReader:
         if shape != want:
             raise CheckpointError(
                 f"{file}: tensor {name} has shape {list(shape)}, expected {list(want)}",
-                why="the checkpoint does not match its config.json" + (" and ascend-plan.json" if self.sharded else ""),
+                why="the checkpoint does not match its config.json" + (" and ascend-sharding.json" if self.sharded else ""),
             )
         scale_name = f"{name}_scale_inv"
         if scale_name in self.weight_map:  # FP8 block weight: dequantize what is stored, then slice

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.convert.pipeline import MANIFEST, convert
-from ascend.convert.plan import ConvertOptions
+from ascend.convert.jobs import ConvertOptions
 from ascend.convert.verify import verify
 
 from convert_fixtures import FAMILIES
@@ -132,7 +132,7 @@ def test_sharded_reassembles_to_hf(ckpt_factory, tmp_path, tp, dp, ep):
             assert torch.equal(hf[name][sl], t), (rank, name)
             covered[name][sl] = True
     assert all(c.all() for c in covered.values())  # every element of every tensor is on some rank
-    plan = json.loads((out / "ascend-plan.json").read_text())
+    plan = json.loads((out / "ascend-sharding.json").read_text())
     assert (plan["world_size"], plan["dp"], plan["ep"]) == (world, dp, ep)
 
 

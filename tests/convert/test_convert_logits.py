@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ascend.convert.pipeline import convert
-from ascend.convert.plan import ConvertOptions
+from ascend.convert.jobs import ConvertOptions
 from ascend.convert.verify import verify
 
 from convert_fixtures import make_checkpoint
@@ -23,7 +23,7 @@ def test_sharded_logits_equal_source_logits(ckpt_factory, tmp_path, tp, dp, ep):
     out = tmp_path / "sh"
     convert(src, out, ConvertOptions(precision="bf16", layout="sharded", tp=tp, dp=dp, ep=ep))
     ref = compute_logits(str(src), IDS)
-    got = compute_logits(str(out), IDS)  # spawns tp*dp ranks from ascend-plan.json
+    got = compute_logits(str(out), IDS)  # spawns tp*dp ranks from ascend-sharding.json
     assert got.shape == ref.shape
     assert torch.allclose(got, ref, rtol=0, atol=1e-4 * float(ref.abs().max())), float((got - ref).abs().max())
     assert torch.equal(got.argmax(-1), ref.argmax(-1))

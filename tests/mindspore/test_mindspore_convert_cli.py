@@ -162,7 +162,7 @@ def test_sharded_and_w8a8_from_mindspore_ckpt_without_config(tmp_path, capsys):
     for name in ("tokenizer.json", "chat_template.jinja", "generation_config.json"):  # from --config's dir
         assert (sh / name).read_bytes() == (src / name).read_bytes(), name
     ref = compute_logits(src, IDS)
-    got = compute_logits(sh, IDS)  # 2 ranks from ascend-plan.json
+    got = compute_logits(sh, IDS)  # 2 ranks from ascend-sharding.json
     assert torch.allclose(got, ref, rtol=0, atol=1e-4 * float(ref.abs().max())), float((got - ref).abs().max())
     assert torch.equal(got.argmax(-1), ref.argmax(-1))
 

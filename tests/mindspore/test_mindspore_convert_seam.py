@@ -21,7 +21,7 @@ except BackendUnavailable as err:
 def test_converter_output_from_mindspore_equals_output_from_hf(tmp_path, fmt):
     from ascend.checkpoint.safetensors_io import SafetensorsDir
     from ascend.convert.execute import write_file
-    from ascend.convert.plan import ConvertOptions, build_plan
+    from ascend.convert.jobs import ConvertOptions, build_jobs
     from ascend.models.args import load_model_args
     from ascend.reference import write_tiny_checkpoint
 
@@ -30,7 +30,7 @@ def test_converter_output_from_mindspore_equals_output_from_hf(tmp_path, fmt):
     ms_src, hf_src = MindSporeSource(tmp_path / "ms"), SafetensorsDir(src)
     assert set(ms_src.tensors) == set(hf_src.tensors)
     for opts in (ConvertOptions(), ConvertOptions(layout="sharded", tp=2, ep=2), ConvertOptions(precision="w8a8")):
-        plan_ms, plan_hf = build_plan(ms_src, ms_src.args, opts), build_plan(hf_src, load_model_args(src), opts)
+        plan_ms, plan_hf = build_jobs(ms_src, ms_src.args, opts), build_jobs(hf_src, load_model_args(src), opts)
         assert [f.name for f in plan_ms.files] == [f.name for f in plan_hf.files]
         for out in ("a", "b"):
             (tmp_path / out).mkdir(exist_ok=True)

@@ -73,7 +73,7 @@ def test_convert_and_verify_cli_name_the_extra(no_mindspore, tmp_path, capsys):
     import json
     from dataclasses import asdict
 
-    from ascend.convert.plan import ConvertOptions
+    from ascend.convert.jobs import ConvertOptions
 
     ms = tmp_path / "ms"
     ms.mkdir()

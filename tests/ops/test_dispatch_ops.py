@@ -1,4 +1,4 @@
-"""init_routing, grouped_matmul, token_unpermute, dynamic_quant, expert_mlp against the loop reference."""
+"""init_routing, grouped_matmul, token_unpermute, dynamic_quant, expert_mlp against the loop twins."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ascend.ops import moe
-from ascend.ops.moe import reference
+from ascend.ops.moe import loops
 
 
 @st.composite
@@ -34,7 +34,7 @@ def routing_case(draw):
 def test_init_routing_matches_reference(case, count_type):
     x, ids, num_experts, active = case
     got = moe.init_routing(x, ids, num_experts, active_expert_range=active, expert_tokens_num_type=count_type)
-    want = reference.init_routing(x, ids, num_experts, active_expert_range=active, expert_tokens_num_type=count_type)
+    want = loops.init_routing(x, ids, num_experts, active_expert_range=active, expert_tokens_num_type=count_type)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and torch.equal(g, w)
 
@@ -64,7 +64,7 @@ def test_grouped_matmul_matches_reference(counts, extra_rows, group_list_type, d
     if group_list_type == 0:
         group_list = group_list.cumsum(0)
     got = moe.grouped_matmul(x, weight, group_list, group_list_type)
-    want = reference.grouped_matmul(x, weight, group_list, group_list_type)
+    want = loops.grouped_matmul(x, weight, group_list, group_list_type)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     assert not got[sum(counts):].any()
 
@@ -73,13 +73,13 @@ def test_grouped_matmul_matches_reference(counts, extra_rows, group_list_type, d
 @given(routing_case(), st.booleans())
 def test_token_unpermute_inverts_init_routing(case, with_probs):
     x, ids, num_experts, active = case
-    expanded_x, row_idx, _ = reference.init_routing(x, ids, num_experts, active_expert_range=active)
+    expanded_x, row_idx, _ = loops.init_routing(x, ids, num_experts, active_expert_range=active)
     probs = torch.rand(ids.shape) if with_probs else None
     if probs is None and ids.shape[1] != 1:
         ids = ids[:, :1]
-        expanded_x, row_idx, _ = reference.init_routing(x, ids, num_experts, active_expert_range=active)
+        expanded_x, row_idx, _ = loops.init_routing(x, ids, num_experts, active_expert_range=active)
     got = moe.token_unpermute(expanded_x, row_idx, probs)
-    torch.testing.assert_close(got, reference.token_unpermute(expanded_x, row_idx, probs))
+    torch.testing.assert_close(got, loops.token_unpermute(expanded_x, row_idx, probs))
     # -1 slots (experts outside the range) contribute nothing; the rest give back x * sum(probs)
     keep = (row_idx >= 0).view(ids.shape).float()
     weight = keep if probs is None else probs * keep
@@ -94,7 +94,7 @@ def test_dynamic_quant_rounds_half_to_even_and_matches_reference():
     assert q[1].tolist() == [0] * 5 and scale[1] == 0
     y = torch.randn(3, 4, 16, dtype=torch.bfloat16)
     smooth = torch.rand(16) + 0.5
-    got, want = moe.dynamic_quant(y, smooth_scales=smooth), reference.dynamic_quant(y, smooth_scales=smooth)
+    got, want = moe.dynamic_quant(y, smooth_scales=smooth), loops.dynamic_quant(y, smooth_scales=smooth)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and got[1].shape == (3, 4)
 
 
@@ -107,7 +107,7 @@ def test_expert_mlp_matches_reference(counts, group_list_type):
     w2 = torch.randn(len(counts), 8, 3, generator=gen)
     group_list = torch.tensor(counts) if group_list_type == 1 else torch.tensor(counts).cumsum(0)
     torch.testing.assert_close(moe.expert_mlp(x, group_list, w13, w2, group_list_type),
-                               reference.expert_mlp(x, group_list, w13, w2, group_list_type), rtol=1e-5, atol=1e-5)
+                               loops.expert_mlp(x, group_list, w13, w2, group_list_type), rtol=1e-5, atol=1e-5)
 
 
 def test_token_unpermute_sums_exactly_like_the_reference():
@@ -122,7 +122,7 @@ def test_token_unpermute_sums_exactly_like_the_reference():
         idx[::5] = -1
         probs = torch.rand(tokens, top_k, generator=gen)
         got = moe.token_unpermute(permuted, idx, probs)
-        assert torch.equal(got, reference.token_unpermute(permuted, idx, probs)), dtype
+        assert torch.equal(got, loops.token_unpermute(permuted, idx, probs)), dtype
         assert torch.isfinite(got).all()
 
 

@@ -1,4 +1,4 @@
-"""fused_moe: against the loop reference, transformers' GLM-5 MoE block, and as torch custom ops."""
+"""fused_moe: against the loop twins, transformers' GLM-5 MoE block, and as torch custom ops."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 import ascend.ops.moe.library  # noqa: F401  (torch.ops.ascend.*)
 from ascend.ops import moe
-from ascend.ops.moe import reference
+from ascend.ops.moe import loops
 
 
 def _weights(num_experts, hidden, inter, seed=0, dtype=torch.float32):
@@ -35,7 +35,7 @@ def test_fused_moe_matches_loop_reference(tokens, n_group, k, scoring, norm, wit
                 norm_topk_prob=norm, scoring_func=scoring)
     got = moe.fused_moe(x, logits, w13, w2, **args)
     assert got.shape == x.shape and got.dtype == x.dtype
-    torch.testing.assert_close(got, reference.fused_moe(x, logits, w13, w2, **args), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, loops.fused_moe(x, logits, w13, w2, **args), rtol=1e-5, atol=1e-5)
 
 
 def _glm5_block(dtype):

@@ -1,4 +1,4 @@
-"""gating_topk / route: against the plain loop reference, hand-made tie cases and transformers' routers."""
+"""gating_topk / route: against the plain loop twins, hand-made tie cases and transformers' routers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ascend.ops import moe
-from ascend.ops.moe import reference
+from ascend.ops.moe import loops
 
 
 @st.composite
@@ -34,7 +34,7 @@ def gating_case(draw):
 def test_gating_topk_matches_loop_reference(case):
     logits, k = case.pop("logits"), case.pop("k")
     weights, ids = moe.gating_topk(logits, k, **case)
-    ref_weights, ref_ids = reference.gating_topk(logits, k, **case)
+    ref_weights, ref_ids = loops.gating_topk(logits, k, **case)
     assert ids.dtype == torch.int32 and ids.shape == (logits.shape[0], k)
     assert torch.equal(ids, ref_ids)  # order included: descending score, ties -> lower id
     torch.testing.assert_close(weights, ref_weights, rtol=1e-6, atol=1e-7)

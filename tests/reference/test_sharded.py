@@ -58,7 +58,7 @@ def test_converted_sharded_dir(precision, tp, dp, ep, tiny_dir, tmp_path):
     world = tp * dp
     assert (out / f"model-rank-{world - 1:05d}-of-{world:05d}.safetensors").is_file()
     want = compute_logits(src, BATCH[0])
-    got = compute_logits(out, BATCH[0])  # ranks/dp/ep from ascend-plan.json
+    got = compute_logits(out, BATCH[0])  # ranks/dp/ep from ascend-sharding.json
     assert (got - want).abs().max().item() < TOL
 
 
@@ -93,7 +93,7 @@ def test_one_rank_failing_to_load_fails_the_job(tiny_dir, tmp_path):
         if rank == 1:
             part["model.layers.1.self_attn.o_proj.weight"] = part["model.layers.1.self_attn.o_proj.weight"][:, :-2].contiguous()
         save_file(part, str(out / f"model-rank-{rank:05d}-of-00002.safetensors"))
-    (out / "ascend-plan.json").write_text(json.dumps({"world_size": 2, "dp": 1, "ep": 1}))
+    (out / "ascend-sharding.json").write_text(json.dumps({"world_size": 2, "dp": 1, "ep": 1}))
     with pytest.raises(CheckpointError) as exc:
         compute_logits(out, BATCH[0], timeout_s=120)
     assert "model-rank-00001-of-00002.safetensors" in exc.value.line()

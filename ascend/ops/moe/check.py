@@ -1,4 +1,4 @@
-"""Operator parity: a backend against the plain loop reference, on seeded random inputs.
+"""Operator parity: a backend against the plain loop twins, on seeded random inputs.
 
 ``ascend ops check --backend npu`` runs this on an Ascend host; it is the command that tells an
 engineer whether the NPU kernels match the semantics the CPU backend (and the reference model)
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ascend.ops.moe import reference
+from ascend.ops.moe import loops
 from ascend.ops.moe.api import _fused_moe, get_backend
 
 # Relative tolerance per dtype for float outputs (bf16: a few ulps after two matmuls).
@@ -74,41 +74,41 @@ def _check_dtype(backend, dtype: torch.dtype, seed: int, device) -> list[OpResul
 
     gating_args = dict(bias=bias, n_group=s["n_group"], topk_group=s["topk_group"], routed_scaling_factor=2.5)
     w, ids = backend.gating_topk(on(logits.to(dtype)), K, **{**gating_args, "bias": on(bias)})
-    rw, rids = reference.gating_topk(logits.to(dtype), K, **gating_args)
+    rw, rids = loops.gating_topk(logits.to(dtype), K, **gating_args)
     add("gating_topk", "expert_ids", ids, rids, 0)
     add("gating_topk", "weights", w, rw, tol)
 
     ex, ri, cnt = backend.init_routing(on(x), on(rids), E, active_expert_range=(4, 28))
-    rex, rri, rcnt = reference.init_routing(x, rids, E, active_expert_range=(4, 28))
+    rex, rri, rcnt = loops.init_routing(x, rids, E, active_expert_range=(4, 28))
     valid = int(rcnt.sum())
     add("init_routing", "expanded_x[:valid]", back(ex)[:valid], rex[:valid], 0)
     add("init_routing", "expanded_row_idx", ri, rri, 0)
     add("init_routing", "tokens_per_expert", cnt, rcnt, 0)
 
-    full_ex, full_ri, full_cnt = reference.init_routing(x, rids, E)
+    full_ex, full_ri, full_cnt = loops.init_routing(x, rids, E)
     for group_list_type in (1, 0):
         group_list = full_cnt if group_list_type == 1 else full_cnt.cumsum(0)
         w13_t = w13.transpose(1, 2)
         got = backend.grouped_matmul(on(full_ex), on(w13_t), on(group_list), group_list_type)
         add("grouped_matmul", f"y (group_list_type {group_list_type})", got,
-            reference.grouped_matmul(full_ex, w13_t, group_list, group_list_type), tol)
+            loops.grouped_matmul(full_ex, w13_t, group_list, group_list_type), tol)
 
     holes = rri.clone()  # -1 slots (experts outside a range) must contribute nothing
     got = backend.token_unpermute(on(rex), on(holes), on(rw.float()))
-    add("token_unpermute", "y", got, reference.token_unpermute(rex, holes, rw.float()), tol)
+    add("token_unpermute", "y", got, loops.token_unpermute(rex, holes, rw.float()), tol)
 
     q, scale = backend.dynamic_quant(on(x))
-    rq, rscale = reference.dynamic_quant(x)
+    rq, rscale = loops.dynamic_quant(x)
     add("dynamic_quant", "int8 (max |diff|)", q.to(torch.int32), rq.to(torch.int32), 0)
     add("dynamic_quant", "scale", scale, rscale, 1e-6)
 
     got = backend.expert_mlp(on(full_ex), on(full_cnt), on(w13), on(w2), 1)
-    add("expert_mlp", "y", got, reference.expert_mlp(full_ex, full_cnt, w13, w2), tol)
+    add("expert_mlp", "y", got, loops.expert_mlp(full_ex, full_cnt, w13, w2), tol)
 
     moe_args = dict(top_k=K, bias=bias, n_group=s["n_group"], topk_group=s["topk_group"], routed_scaling_factor=2.5)
     got = _fused_moe(backend, on(x), on(logits), on(w13), on(w2), **{**moe_args, "bias": on(bias)},
                      norm_topk_prob=True, scoring_func="sigmoid")
-    add("fused_moe", "y", got, reference.fused_moe(x, logits, w13, w2, **moe_args), tol)
+    add("fused_moe", "y", got, loops.fused_moe(x, logits, w13, w2, **moe_args), tol)
     return rows
 
 

@@ -2,7 +2,7 @@
 
 Every function here reproduces one torch_npu operator (see ``docs/operators.md`` and the op
 notes in ``shared/reference/ascend-ops.md`` §0–§2): same ordering, index conventions, tie rules,
-normalization and rounding. ``ascend.ops.moe.reference`` holds the plain per-expert loop twin of
+normalization and rounding. ``ascend.ops.moe.loops`` holds the plain per-expert loop twin of
 each function; the tests compare the two.
 
 The code is device-agnostic plain torch, so the NPU backend also uses it as its fallback when an

@@ -1,6 +1,6 @@
-"""The conversion plan: for every output file, the tensors it holds and how each is made.
+"""The conversion jobs: for every output file, the tensors it holds and how each is made.
 
-A plan is pure data (JSON-serialisable), computed from the source headers, the model's tensor
+A jobs is pure data (JSON-serialisable), computed from the source headers, the model's tensor
 table (``ascend.models``) and the options. Every output tensor group comes from one ``Piece``:
 one source tensor (plus its FP8 ``_scale_inv`` partner), an optional row/column window (a TP
 shard), and an operation:
@@ -30,7 +30,7 @@ from ascend.errors import CheckpointError, ConvertError
 SCALE_INV_SUFFIX = "_scale_inv"
 FP8_BLOCK = 128
 DEFAULT_FILE_BYTES = 5 * 10**9  # ~5 GB per hf output file, as published checkpoints
-PLAN_FORMAT = "ascend-convert-plan/1"
+JOBS_FORMAT = "ascend-convert-jobs/1"
 
 # xLLM's draft-model export (tools/export_mtp.py) lifts these MTP-layer modules to model level
 # and renames the rest of layer N to layer 0. Shared by every family with an MTP layer.
@@ -147,19 +147,19 @@ class ConvertOptions:
 
 
 @dataclass
-class ConvertPlan:
+class ConvertJobs:
     options: ConvertOptions
     files: list[OutputFile]
     config: dict[str, Any]  # config.json of the output
     quant_description: dict[str, str] | None  # W8A8 only
     index_name: str | None  # hf layout: the index file name
-    sharding: dict[str, Any] | None  # sharded layout: ascend-plan.json body
-    draft: "ConvertPlan | None" = None  # mtp: export -> the draft model dir (subdir "mtp")
+    sharding: dict[str, Any] | None  # sharded layout: ascend-sharding.json body
+    draft: "ConvertJobs | None" = None  # mtp: export -> the draft model dir (subdir "mtp")
     source_fingerprint: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "format": PLAN_FORMAT,
+            "format": JOBS_FORMAT,
             "options": asdict(self.options),
             "source_fingerprint": self.source_fingerprint,
             "files": [{"name": f.name, "pieces": [asdict(p) for p in f.pieces]} for f in self.files],
@@ -174,7 +174,7 @@ class ConvertPlan:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
 
     def all_files(self, prefix: str = "") -> list[tuple[str, OutputFile]]:
-        """(relative path, file) for this plan and its draft dir."""
+        """(relative path, file) for this jobs and its draft dir."""
         out = [(prefix + f.name, f) for f in self.files]
         if self.draft:
             out += self.draft.all_files(prefix + "mtp/")
@@ -341,7 +341,7 @@ def inventory(src, specs: dict[str, Any] | None) -> dict[str, SourceTensor]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Building the plan
+# Building the jobs
 
 HF_STEM = "model"
 
@@ -436,8 +436,8 @@ def _draft_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
-    """The full plan for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs)."""
+def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
+    """The full jobs for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs)."""
     from ascend.models.sharding import ShardCoords, shard_slice
     from ascend.models.tensors import tensor_specs
 
@@ -446,7 +446,7 @@ def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
     by_name = {s.name: s for s in specs}
     inv = inventory(src, by_name)
     if opts.layout == "mindspore":
-        return _mindspore_plan(src, args, opts, inv)
+        return _mindspore_jobs(src, args, opts, inv)
     src_quant = (args.config or {}).get("quantization_config") or None
     scale_fmt = args.quantization.scale_fmt if args.quantization is not None else None
     main_specs = [s for s in specs if not (s.mtp and opts.mtp != "keep")]
@@ -488,7 +488,7 @@ def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
     if opts.mtp != "keep" and args.num_nextn_predict_layers:
         config["num_nextn_predict_layers"] = 0  # the main dir no longer holds the MTP layer
     is_w8a8 = "w8a8" in _output_formats(files)
-    plan = ConvertPlan(
+    jobs = ConvertJobs(
         options=opts,
         files=files,
         config=config,
@@ -498,11 +498,11 @@ def build_plan(src, args, opts: ConvertOptions) -> ConvertPlan:
         source_fingerprint=src.fingerprint(),
     )
     if opts.mtp == "export":
-        plan.draft = _draft_plan(args, specs, inv, pieces_for, opts, src_quant)
-    return plan
+        jobs.draft = _draft_jobs(args, specs, inv, pieces_for, opts, src_quant)
+    return jobs
 
 
-def _mindspore_plan(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor]) -> ConvertPlan:
+def _mindspore_jobs(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor]) -> ConvertJobs:
     """MindSpore Transformers layout: one piece per stored MindSpore tensor (its HF sources and
     declared transform, ``ascend.models.mindspore_names``), packed into files as
     ``convert_hf_to_mindspore`` packs them. Block-FP8 sources become BF16 (MindSpore has no FP8)."""
@@ -538,11 +538,11 @@ def _mindspore_plan(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor
     config = _output_config(args.config, files, None)
     if not mtp and args.num_nextn_predict_layers:
         config["num_nextn_predict_layers"] = 0  # the output holds no MTP layer
-    return ConvertPlan(options=opts, files=files, config=config, quant_description=None, index_name=None,
+    return ConvertJobs(options=opts, files=files, config=config, quant_description=None, index_name=None,
                        sharding=None, source_fingerprint=src.fingerprint())
 
 
-def _draft_plan(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -> ConvertPlan:
+def _draft_jobs(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -> ConvertJobs:
     mtp_specs = [s for s in specs if s.mtp]
     if not mtp_specs:
         raise ConvertError("mtp: export asked, but the checkpoint has no MTP layer",
@@ -564,7 +564,7 @@ def _draft_plan(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -
     stem = W8A8_STEM if is_w8a8 else HF_STEM
     files = _pack(per_tensor, stem, opts.file_bytes)
     config = _draft_config(_output_config(args.config, files, src_quant))
-    return ConvertPlan(
+    return ConvertJobs(
         options=opts, files=files, config=config,
         quant_description=_quant_description(files) if is_w8a8 else None,
         index_name=f"{stem}.safetensors.index.json", sharding=None,

@@ -3,7 +3,7 @@
 import pytest
 
 from ascend.checkpoint.safetensors_io import SafetensorsDir
-from ascend.convert.plan import ConvertOptions, build_plan, make_pieces
+from ascend.convert.jobs import ConvertOptions, build_jobs, make_pieces
 from ascend.errors import ConvertError
 from ascend.models.args import load_model_args
 
@@ -11,7 +11,7 @@ from convert_fixtures import FAMILIES
 
 
 def plan_for(src, **kw):
-    return build_plan(SafetensorsDir(src), load_model_args(src), ConvertOptions(**kw))
+    return build_jobs(SafetensorsDir(src), load_model_args(src), ConvertOptions(**kw))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
