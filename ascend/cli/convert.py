@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import typer
 
 from ascend.cli.common import interactive, set_option
+from ascend.recipe.schema import Precision
 
 HELP = """\
 Convert a checkpoint for serving: precision (bf16 | fp8 | w8a8), layout (hf | sharded |
@@ -41,13 +42,14 @@ def register(app: typer.Typer) -> None:
         recipe: Optional[str] = typer.Argument(None, help="Recipe file or built-in name (omit for flag mode)."),
         src: Optional[str] = typer.Option(None, "--src", help="Source checkpoint dir (recipe: model.path)."),
         out: Optional[str] = typer.Option(None, "--out", help="Output dir (recipe: convert.output)."),
-        precision: Optional[str] = typer.Option(None, "--precision", help="bf16 | fp8 | w8a8 (flag mode)."),
-        layout: Optional[str] = typer.Option(
+        precision: Optional[Precision] = typer.Option(None, "--precision", help="bf16 | fp8 | w8a8 (flag mode)."),
+        layout: Optional[Literal["hf", "sharded", "mindspore"]] = typer.Option(
             None, "--layout", help="hf | sharded | mindspore (flag mode; mindspore: BF16, needs the extra)."),
-        tp: int = typer.Option(1, "--tp", help="Attention TP size (flag mode, sharded)."),
-        dp: int = typer.Option(1, "--dp", help="Attention DP groups (flag mode, sharded)."),
-        ep: int = typer.Option(1, "--ep", help="Expert-parallel size; must divide tp x dp (flag mode)."),
-        mtp: Optional[str] = typer.Option(None, "--mtp", help="keep | drop | export (flag mode; default keep)."),
+        tp: int = typer.Option(1, "--tp", min=1, help="Attention TP size (flag mode, sharded)."),
+        dp: int = typer.Option(1, "--dp", min=1, help="Attention DP groups (flag mode, sharded)."),
+        ep: int = typer.Option(1, "--ep", min=1, help="Expert-parallel size; must divide tp x dp (flag mode)."),
+        mtp: Optional[Literal["keep", "drop", "export"]] = typer.Option(
+            None, "--mtp", help="keep | drop | export (flag mode; default keep)."),
         requantize_misaligned: bool = typer.Option(
             False, "--requantize-misaligned",
             help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
@@ -59,8 +61,10 @@ def register(app: typer.Typer) -> None:
         nnodes: int = typer.Option(1, "--nnodes", help="Number of parts the output files are spread over."),
         finalize: bool = typer.Option(False, "--finalize", help="Only write index + manifest once all parts are done."),
         file_gb: float = typer.Option(5.0, "--file-gb", help="Target size of hf output files in GB."),
-        ms_format: str = typer.Option("safetensors", "--ms-format", help="--layout mindspore: safetensors | ckpt."),
-        from_format: str = typer.Option("hf", "--from-format", help="Source format: hf | mindspore (MindSpore Transformers)."),
+        ms_format: Literal["safetensors", "ckpt"] = typer.Option(
+            "safetensors", "--ms-format", help="--layout mindspore: safetensors | ckpt."),
+        from_format: Literal["hf", "mindspore"] = typer.Option(
+            "hf", "--from-format", help="Source format: hf | mindspore (MindSpore Transformers)."),
         config: Optional[str] = typer.Option(
             None, "--config", help="HF config.json (or its dir) of a MindSpore source that has none."),
         sets: list[str] = set_option(),
@@ -91,8 +95,8 @@ def register(app: typer.Typer) -> None:
             if missing:
                 raise ConvertError(f"flag mode needs {', '.join(missing)}",
                                    fix="e.g. ascend convert --src D --out D2 --precision bf16 (or pass a recipe)")
-            opts = ConvertOptions(
-                precision=precision, layout=layout or "hf", tp=tp, dp=dp, ep=ep, mtp=mtp or "keep",
+            opts = ConvertOptions.from_flags(
+                precision, tp=tp, dp=dp, ep=ep, layout=layout or "hf", mtp=mtp or "keep",
                 misaligned_fp8="requantize" if requantize_misaligned else "refuse",
             )
         if not src:

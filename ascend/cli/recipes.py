@@ -112,6 +112,6 @@ def register(app: typer.Typer) -> None:
                 for line in err.lines():
                     print(f"error: {line}", file=sys.stderr)
                 continue
-            typer.echo(f"ok: {ref} ({recipe.name}: {recipe.world_size} ranks, attention TP {recipe.attention_tp}, EP {recipe.parallel.ep})")
+            typer.echo(f"ok: {ref} ({recipe.name}: {recipe.layout.world} ranks, attention TP {recipe.layout.attn_tp}, EP {recipe.layout.ep})")
         if failed:
             raise typer.Exit(2)

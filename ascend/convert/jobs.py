@@ -16,7 +16,6 @@ Which source tensors are FP8 is decided by the presence of ``<name>_scale_inv`` 
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import math
@@ -26,6 +25,8 @@ from typing import Any
 
 from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_STEM
 from ascend.errors import CheckpointError, ConvertError
+from ascend.models.precision import PrecisionPolicy
+from ascend.models.sharding import ParallelLayout
 
 SCALE_INV_SUFFIX = "_scale_inv"
 FP8_BLOCK = 128
@@ -77,14 +78,15 @@ class OutputFile:
 
 @dataclass
 class ConvertOptions:
-    """What to produce. ``tp``/``dp``/``ep`` matter for ``layout == "sharded"`` only."""
+    """What to produce. ``parallel`` matters for ``layout == "sharded"`` only.
 
-    precision: str = "bf16"  # default format for quantizable tensors: bf16 | fp8 | w8a8
-    rules: list[tuple[str, str]] = field(default_factory=list)  # (glob, format), first match wins
+    ``precision`` and ``parallel`` are the recipe's own settings objects (or the same objects
+    built from flags), so their checks and their rule matcher exist once.
+    """
+
+    precision: PrecisionPolicy = PrecisionPolicy()
     layout: str = "hf"  # hf | sharded | mindspore (MindSpore Transformers checkpoint, needs the extra)
-    tp: int = 1  # attention TP per DP group
-    dp: int = 1
-    ep: int = 1
+    parallel: ParallelLayout = ParallelLayout(1, 1)
     mtp: str = "keep"  # keep | drop | export
     misaligned_fp8: str = "refuse"  # refuse | requantize
     file_bytes: int = DEFAULT_FILE_BYTES
@@ -92,58 +94,38 @@ class ConvertOptions:
     source_config: str | None = None  # HF config.json (or its dir) of a MindSpore source without one
     ms_format: str = "safetensors"  # layout mindspore: safetensors | ckpt
 
-    @property
-    def world(self) -> int:
-        return self.tp * self.dp
-
     @classmethod
     def from_recipe(cls, recipe: Any) -> "ConvertOptions":
         """Options of a recipe's ``convert`` section (attention TP = world / dp, as in xLLM)."""
         c = recipe.convert
-        return cls(
-            precision=c.precision.default,
-            rules=[(rule.match, rule.format) for rule in c.precision.rules],
-            layout=c.layout,
-            tp=recipe.attention_tp, dp=recipe.parallel.dp, ep=recipe.parallel.ep,
-            mtp=c.mtp,
-            misaligned_fp8=c.misaligned_fp8,
-        )
+        return cls(precision=recipe.precision, layout=c.layout, parallel=recipe.layout, mtp=c.mtp,
+                   misaligned_fp8=c.misaligned_fp8)
+
+    @classmethod
+    def from_flags(cls, precision: str = "bf16", *, rules: Any = (), tp: int = 1, dp: int = 1, ep: int = 1,
+                   **rest: Any) -> "ConvertOptions":
+        """Flag mode (``ascend convert --src ... --precision ... --tp ...``): world = tp x dp."""
+        return cls(precision=PrecisionPolicy(precision, tuple(tuple(r) for r in rules)),
+                   parallel=ParallelLayout(1, tp * dp, dp, ep), **rest)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ConvertOptions":
+        """The inverse of ``dataclasses.asdict`` (jobs recorded in a state dir or manifest)."""
+        p = d["precision"]
+        return cls(**{**d, "precision": PrecisionPolicy(p["default"], tuple(tuple(r) for r in p["rules"])),
+                      "parallel": ParallelLayout(**d["parallel"])})
 
     def validate(self) -> None:
-        for value, allowed, what in (
-            (self.precision, ("bf16", "fp8", "w8a8"), "precision"),
-            (self.layout, ("hf", "sharded", "mindspore"), "layout"),
-            (self.mtp, ("keep", "drop", "export"), "mtp"),
-            (self.misaligned_fp8, ("refuse", "requantize"), "misaligned_fp8"),
-            (self.source_format, ("hf", "mindspore"), "source format"),
-            (self.ms_format, ("safetensors", "ckpt"), "MindSpore format"),
-        ):
-            if value not in allowed:
-                raise ConvertError(f"unknown {what} {value!r}", fix=f"use one of: {', '.join(allowed)}")
-        for _, fmt in self.rules:
-            if fmt not in ("bf16", "fp8", "w8a8"):
-                raise ConvertError(f"unknown precision rule format {fmt!r}", fix="use bf16, fp8 or w8a8")
-        if min(self.tp, self.dp, self.ep) < 1:
-            raise ConvertError("--tp, --dp and --ep must be >= 1")
+        """What the recipe schema cannot say: MindSpore limits and the sharded layout's shape."""
         if self.source_config is not None and self.source_format != "mindspore":
             raise ConvertError("--config is for MindSpore sources", fix="add --from-format mindspore, or drop --config")
         if self.layout == "mindspore":
-            if self.precision != "bf16" or self.rules:
+            if self.precision != PrecisionPolicy():
                 raise ConvertError("MindSpore output is BF16 only", why="MindSpore checkpoints cannot hold FP8 or W8A8 weights",
                                    fix="use --precision bf16 without precision rules for --layout mindspore")
             if self.mtp == "export":
                 raise ConvertError("mtp export is not available for MindSpore output", fix="use mtp keep or drop")
-        if self.world % self.ep:
-            raise ConvertError(
-                f"ep {self.ep} does not divide the world size {self.world} (tp {self.tp} x dp {self.dp})",
-                fix="choose ep among the divisors of tp x dp",
-            )
-
-    def format_for(self, name: str) -> str:
-        for pattern, fmt in self.rules:
-            if fnmatch.fnmatchcase(name, pattern):
-                return fmt
-        return self.precision
+        self.parallel.check()
 
 
 @dataclass
@@ -438,7 +420,7 @@ def _draft_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
     """The full jobs for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs)."""
-    from ascend.models.sharding import ShardCoords, shard_slice
+    from ascend.models.sharding import shard_slice
     from ascend.models.tensors import tensor_specs
 
     opts.validate()
@@ -453,7 +435,7 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
 
     def pieces_for(spec, out_name: str, rows=None, cols=None) -> list[Piece]:
         t = inv[spec.name]
-        fmt = opts.format_for(spec.name) if spec.quantizable else "keep"
+        fmt = opts.precision.format_of(spec.name, quantizable=spec.quantizable)
         return make_pieces(spec.name, out_name, t.dtype, t.shape, t.has_scale, fmt, spec.quantizable,
                            rows, cols, opts, scale_fmt)
 
@@ -464,10 +446,11 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
         stem = W8A8_STEM if any(p.op == "w8a8" for p in probe) else HF_STEM
         files = _pack(per_tensor, stem, opts.file_bytes)
     else:
-        world = opts.world
+        par = opts.parallel
+        world = par.world
         files, ranks = [], []
         for rank in range(world):
-            coords = ShardCoords.for_rank(rank, world, dp=opts.dp, ep=opts.ep)
+            coords = par.coords(rank)
             f = OutputFile(f"model-rank-{rank:05d}-of-{world:05d}.safetensors")
             for spec in main_specs:
                 sl = shard_slice(spec, coords)
@@ -478,8 +461,7 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
             ranks.append({"rank": rank, "file": f.name, "coords": asdict(coords)})
         sharding = {
             "format": "ascend-sharded/1",
-            "world_size": world, "dp": opts.dp, "ep": opts.ep,
-            "attn_tp": world // opts.dp, "moe_tp": world // opts.ep,
+            "world_size": world, "dp": par.dp, "ep": par.ep, "attn_tp": par.attn_tp, "moe_tp": par.moe_tp,
             "mtp": opts.mtp, "ranks": ranks,
         }
     if {"fp8", "w8a8"} <= _output_formats(files):

@@ -114,10 +114,8 @@ def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
     o = jobs.options
     lines = [
         f"convert {src_dir} -> {out_dir}",
-        f"  layout {o.layout}, precision {o.precision}"
-        + (f" + {len(o.rules)} rule(s)" if o.rules else "")
-        + f", mtp {o.mtp}"
-        + (f", world {o.world} (tp {o.tp} x dp {o.dp}), ep {o.ep}, moe tp {o.world // o.ep}" if o.layout == "sharded" else "")
+        f"  layout {o.layout}, precision {o.precision}, mtp {o.mtp}"
+        + (f", {o.parallel}" if o.layout == "sharded" else "")
         + (f", MindSpore {o.ms_format}" if o.layout == "mindspore" else "")
         + (" (from a MindSpore checkpoint)" if o.source_format == "mindspore" else ""),
     ]

@@ -67,10 +67,6 @@ class VerifyReport:
                 "logits": self.logits, "notes": self.notes}
 
 
-def _options(d: dict[str, Any]) -> ConvertOptions:
-    d = dict(d)
-    d["rules"] = [tuple(r) for r in d.get("rules", [])]
-    return ConvertOptions(**d)
 
 
 def _source_available(src: Path, opts: ConvertOptions) -> bool:
@@ -82,7 +78,7 @@ def _source_available(src: Path, opts: ConvertOptions) -> bool:
 def _load_jobs(out: Path, manifest: dict, against: str | None, report: VerifyReport):
     """(jobs, SafetensorsDir source or None): recomputed from the source when available."""
     src_dir = against or manifest.get("source", {}).get("path")
-    opts = _options(manifest["options"])
+    opts = ConvertOptions.from_json(manifest["options"])
     if src_dir and _source_available(Path(src_dir), opts):
         src, args = load_source(src_dir, opts)  # a MindSpore source opens as MindSporeSource (or exit 2)
         jobs = build_jobs(src, args, opts)
@@ -106,7 +102,7 @@ def _jobs_from_json(d: dict) -> ConvertJobs:
                                                 "cols": tuple(p["cols"]) if p["cols"] else None})
                                        for p in f["pieces"]]) for f in fs]
 
-    jobs = ConvertJobs(_options(d["options"]), files(d["files"]), d["config"], d["quant_description"], d["index_name"],
+    jobs = ConvertJobs(ConvertOptions.from_json(d["options"]), files(d["files"]), d["config"], d["quant_description"], d["index_name"],
                        d["sharding"], None, d["source_fingerprint"])
     if d.get("draft"):
         jobs.draft = _jobs_from_json({**d["draft"], "source_fingerprint": d["source_fingerprint"]})

@@ -80,33 +80,18 @@ def run_doctor(host: LocalHost | None = None, target: Target | None = None) -> D
     return report
 
 
-_BYTES_PER_PARAM = {"bf16": 2, "fp8": 1, "w8a8": 1}
-
-
 def estimate_output_bytes(recipe) -> tuple[int | None, str | None]:
     """Conversion output size: every tensor of the model (``ascend.models.tensor_specs``) at the
-    format the recipe's precision rules give it (first matching glob wins; non-quantizable
-    tensors stay BF16); scales are ignored (<1%). Falls back to the source checkpoint's size."""
-    import fnmatch
-    import re
-
-    precision = recipe.convert.precision
-    rules = [(re.compile(fnmatch.translate(r.match)), r.format) for r in precision.rules]
+    format the recipe's precision policy gives it, sized like the planner sizes weights
+    (``ascend.plan.memory.tensor_bytes``). Falls back to the source checkpoint's size."""
     try:
         from ascend.models import model_args_for_recipe, tensor_specs
+        from ascend.plan.memory import tensor_bytes
 
         args = model_args_for_recipe(recipe.model)
-        total = 0
-        for spec in tensor_specs(args, mtp=recipe.convert.mtp != "drop"):
-            if spec.scale_of is not None:
-                continue
-            fmt = "bf16"
-            if spec.quantizable:
-                fmt = next((f for pattern, f in rules if pattern.match(spec.name)), precision.default)
-            numel = 1
-            for d in spec.shape:
-                numel *= d
-            total += numel * _BYTES_PER_PARAM.get(fmt, 2)
+        policy = recipe.precision
+        total = sum(tensor_bytes(spec.shape, policy.format_of(spec.name, quantizable=spec.quantizable), spec.dtype)
+                    for spec in tensor_specs(args, mtp=recipe.convert.mtp != "drop") if spec.scale_of is None)
         return total, "tensor table x precision rules"
     except Exception:  # noqa: BLE001 - no config anywhere: fall back to the source size
         pass

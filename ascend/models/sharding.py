@@ -66,25 +66,82 @@ class ShardCoords:
     @classmethod
     def for_rank(cls, rank: int, world: int, dp: int = 1, ep: int = 1) -> ShardCoords:
         """Coordinates of global ``rank`` in a world of ``world`` ranks with ``dp`` and ``ep``."""
-        if world < 1 or not 0 <= rank < world:
-            raise PlanError(f"rank {rank} is outside a world of {world} ranks")
-        for name, size in (("dp", dp), ("ep", ep)):
-            if size < 1 or world % size:
-                raise PlanError(f"parallel.{name} = {size} does not divide the world size {world}",
-                                fix=f"choose a divisor of {world}")
-        attn_tp, moe_tp = world // dp, world // ep
-        return cls(
-            attn_tp_rank=rank % attn_tp, attn_tp_size=attn_tp,
-            moe_tp_rank=rank % moe_tp, moe_tp_size=moe_tp,
-            ep_rank=rank // moe_tp, ep_size=ep,
-            dp_rank=rank // attn_tp,
-        )
+        return ParallelLayout(1, world, dp, ep).coords(rank)
 
     def group(self, name: str | None) -> tuple[int, int]:
         """(rank, size) in the TP group ``name`` ("attn" or "moe")."""
         if name == "moe":
             return self.moe_tp_rank, self.moe_tp_size
         return self.attn_tp_rank, self.attn_tp_size
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class ParallelLayout:
+    """The deployment's parallel shape: the one place rank -> coordinates is computed.
+
+    ``world = nodes · devices_per_node = dp · attention_tp = ep · moe_tp`` (as xLLM). Ranks are
+    numbered node by node: rank ``r`` runs on node ``r // devices_per_node``.
+    """
+
+    nodes: int
+    devices_per_node: int
+    dp: int = 1
+    ep: int = 1
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> ParallelLayout:
+        hw, par = recipe.hardware, recipe.parallel
+        return cls(hw.nodes, hw.devices_per_node, par.dp, par.ep)
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.devices_per_node
+
+    @property
+    def attn_tp(self) -> int:
+        return self.world // self.dp
+
+    @property
+    def moe_tp(self) -> int:
+        return self.world // self.ep
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(recipe key, message) for every size that does not divide the world."""
+        world = self.world
+        text = f"world size {world} ({self.nodes} node(s) × {self.devices_per_node} devices_per_node)"
+        return [(f"parallel.{name}", f"{size} does not divide {text} — use one of {divisors(world)}")
+                for name, size in (("dp", self.dp), ("ep", self.ep)) if size < 1 or world % size]
+
+    def check(self) -> ParallelLayout:
+        """Raise PlanError (exit 2) for the first size that does not divide the world."""
+        for key, message in self.problems():
+            raise PlanError(f"{key} = {message}")
+        return self
+
+    def __str__(self) -> str:
+        return (f"world {self.world} (attention TP {self.attn_tp} x DP {self.dp}), "
+                f"EP {self.ep} (MoE TP {self.moe_tp})")
+
+    def node_of(self, rank: int) -> tuple[int, int]:
+        """(node, local device) of global ``rank``."""
+        return divmod(rank, self.devices_per_node)
+
+    def coords(self, rank: int) -> ShardCoords:
+        """Where global ``rank`` sits (contiguous TP groups, see the module docstring)."""
+        if self.world < 1 or not 0 <= rank < self.world:
+            raise PlanError(f"rank {rank} is outside a world of {self.world} ranks")
+        self.check()
+        attn_tp, moe_tp = self.attn_tp, self.moe_tp
+        return ShardCoords(
+            attn_tp_rank=rank % attn_tp, attn_tp_size=attn_tp,
+            moe_tp_rank=rank % moe_tp, moe_tp_size=moe_tp,
+            ep_rank=rank // moe_tp, ep_size=self.ep,
+            dp_rank=rank // attn_tp,
+        )
 
 
 def unit_range(size: int, units: int, rank: int, tp: int, *, replicate_units: bool = False,

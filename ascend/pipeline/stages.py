@@ -100,8 +100,8 @@ def stage_plan(ctx: RunContext) -> StageResult:
     r = ctx.recipe
     dev = max(plan.devices, key=lambda d: d.fixed)
     summary = (
-        f"{plan.inputs.world} ranks on {plan.chip.name}: attention TP{r.attention_tp} x DP{r.parallel.dp}, "
-        f"EP{r.parallel.ep} (MoE TP{r.moe_tp}); {_size(dev.weights_total)} weights/device, "
+        f"{r.layout.world} ranks on {plan.chip.name}: attention TP{r.layout.attn_tp} x DP{r.layout.dp}, "
+        f"EP{r.layout.ep} (MoE TP{r.layout.moe_tp}); {_size(dev.weights_total)} weights/device, "
         f"KV for {plan.kv_tokens} tokens per DP group; fits"
     )
     return StageResult("plan", "ok", summary, details={"plan": str(ctx.run_dir / "plan.json")})
@@ -218,8 +218,7 @@ def stage_convert(ctx: RunContext) -> StageResult:
     if not result.complete:
         raise CheckpointError(f"conversion into {out} did not complete", fix="rerun `ascend run` to resume")
     ctx.manifest_sha256 = _manifest_sha(out)
-    rules = ", ".join(f"{m}->{f}" for m, f in opts.rules) or "none"
-    what = f"{opts.precision} (rules: {rules}), layout {opts.layout}, TP{opts.tp} DP{opts.dp} EP{opts.ep}"
+    what = f"{opts.precision}, layout {opts.layout}, {opts.parallel}"
     if not result.files_written:
         return StageResult("convert", "skipped", f"{out} already complete for this recipe ({what})")
     return StageResult(

@@ -8,10 +8,9 @@
 """
 
 from ascend.plan.checks import check_recipe
-from ascend.plan.memory import PlanInputs, PrecisionRule, tensor_format
 from ascend.plan.planner import DeviceClass, Plan, RankLayout, make_plan, parallel_layout, plan_recipe, require_fit
 
 __all__ = [
-    "DeviceClass", "Plan", "PlanInputs", "PrecisionRule", "RankLayout", "check_recipe", "make_plan",
-    "parallel_layout", "plan_recipe", "require_fit", "tensor_format",
+    "DeviceClass", "Plan", "RankLayout", "check_recipe", "make_plan", "parallel_layout", "plan_recipe",
+    "require_fit",
 ]

@@ -10,8 +10,10 @@ from typing import Any
 
 from ascend.errors import AscendError, PlanError
 from ascend.hardware import chip_profile
-from ascend.models import ModelArgs, ShardCoords, fp8_alignment_problem, model_args_for_recipe, shard_slice
-from ascend.plan.memory import PlanInputs, weight_templates
+from ascend.models import ModelArgs, fp8_alignment_problem, model_args_for_recipe, shard_slice
+from ascend.models.sharding import divisors
+from ascend.plan.memory import weight_templates
+from ascend.recipe.settings import Settings
 
 MAX_EXAMPLES = 2
 
@@ -23,10 +25,6 @@ def _where(recipe: Any, key: str) -> str:
         return f"{origin(recipe, key)}: {key}"
     except Exception:  # a recipe built in code has no origins
         return key
-
-
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
 
 
 def check_recipe(recipe: Any, args: ModelArgs | None = None) -> list[str]:
@@ -41,40 +39,40 @@ def check_recipe(recipe: Any, args: ModelArgs | None = None) -> list[str]:
     try:
         if args is None:
             args = model_args_for_recipe(recipe.model)
-        inputs = PlanInputs.from_recipe(recipe)
-        chip = chip_profile(inputs.chip, ranks_per_node=inputs.devices_per_node)
+        settings = Settings.from_recipe(recipe)
+        chip = chip_profile(settings.chip, ranks_per_node=settings.layout.devices_per_node)
     except AscendError as err:
         return [f"{_where(recipe, 'model')}: {err.line()}"]
-    world = inputs.world
-    if world % inputs.dp or world % inputs.ep:
+    layout = settings.layout
+    if layout.problems():
         return problems  # reported by the recipe's own checks; the rest needs a valid shape
-    tp, moe_tp = inputs.attn_tp, inputs.moe_tp
+    world, tp, moe_tp = layout.world, layout.attn_tp, layout.moe_tp
 
-    if chip.devices_per_node is not None and inputs.devices_per_node > chip.devices_per_node:
-        problems.append(f"{_where(recipe, 'hardware.devices_per_node')}: {inputs.devices_per_node} exceeds the "
+    if chip.devices_per_node is not None and layout.devices_per_node > chip.devices_per_node:
+        problems.append(f"{_where(recipe, 'hardware.devices_per_node')}: {layout.devices_per_node} exceeds the "
                         f"{chip.devices_per_node} ranks of one {chip.name} node — add nodes instead")
 
     heads = args.num_attention_heads
-    good_dp = [world // t for t in _divisors(world) if heads % t == 0]
+    good_dp = [world // t for t in divisors(world) if heads % t == 0]
     if heads % tp:
         problems.append(
-            f"{_where(recipe, 'parallel.dp')}: attention TP = world {world} / dp {inputs.dp} = {tp} does not divide "
+            f"{_where(recipe, 'parallel.dp')}: attention TP = world {world} / dp {layout.dp} = {tp} does not divide "
             f"the {heads} attention heads — use dp in {sorted(good_dp)}")
     kv = args.num_key_value_heads
     if not args.is_mla and not heads % tp and (kv % tp if tp <= kv else tp % kv):
         problems.append(
             f"{_where(recipe, 'parallel.dp')}: attention TP {tp} and {kv} KV heads: TP must divide the KV heads or be "
             f"a multiple of them — choose dp so that TP is one of "
-            f"{sorted(t for t in _divisors(world) if heads % t == 0 and (kv % t == 0 if t <= kv else t % kv == 0))}")
+            f"{sorted(t for t in divisors(world) if heads % t == 0 and (kv % t == 0 if t <= kv else t % kv == 0))}")
     experts = args.n_routed_experts
-    if experts and experts % inputs.ep:
+    if experts and experts % layout.ep:
         problems.append(
-            f"{_where(recipe, 'parallel.ep')}: {inputs.ep} does not divide the {experts} routed experts — use ep in "
-            f"{[d for d in _divisors(world) if experts % d == 0]}")
+            f"{_where(recipe, 'parallel.ep')}: {layout.ep} does not divide the {experts} routed experts — use ep in "
+            f"{[d for d in divisors(world) if experts % d == 0]}")
 
-    templates = weight_templates(args, inputs)
+    templates = weight_templates(args, settings)
     if not problems:  # other splits (dense MLP, shared experts) — only once heads/experts are fine
-        coords = ShardCoords.for_rank(0, world, dp=inputs.dp, ep=inputs.ep)
+        coords = layout.coords(0)
         seen: set[str] = set()
         for t in templates:
             try:
@@ -100,7 +98,7 @@ def check_recipe(recipe: Any, args: ModelArgs | None = None) -> list[str]:
         used.setdefault(t.fmt, t.spec.name)
     for fmt, example in sorted(used.items()):
         if not chip.supports(fmt):
-            key = "convert.precision.default" if fmt == inputs.precision_default else "convert.precision.rules"
+            key = "convert.precision.default" if fmt == settings.precision.default else "convert.precision.rules"
             hint = {"fp8": "ascend-ops.md §3: FP8 needs Ascend 950; A2/A3 compute bf16 or int8 — use bf16 or w8a8"}
             problems.append(
                 f"{_where(recipe, key)}: {fmt} output (e.g. {example}) cannot run on {chip.name} — "

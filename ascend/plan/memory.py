@@ -7,18 +7,20 @@ recipe's precision rules and serving limits, and the chip profile. Pure function
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
-from fnmatch import fnmatchcase
 from typing import Any
 
 from ascend.models import ModelArgs, ShardCoords, TensorSpec, local_shape, tensor_specs
+from ascend.hardware import ChipProfile
+from ascend.recipe.settings import Settings
 from ascend.models.args import ceil_div
 
 BF16_BYTES = 2
 FP8_BLOCK = 128
 HCCL_DEFAULT_MB = 200  # HCCL_BUFFSIZE default (ascend-ops.md §1.13)
-XLLM_EP_DEFAULT_MB = 512  # xLLM's EP/TP domain buffer when HCCL_BUFFSIZE is unset (mapping_npu.cpp)
+XLLM_EP_DEFAULT_MB = 512  # xLLM's EP and TP domain buffers when HCCL_BUFFSIZE is unset (mapping_npu.cpp)
 
 # Weight groups shown in the memory table (component -> row).
 WEIGHT_ROWS: dict[str, str] = {
@@ -33,89 +35,6 @@ WEIGHT_ROWS: dict[str, str] = {
     "routed_expert": "routed experts",
     "mtp": "MTP layer",
 }
-
-
-@dataclass(frozen=True)
-class PrecisionRule:
-    match: str
-    format: str
-
-
-@dataclass(frozen=True)
-class PlanInputs:
-    """Everything the memory model reads from a recipe (so suggestions can vary it).
-
-    Attributes:
-        chip: chip profile name; nodes, devices_per_node: cluster shape (world = product).
-        dp, ep: attention data-parallel groups, expert-parallel size.
-        precision_default, precision_rules: ``convert.precision`` (first matching glob wins).
-        speculative_tokens: MTP speculative tokens (0 = off; on loads the MTP layer).
-        max_model_len, max_seqs, max_tokens_per_batch, block_size, memory_utilization: ``serve``.
-        hccl_buffsize_mb: ``HCCL_BUFFSIZE`` from ``serve.env`` (None = engine default).
-        engine: "xllm" or "cpu".
-    """
-
-    chip: str
-    nodes: int
-    devices_per_node: int
-    dp: int = 1
-    ep: int = 1
-    precision_default: str = "bf16"
-    precision_rules: tuple[PrecisionRule, ...] = ()
-    speculative_tokens: int = 0
-    max_model_len: int = 32768
-    max_seqs: int = 32
-    max_tokens_per_batch: int = 8192
-    block_size: int = 128
-    memory_utilization: float = 0.85
-    hccl_buffsize_mb: int | None = None
-    engine: str = "xllm"
-
-    @property
-    def world(self) -> int:
-        return self.nodes * self.devices_per_node
-
-    @property
-    def attn_tp(self) -> int:
-        return self.world // self.dp
-
-    @property
-    def moe_tp(self) -> int:
-        return self.world // self.ep
-
-    @classmethod
-    def from_recipe(cls, recipe: Any) -> PlanInputs:
-        """Read a ``Recipe`` (pydantic, see ascend.recipe.schema) or anything shaped like it."""
-        hw, par, conv, serve = recipe.hardware, recipe.parallel, recipe.convert, recipe.serve
-        spec = getattr(serve, "speculative", None)
-        buff = (getattr(serve, "env", None) or {}).get("HCCL_BUFFSIZE")
-        return cls(
-            chip=hw.chip,
-            nodes=hw.nodes,
-            devices_per_node=hw.devices_per_node,
-            dp=par.dp,
-            ep=par.ep,
-            precision_default=conv.precision.default,
-            precision_rules=tuple(PrecisionRule(r.match, r.format) for r in conv.precision.rules),
-            speculative_tokens=spec.num_tokens if spec is not None else 0,
-            max_model_len=serve.max_model_len,
-            max_seqs=serve.max_seqs,
-            max_tokens_per_batch=serve.max_tokens_per_batch,
-            block_size=serve.block_size,
-            memory_utilization=serve.memory_utilization,
-            hccl_buffsize_mb=int(buff) if buff is not None and str(buff).strip().isdigit() else None,
-            engine=serve.engine,
-        )
-
-
-def tensor_format(spec: TensorSpec, default: str, rules: tuple[PrecisionRule, ...]) -> str:
-    """Output format of one tensor: non-quantizable tensors stay BF16; else first rule, else default."""
-    if not spec.quantizable:
-        return "bf16"
-    for rule in rules:
-        if fnmatchcase(spec.name, rule.match):
-            return rule.format
-    return default
 
 
 def tensor_bytes(shape: tuple[int, ...], fmt: str, native_dtype: str = "bf16") -> int:
@@ -166,18 +85,18 @@ class ModelTables:
             self._specs[mtp] = tensor_specs(model, mtp=mtp)
         return self._specs[mtp]
 
-    def templates(self, inputs: PlanInputs) -> list[WeightTemplate]:
+    def templates(self, settings: Settings) -> list[WeightTemplate]:
         """The tensors the engine loads, grouped so each group is partitioned once per rank.
 
         With speculative decoding the MTP layers are loaded as xLLM's draft model, which carries
         its own embedding and head (copied from the main model when the checkpoint lacks them).
         """
-        mtp = inputs.speculative_tokens > 0
-        key = (mtp, inputs.precision_default, inputs.precision_rules)
+        mtp = settings.speculative_tokens > 0
+        key = (mtp, settings.precision)
         if key not in self._templates:
             groups: dict[tuple[str, str, bool], WeightTemplate] = {}
             for spec in self.specs(mtp):
-                fmt = tensor_format(spec, inputs.precision_default, inputs.precision_rules)
+                fmt = settings.precision.format_of(spec.name, quantizable=spec.quantizable)
                 gkey = (_LAYER.sub("model.layers.*.", spec.name), fmt, spec.mtp)
                 hit = groups.get(gkey)
                 if hit is None:
@@ -188,9 +107,9 @@ class ModelTables:
         return self._templates[key]
 
 
-def weight_templates(args: ModelArgs, inputs: PlanInputs) -> list[WeightTemplate]:
-    """``ModelTables(args).templates(inputs)`` for one-off use."""
-    return ModelTables(args).templates(inputs)
+def weight_templates(args: ModelArgs, settings: Settings) -> list[WeightTemplate]:
+    """``ModelTables(args).templates(settings)`` for one-off use."""
+    return ModelTables(args).templates(settings)
 
 
 def rank_weight_bytes(templates: list[WeightTemplate], coords: ShardCoords) -> dict[str, int]:
@@ -218,7 +137,7 @@ class KVLayout:
         return self.attention + self.indexer
 
 
-def kv_bytes_per_token(args: ModelArgs, inputs: PlanInputs) -> KVLayout:
+def kv_bytes_per_token(args: ModelArgs, settings: Settings) -> KVLayout:
     """KV-cache bytes per token per device (BF16 cache).
 
     MLA: ``(kv_lora_rank + qk_rope_head_dim) · 2`` per layer; every attention-TP rank holds the
@@ -227,12 +146,12 @@ def kv_bytes_per_token(args: ModelArgs, inputs: PlanInputs) -> KVLayout:
     per layer with ``local_kv_heads = max(1, kv_heads / attention_tp)`` (replicated when TP
     exceeds the KV heads). MTP layers add one layer each when speculative decoding is on.
     """
-    mtp_layers = args.num_nextn_predict_layers if inputs.speculative_tokens > 0 else 0
+    mtp_layers = args.num_nextn_predict_layers if settings.speculative_tokens > 0 else 0
     layers = args.num_hidden_layers + mtp_layers
     if args.is_mla:
         per_layer = (args.kv_lora_rank + args.qk_rope_head_dim) * BF16_BYTES
     else:
-        local_kv = max(1, args.num_key_value_heads // inputs.attn_tp)
+        local_kv = max(1, args.num_key_value_heads // settings.layout.attn_tp)
         per_layer = 2 * local_kv * args.head_dim * BF16_BYTES
     indexer_layers = sum(1 for i in range(args.num_hidden_layers) if args.layer_has_indexer(i))
     indexer_layers += mtp_layers if args.has_indexer else 0
@@ -265,7 +184,7 @@ MOE_IMBALANCE = 2  # routed tokens a rank may receive, relative to a perfectly e
 HIDDEN_BUFFERS = 6  # residual, normed input, attention out, MoE out, two staging buffers
 
 
-def workspace_bytes(args: ModelArgs, inputs: PlanInputs) -> Workspace:
+def workspace_bytes(args: ModelArgs, settings: Settings) -> Workspace:
     """Peak activation memory of one step (T = max_tokens_per_batch per DP group, BF16).
 
     - hidden: ``T · h · 2 · 6`` (residual, normed input, attention and MoE outputs, 2 staging).
@@ -277,8 +196,8 @@ def workspace_bytes(args: ModelArgs, inputs: PlanInputs) -> Workspace:
       plus the combined output ``T · h · 2``.
     - logits: ``max_seqs · ceil(V / tp) · 4`` (fp32 logits of the sampled rows).
     """
-    t, h = inputs.max_tokens_per_batch, args.hidden_size
-    tp = inputs.attn_tp
+    layout, t, h = settings.layout, settings.serve.max_tokens_per_batch, args.hidden_size
+    tp = layout.attn_tp
     local_heads = max(1, args.num_attention_heads // tp)
     if args.is_mla:
         per_head = 2 * args.qk_head_dim + args.v_head_dim
@@ -287,15 +206,15 @@ def workspace_bytes(args: ModelArgs, inputs: PlanInputs) -> Workspace:
     attention = t * local_heads * per_head * BF16_BYTES + t * args.index_n_heads * args.index_head_dim * BF16_BYTES
     moe = 0
     if args.n_routed_experts:
-        imbalance = min(MOE_IMBALANCE, inputs.ep)
-        routed_rows = ceil_div(imbalance * t * inputs.dp * args.num_experts_per_tok, inputs.ep)
-        moe = routed_rows * (h + 3 * ceil_div(args.moe_intermediate_size, inputs.moe_tp)) * BF16_BYTES
+        imbalance = min(MOE_IMBALANCE, layout.ep)
+        routed_rows = ceil_div(imbalance * t * layout.dp * args.num_experts_per_tok, layout.ep)
+        moe = routed_rows * (h + 3 * ceil_div(args.moe_intermediate_size, layout.moe_tp)) * BF16_BYTES
         moe += t * h * BF16_BYTES
     return Workspace(
         hidden=t * h * BF16_BYTES * HIDDEN_BUFFERS,
         attention=attention,
         moe=moe,
-        logits=inputs.max_seqs * ceil_div(args.vocab_size, tp) * 4,
+        logits=settings.serve.max_seqs * ceil_div(args.vocab_size, tp) * 4,
     )
 
 
@@ -311,31 +230,79 @@ class HcclBuffers:
         return sum(2 * self.buffsize_mb[c] * 1024 * 1024 for c in self.communicators)
 
 
-def hccl_bytes(inputs: PlanInputs, collective: str) -> HcclBuffers:
+def moe_dispatch_buffer_mb(chip: str, args: ModelArgs, ep: int, max_bs: int) -> int:
+    """MB of HCCL buffer MoE dispatch/combine needs (reference/ascend-ops.md §1.13).
+
+    A3 (fullmesh_v1): 2·(L·bs·EP·Align512(Align32(2H)+64) + (K+shared)·bs·Align512(2H)) bytes;
+    A2 (fullmesh): 2·(bs·EP·min(L, K)·H·2 B + 2 MB), with L = experts per rank, bs = tokens per
+    rank per step.
+    """
+    def align(x: int, a: int) -> int:
+        return (x + a - 1) // a * a
+
+    hidden, top_k = args.hidden_size, args.num_experts_per_tok
+    local = max(1, args.n_routed_experts // ep)
+    if chip == "ascend-a3":
+        need = 2 * (local * max_bs * ep * align(align(2 * hidden, 32) + 64, 512)
+                    + (top_k + args.n_shared_experts) * max_bs * align(2 * hidden, 512))
+    else:
+        need = 2 * (max_bs * ep * min(local, top_k) * hidden * 2 + 2 * 2**20)
+    return math.ceil(need / 2**20)
+
+
+@dataclass(frozen=True)
+class HcclBuffsize:
+    """The ``HCCL_BUFFSIZE`` a deployment runs with: what ``ascend serve`` exports and the plan counts.
+
+    ``mb`` None: unset (HCCL's 200 MB; xLLM's own 512 MB on its TP and EP domains).
+    ``need_mb``: what MoE dispatch needs at ``serve.max_seqs`` (0 without EP or routed experts).
+    """
+
+    mb: int | None
+    need_mb: int
+    source: str  # "serve.env" | "computed" | "default"
+
+
+def hccl_buffsize(settings: Settings, args: ModelArgs) -> HcclBuffsize:
+    """One figure for planner and launcher: ``serve.env.HCCL_BUFFSIZE`` when the user gives it;
+    else, for xLLM with EP > 1, the MoE dispatch need (+10 %, in 8 MB steps) when it exceeds
+    xLLM's 512 MB default; else unset."""
+    serve, layout = settings.serve, settings.layout
+    need = 0
+    if serve.engine == "xllm" and layout.ep > 1 and args.n_routed_experts:
+        max_bs = serve.max_seqs * (settings.speculative_tokens + 1)
+        need = moe_dispatch_buffer_mb(settings.chip, args, layout.ep, max_bs)
+    given = str(serve.env.get("HCCL_BUFFSIZE", "")).strip()
+    if given.isdigit():
+        return HcclBuffsize(int(given), need, "serve.env")
+    if need > XLLM_EP_DEFAULT_MB:
+        return HcclBuffsize(math.ceil(need * 1.1 / 8) * 8, need, "computed")
+    return HcclBuffsize(None, need, "default")
+
+
+def hccl_bytes(settings: Settings, args: ModelArgs, chip: ChipProfile) -> HcclBuffers:
     """Communicators a rank joins (groups larger than one rank) and their buffers.
 
     attention TP, expert parallel, MoE TP (when it differs from attention TP) and the DP
-    group (tokens gathered across DP for the MoE) each hold ``2 · HCCL_BUFFSIZE`` MB.
-    ``HCCL_BUFFSIZE`` comes from ``serve.env``; unset, HCCL uses 200 MB and xLLM 512 MB for its
-    EP domain. The CPU engine (gloo) has no device buffers.
+    group (tokens gathered across DP for the MoE) each hold ``2 · HCCL_BUFFSIZE`` MB, with the
+    ``HCCL_BUFFSIZE`` of :func:`hccl_buffsize`. Unset, xLLM sizes its TP and EP domains at
+    512 MB and HCCL the others at 200 MB (xllm ``mapping_npu.cpp``). The CPU engine (gloo) has
+    no device buffers.
     """
-    if collective != "hccl":
+    if chip.collective != "hccl":
         return HcclBuffers(())
+    layout = settings.layout
     comms: list[str] = []
-    if inputs.attn_tp > 1:
+    if layout.attn_tp > 1:
         comms.append("attention TP")
-    if inputs.ep > 1:
+    if layout.ep > 1:
         comms.append("expert parallel")
-    if inputs.moe_tp > 1 and inputs.moe_tp != inputs.attn_tp:
+    if layout.moe_tp > 1 and layout.moe_tp != layout.attn_tp:
         comms.append("MoE TP")
-    if inputs.dp > 1:
+    if layout.dp > 1:
         comms.append("data parallel")
-    sizes = {}
-    for c in comms:
-        if inputs.hccl_buffsize_mb is not None:
-            sizes[c] = inputs.hccl_buffsize_mb
-        elif c == "expert parallel" and inputs.engine == "xllm":
-            sizes[c] = XLLM_EP_DEFAULT_MB
-        else:
-            sizes[c] = HCCL_DEFAULT_MB
+    buff = hccl_buffsize(settings, args).mb
+    xllm_domains = ("attention TP", "expert parallel") if settings.serve.engine == "xllm" else ()
+    sizes = {c: buff if buff is not None else XLLM_EP_DEFAULT_MB if c in xllm_domains else HCCL_DEFAULT_MB
+             for c in comms}
     return HcclBuffers(tuple(comms), sizes)

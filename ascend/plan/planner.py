@@ -1,7 +1,7 @@
 """``make_plan``: the parallel layout and the per-device memory budget of a deployment.
 
-A plan is a pure function of (:class:`PlanInputs` from the recipe, :class:`ModelArgs`,
-:class:`ChipProfile`). "Fits" means what a paged-KV engine needs to start: on every device,
+A plan is a pure function of (:class:`~ascend.recipe.settings.Settings` from the recipe,
+:class:`ModelArgs`, :class:`ChipProfile`). "Fits" means what a paged-KV engine needs to start: on every device,
 weights + workspace + HCCL buffers + engine reserve + the KV cache of one ``max_model_len``
 sequence (per attention-DP group) within ``capacity × memory_utilization``. This is how xLLM
 sizes its cache (``kv = free − capacity · (1 − utilization)``, ``LLMEngine::estimate_kv_cache_capacity``).
@@ -14,20 +14,23 @@ from typing import Any
 
 from ascend.errors import CheckFailed, PlanError
 from ascend.hardware import ChipProfile, GiB, chip_profile
-from ascend.models import ModelArgs, ShardCoords, expert_range, vocab_range
+from ascend.models import ModelArgs, expert_range, vocab_range
 from ascend.models.args import ceil_div
+from ascend.models.precision import PrecisionPolicy
 from ascend.models.sharding import unit_range
 from ascend.plan.memory import (
     HcclBuffers,
+    HcclBuffsize,
     KVLayout,
     ModelTables,
-    PlanInputs,
     Workspace,
+    hccl_buffsize,
     hccl_bytes,
     kv_bytes_per_token,
     rank_weight_bytes,
     workspace_bytes,
 )
+from ascend.recipe.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -58,19 +61,20 @@ class RankLayout:
         }
 
 
-def parallel_layout(args: ModelArgs, inputs: PlanInputs) -> list[RankLayout]:
+def parallel_layout(args: ModelArgs, settings: Settings) -> list[RankLayout]:
     """Every rank's node, device, DP / TP / EP coordinates, heads, experts and vocab slice."""
-    world = inputs.world
+    layout = settings.layout
     out = []
-    for rank in range(world):
-        c = ShardCoords.for_rank(rank, world, dp=inputs.dp, ep=inputs.ep)
+    for rank in range(layout.world):
+        c = layout.coords(rank)
+        node, local = layout.node_of(rank)
         heads = unit_range(args.num_attention_heads, args.num_attention_heads, c.attn_tp_rank, c.attn_tp_size,
                            what="attention heads")
         kv = unit_range(args.num_key_value_heads, args.num_key_value_heads, c.attn_tp_rank, c.attn_tp_size,
                         replicate_units=not args.is_mla, what="KV heads") if not args.is_mla else heads
         experts = expert_range(args.n_routed_experts, c.ep_rank, c.ep_size) if args.n_routed_experts else (0, 0)
         out.append(RankLayout(
-            rank=rank, node=rank // inputs.devices_per_node, local_device=rank % inputs.devices_per_node,
+            rank=rank, node=node, local_device=local,
             dp_rank=c.dp_rank, attn_tp_rank=c.attn_tp_rank, heads=heads, kv_heads=kv, ep_rank=c.ep_rank,
             experts=experts, moe_tp_rank=c.moe_tp_rank,
             vocab=vocab_range(args.vocab_size, c.attn_tp_rank, c.attn_tp_size),
@@ -127,13 +131,14 @@ class Plan:
     """The outcome: layout, memory per device class, KV capacity and the verdict."""
 
     model: str
-    inputs: PlanInputs
+    settings: Settings
     chip: ChipProfile
     layout: list[RankLayout]
     devices: list[DeviceClass]
     kv: KVLayout
     workspace: Workspace
     hccl: HcclBuffers
+    hccl_buffsize: HcclBuffsize
     seq_tokens: int  # max_model_len rounded up to whole blocks (+ speculative slots)
     warnings: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
@@ -146,28 +151,29 @@ class Plan:
     @property
     def concurrent_max_len_seqs(self) -> int:
         """max_model_len sequences that can be resident at once, over all DP groups."""
-        return self.inputs.dp * (self.kv_tokens // self.seq_tokens)
+        return self.settings.layout.dp * (self.kv_tokens // self.seq_tokens)
 
     @property
     def fits(self) -> bool:
         return all(d.fixed <= d.budget for d in self.devices) and self.kv_tokens >= self.seq_tokens
 
     def as_dict(self) -> dict[str, Any]:
-        i = self.inputs
+        lay, serve = self.settings.layout, self.settings.serve
         return {
             "model": self.model,
             "fits": self.fits,
             "chip": self.chip.name,
-            "world_size": i.world, "nodes": i.nodes, "devices_per_node": i.devices_per_node,
-            "dp": i.dp, "ep": i.ep, "attention_tp": i.attn_tp, "moe_tp": i.moe_tp,
-            "max_model_len": i.max_model_len, "max_seqs": i.max_seqs,
-            "max_tokens_per_batch": i.max_tokens_per_batch, "memory_utilization": i.memory_utilization,
-            "speculative_tokens": i.speculative_tokens,
+            "world_size": lay.world, "nodes": lay.nodes, "devices_per_node": lay.devices_per_node,
+            "dp": lay.dp, "ep": lay.ep, "attention_tp": lay.attn_tp, "moe_tp": lay.moe_tp,
+            "max_model_len": serve.max_model_len, "max_seqs": serve.max_seqs,
+            "max_tokens_per_batch": serve.max_tokens_per_batch, "memory_utilization": serve.memory_utilization,
+            "speculative_tokens": self.settings.speculative_tokens,
             "kv_bytes_per_token": {"attention": self.kv.attention, "indexer": self.kv.indexer,
                                    "total": self.kv.per_token, "layers": self.kv.layers},
             "workspace_bytes": self.workspace.as_dict(),
             "hccl": {"communicators": list(self.hccl.communicators), "buffsize_mb": dict(self.hccl.buffsize_mb),
-                     "total_bytes": self.hccl.total},
+                     "total_bytes": self.hccl.total, "HCCL_BUFFSIZE": self.hccl_buffsize.mb,
+                     "HCCL_BUFFSIZE_source": self.hccl_buffsize.source, "moe_dispatch_need_mb": self.hccl_buffsize.need_mb},
             "kv_tokens_per_dp_group": self.kv_tokens,
             "concurrent_max_len_seqs": self.concurrent_max_len_seqs,
             "device_classes": [d.as_dict() for d in self.devices],
@@ -177,40 +183,36 @@ class Plan:
         }
 
 
-def _check_shape(args: ModelArgs, inputs: PlanInputs, chip: ChipProfile) -> None:
-    world = inputs.world
-    for name, size in (("parallel.dp", inputs.dp), ("parallel.ep", inputs.ep)):
-        if size < 1 or world % size:
-            raise PlanError(f"{name} = {size} does not divide the world size {world}",
-                            fix=f"choose one of {[d for d in range(1, world + 1) if world % d == 0]}")
-    if chip.devices_per_node is not None and inputs.devices_per_node > chip.devices_per_node:
+def _check_shape(settings: Settings, chip: ChipProfile) -> None:
+    layout = settings.layout.check()
+    if chip.devices_per_node is not None and layout.devices_per_node > chip.devices_per_node:
         raise PlanError(
-            f"hardware.devices_per_node = {inputs.devices_per_node} exceeds the {chip.devices_per_node} ranks of "
+            f"hardware.devices_per_node = {layout.devices_per_node} exceeds the {chip.devices_per_node} ranks of "
             f"one {chip.name} node", fix=f"set hardware.devices_per_node <= {chip.devices_per_node} and add nodes",
         )
 
 
-def make_plan(inputs: PlanInputs, args: ModelArgs | ModelTables, chip: ChipProfile, *, model_name: str = "",
+def make_plan(settings: Settings, args: ModelArgs | ModelTables, chip: ChipProfile, *, model_name: str = "",
               suggest: bool = True) -> Plan:
-    """The layout and memory plan of ``inputs`` for ``args`` on ``chip`` (PlanError if impossible).
+    """The layout and memory plan of ``settings`` for ``args`` on ``chip`` (PlanError if impossible).
 
     ``args`` may be a :class:`ModelTables` to reuse tensor tables across several plans.
     """
     tables = args if isinstance(args, ModelTables) else ModelTables(args)
     args = tables.args
-    _check_shape(args, inputs, chip)
-    layout = parallel_layout(args, inputs)
-    templates = tables.templates(inputs)
-    kv = kv_bytes_per_token(args, inputs)
-    ws = workspace_bytes(args, inputs)
-    hccl = hccl_bytes(inputs, chip.collective)
+    _check_shape(settings, chip)
+    serve = settings.serve
+    layout = parallel_layout(args, settings)
+    templates = tables.templates(settings)
+    kv = kv_bytes_per_token(args, settings)
+    ws = workspace_bytes(args, settings)
+    hccl = hccl_bytes(settings, args, chip)
     capacity = chip.memory_bytes
-    budget = int(capacity * inputs.memory_utilization)
+    budget = int(capacity * serve.memory_utilization)
 
     classes: dict[tuple, DeviceClass] = {}
     for r in layout:
-        coords = ShardCoords.for_rank(r.rank, inputs.world, dp=inputs.dp, ep=inputs.ep)
-        weights = rank_weight_bytes(templates, coords)
+        weights = rank_weight_bytes(templates, settings.layout.coords(r.rank))
         key = tuple(sorted(weights.items()))
         if key in classes:
             classes[key].ranks.append(r.rank)
@@ -218,70 +220,72 @@ def make_plan(inputs: PlanInputs, args: ModelArgs | ModelTables, chip: ChipProfi
             classes[key] = DeviceClass(
                 ranks=[r.rank], capacity=capacity, budget=budget, weights=weights, workspace=ws.total,
                 hccl=hccl.total, reserve=chip.engine_reserve_bytes, kv_per_token=kv.per_token,
-                block_size=inputs.block_size,
+                block_size=serve.block_size,
             )
-    seq_tokens = ceil_div(inputs.max_model_len + inputs.speculative_tokens, inputs.block_size) * inputs.block_size
+    seq_tokens = ceil_div(serve.max_model_len + settings.speculative_tokens, serve.block_size) * serve.block_size
     plan = Plan(
-        model=model_name or args.family, inputs=inputs, chip=chip, layout=layout,
+        model=model_name or args.family, settings=settings, chip=chip, layout=layout,
         devices=sorted(classes.values(), key=lambda d: d.ranks[0]), kv=kv, workspace=ws, hccl=hccl,
+        hccl_buffsize=hccl_buffsize(settings, args),
         seq_tokens=seq_tokens,
     )
-    if plan.fits and plan.concurrent_max_len_seqs < inputs.max_seqs:
+    if plan.fits and plan.concurrent_max_len_seqs < serve.max_seqs:
         plan.warnings.append(
-            f"only {plan.concurrent_max_len_seqs} sequence(s) of max_model_len {inputs.max_model_len} fit in the KV "
-            f"cache at once (serve.max_seqs is {inputs.max_seqs}); shorter sequences share the "
+            f"only {plan.concurrent_max_len_seqs} sequence(s) of max_model_len {serve.max_model_len} fit in the KV "
+            f"cache at once (serve.max_seqs is {serve.max_seqs}); shorter sequences share the "
             f"{plan.kv_tokens} tokens per DP group"
         )
     if suggest and not plan.fits:
-        plan.suggestions = suggestions(inputs, tables, chip)
+        plan.suggestions = suggestions(settings, tables, chip)
     return plan
 
 
-def _fits(inputs: PlanInputs, args: ModelTables, chip: ChipProfile) -> Plan | None:
+def _fits(settings: Settings, args: ModelTables, chip: ChipProfile) -> Plan | None:
     try:
-        plan = make_plan(inputs, args, chip, suggest=False)
+        plan = make_plan(settings, args, chip, suggest=False)
     except PlanError:
         return None
     return plan if plan.fits else None
 
 
-def suggestions(inputs: PlanInputs, model: ModelArgs | ModelTables, chip: ChipProfile) -> list[str]:
+def suggestions(settings: Settings, model: ModelArgs | ModelTables, chip: ChipProfile) -> list[str]:
     """Changes that make a non-fitting plan fit, each computed by re-planning (not guessed)."""
     args = model if isinstance(model, ModelTables) else ModelTables(model)
+    layout, serve = settings.layout, settings.serve
     out: list[str] = []
     # 1. shorter context: what the KV cache left after the fixed costs can hold
-    base = make_plan(inputs, args, chip, suggest=False)
-    tokens = base.kv_tokens - inputs.speculative_tokens
-    if all(d.fixed <= d.budget for d in base.devices) and tokens >= inputs.block_size:
+    base = make_plan(settings, args, chip, suggest=False)
+    tokens = base.kv_tokens - settings.speculative_tokens
+    if all(d.fixed <= d.budget for d in base.devices) and tokens >= serve.block_size:
         out.append(f"--set serve.max_model_len={tokens} (the KV cache left after weights holds {base.kv_tokens} "
                    f"tokens per DP group)")
     # 2. W8A8 for every quantizable tensor (A2/A3 compute int8)
-    uses_wide = inputs.precision_default != "w8a8" or any(r.format != "w8a8" for r in inputs.precision_rules)
-    if uses_wide and chip.supports("w8a8"):
-        plan = _fits(replace(inputs, precision_default="w8a8", precision_rules=()), args, chip)
+    all_int8 = PrecisionPolicy("w8a8")
+    if settings.precision != all_int8 and chip.supports("w8a8"):
+        plan = _fits(replace(settings, precision=all_int8), args, chip)
         if plan is not None:
             out.append(f"--set convert.precision.default=w8a8 with no rules (all quantizable tensors int8): "
                        f"{plan.kv_tokens} KV tokens per DP group")
     # 3. more nodes, keeping dp and spreading experts over all ranks when they were
-    for nodes in range(inputs.nodes + 1, inputs.nodes * 8 + 1):
-        world = nodes * inputs.devices_per_node
-        ep = world if inputs.ep == inputs.world else inputs.ep * nodes // inputs.nodes
+    for nodes in range(layout.nodes + 1, layout.nodes * 8 + 1):
+        world = nodes * layout.devices_per_node
+        ep = world if layout.ep == layout.world else layout.ep * nodes // layout.nodes
         experts = args.args.n_routed_experts
         if experts and (ep < 1 or experts % ep):
             ep = max(d for d in range(1, world + 1) if world % d == 0 and experts % d == 0)
-        plan = _fits(replace(inputs, nodes=nodes, ep=ep), args, chip)
+        plan = _fits(settings.with_layout(nodes=nodes, ep=ep), args, chip)
         if plan is not None:
             out.append(f"--set hardware.nodes={nodes} --set parallel.ep={ep} ({world} ranks): "
                        f"{plan.kv_tokens} KV tokens per DP group")
             break
     # 4. no MTP draft model
-    if inputs.speculative_tokens:
-        plan = _fits(replace(inputs, speculative_tokens=0), args, chip)
+    if settings.speculative_tokens:
+        plan = _fits(settings.with_serve(speculative=None), args, chip)
         if plan is not None:
             out.append(f"--set serve.speculative=null (no MTP draft layer): {plan.kv_tokens} KV tokens per DP group")
     # 5. a larger memory share
-    if inputs.memory_utilization < 0.95:
-        plan = _fits(replace(inputs, memory_utilization=0.95), args, chip)
+    if serve.memory_utilization < 0.95:
+        plan = _fits(settings.with_serve(memory_utilization=0.95), args, chip)
         if plan is not None:
             out.append(f"--set serve.memory_utilization=0.95: {plan.kv_tokens} KV tokens per DP group")
     return out
@@ -294,11 +298,11 @@ def require_fit(plan: Plan) -> None:
     worst = max(plan.devices, key=lambda d: d.fixed + plan.seq_tokens * d.kv_per_token - d.budget)
     need = worst.fixed + plan.seq_tokens * worst.kv_per_token
     raise CheckFailed(
-        f"{plan.model} does not fit on {plan.inputs.world} × {plan.chip.name}: a device needs "
+        f"{plan.model} does not fit on {plan.settings.layout.world} × {plan.chip.name}: a device needs "
         f"{need / GiB:.1f} GiB (weights {worst.weights_total / GiB:.1f}, workspace {worst.workspace / GiB:.1f}, "
-        f"HCCL {worst.hccl / GiB:.1f}, reserve {worst.reserve / GiB:.1f}, KV of one {plan.inputs.max_model_len}-token "
+        f"HCCL {worst.hccl / GiB:.1f}, reserve {worst.reserve / GiB:.1f}, KV of one {plan.settings.serve.max_model_len}-token "
         f"sequence {plan.seq_tokens * worst.kv_per_token / GiB:.1f}) but has {worst.budget / GiB:.1f} GiB "
-        f"({worst.capacity / GiB:.0f} GiB × {plan.inputs.memory_utilization})",
+        f"({worst.capacity / GiB:.0f} GiB × {plan.settings.serve.memory_utilization})",
         fix=("try " + "; or ".join(plan.suggestions)) if plan.suggestions else
         "no single change found: use more nodes and a smaller precision together",
     )
@@ -308,10 +312,10 @@ def plan_recipe(recipe: Any, args: ModelArgs | None = None, chip: ChipProfile | 
     """Plan a loaded ``Recipe``: model facts from ``model_args_for_recipe`` unless given."""
     from ascend.models import model_args_for_recipe
 
-    inputs = PlanInputs.from_recipe(recipe)
+    settings = Settings.from_recipe(recipe)
     if args is None:
         args = model_args_for_recipe(recipe.model)
     if chip is None:
-        chip = chip_profile(inputs.chip, ranks_per_node=inputs.devices_per_node)
+        chip = chip_profile(settings.chip, ranks_per_node=settings.layout.devices_per_node)
     name = recipe.model.id or recipe.name
-    return make_plan(inputs, args, chip, model_name=name)
+    return make_plan(settings, args, chip, model_name=name)

@@ -30,13 +30,18 @@ def render_plan(plan: Plan, console: Any) -> None:
     """Print the layout table, the memory table per device class and the verdict."""
     from rich.table import Table
 
-    i = plan.inputs
+    i, serve, spec = plan.settings.layout, plan.settings.serve, plan.settings.speculative_tokens
     console.print(
         f"[bold]{plan.model}[/bold] on {i.nodes} × {plan.chip.name} node(s), {i.world} ranks "
         f"({plan.chip.memory_gib:.0f} GiB each): dp {i.dp} × attention TP {i.attn_tp}, "
         f"EP {i.ep} × MoE TP {i.moe_tp}"
-        + (f", MTP {i.speculative_tokens} speculative token(s)" if i.speculative_tokens else "")
+        + (f", MTP {spec} speculative token(s)" if spec else "")
     )
+    if plan.hccl.communicators:
+        b = plan.hccl_buffsize
+        value = f"HCCL_BUFFSIZE={b.mb}" if b.mb is not None else "HCCL_BUFFSIZE unset (engine defaults)"
+        console.print(f"{value} ({b.source}; MoE dispatch needs ~{b.need_mb} MB) on "
+                      + ", ".join(f"{c} {plan.hccl.buffsize_mb[c]} MB" for c in plan.hccl.communicators))
 
     layout = Table(title="Parallel layout", show_lines=False)
     for col in ("rank", "node", "device", "dp", "attn tp", "heads", "ep", "experts", "moe tp", "vocab"):
@@ -64,12 +69,12 @@ def render_plan(plan: Plan, console: Any) -> None:
     for key in rows_order:
         mem.add_row(f"weights: {key}", *[_gib(d.weights.get(key, 0)) for d in plan.devices])
     mem.add_row("weights total", *[_gib(d.weights_total) for d in plan.devices], style="bold")
-    mem.add_row(f"workspace ({i.max_tokens_per_batch} tokens/step)", *[_gib(d.workspace) for d in plan.devices])
+    mem.add_row(f"workspace ({serve.max_tokens_per_batch} tokens/step)", *[_gib(d.workspace) for d in plan.devices])
     comms = ", ".join(plan.hccl.communicators) or "none"
     mem.add_row(f"HCCL buffers ({comms})", *[_gib(d.hccl) for d in plan.devices])
     mem.add_row("engine reserve", *[_gib(d.reserve) for d in plan.devices])
     mem.add_row("KV cache", *[_gib(d.kv_bytes) for d in plan.devices])
-    mem.add_row(f"budget ({plan.chip.memory_gib:.0f} × {i.memory_utilization})", *[_gib(d.budget) for d in plan.devices],
+    mem.add_row(f"budget ({plan.chip.memory_gib:.0f} × {serve.memory_utilization})", *[_gib(d.budget) for d in plan.devices],
                 style="bold")
     mem.add_row("KV bytes / token", *[f"{d.kv_per_token:,}" for d in plan.devices])
     mem.add_row("KV tokens", *[f"{d.kv_tokens:,}" for d in plan.devices])
@@ -78,11 +83,11 @@ def render_plan(plan: Plan, console: Any) -> None:
     if plan.fits:
         console.print(
             f"[green]fits[/green]: {plan.kv_tokens:,} KV-cache tokens per DP group; "
-            f"{plan.concurrent_max_len_seqs} concurrent sequence(s) of max_model_len {i.max_model_len:,} "
-            f"(max_seqs {i.max_seqs})"
+            f"{plan.concurrent_max_len_seqs} concurrent sequence(s) of max_model_len {serve.max_model_len:,} "
+            f"(max_seqs {serve.max_seqs})"
         )
     else:
-        console.print(f"[red]does not fit[/red] (max_model_len {i.max_model_len:,}, {plan.kv_tokens:,} KV tokens)")
+        console.print(f"[red]does not fit[/red] (max_model_len {serve.max_model_len:,}, {plan.kv_tokens:,} KV tokens)")
         for s in plan.suggestions:
             console.print(f"  try: {s}")
     for w in plan.warnings:

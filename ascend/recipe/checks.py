@@ -10,10 +10,6 @@ from __future__ import annotations
 from ascend.recipe.schema import Recipe
 
 
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def check_recipe_fields(recipe: Recipe) -> list[str]:
     """Every recipe-level cross-field problem, each prefixed with where the key was set."""
     from ascend.recipe.load import origin
@@ -23,13 +19,9 @@ def check_recipe_fields(recipe: Recipe) -> list[str]:
     def problem(key: str, message: str) -> None:
         problems.append(f"{origin(recipe, key)}: {key}: {message}")
 
-    hw, par, serve, model, conv = recipe.hardware, recipe.parallel, recipe.serve, recipe.model, recipe.convert
-    world = recipe.world_size
-    world_text = f"world size {world} ({hw.nodes} node(s) × {hw.devices_per_node} devices_per_node)"
-    for name in ("dp", "ep"):
-        value = getattr(par, name)
-        if world % value:
-            problem(f"parallel.{name}", f"{value} does not divide {world_text} — use one of {divisors(world)}")
+    hw, serve, model, conv = recipe.hardware, recipe.serve, recipe.model, recipe.convert
+    for key, message in recipe.layout.problems():
+        problem(key, message)
 
     if hw.hosts and len(hw.hosts) != hw.nodes:
         problem("hardware.hosts", f"{len(hw.hosts)} host(s) listed for {hw.nodes} node(s) — list exactly one address per node")

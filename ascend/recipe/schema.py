@@ -6,9 +6,13 @@ is user-facing: `tools/gen_recipe_docs.py` turns this module into docs/recipe-re
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ascend.models.precision import PrecisionPolicy
+from ascend.models.sharding import ParallelLayout
 
 Family = Literal["glm_moe_dsa", "deepseek_v3", "deepseek_v32", "glm4_moe"]
 Chip = Literal["ascend-910b", "ascend-a3", "ascend-950", "cpu"]
@@ -32,9 +36,9 @@ ALL_SMOKE_CHECKS: list[str] = list(SmokeCheck.__args__)  # type: ignore[attr-def
 
 
 class Section(BaseModel):
-    """Base for every section: unknown keys are errors, values are validated on assignment."""
+    """Base for every section: unknown keys are errors; a loaded recipe is frozen (settings derive from it once)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class TinySection(Section):
@@ -171,17 +175,12 @@ class Recipe(Section):
         """The YAML file this recipe was loaded from (None when built in code)."""
         return self._source_path
 
-    @property
-    def world_size(self) -> int:
-        """Total ranks = nodes × devices_per_node."""
-        return self.hardware.nodes * self.hardware.devices_per_node
+    @cached_property
+    def layout(self) -> ParallelLayout:
+        """The parallel layout (world, dp, attention TP = world / dp, EP, MoE TP = world / ep)."""
+        return ParallelLayout.from_recipe(self)
 
-    @property
-    def attention_tp(self) -> int:
-        """Attention tensor-parallel size = world / dp."""
-        return self.world_size // self.parallel.dp
-
-    @property
-    def moe_tp(self) -> int:
-        """MoE tensor-parallel size = world / ep."""
-        return self.world_size // self.parallel.ep
+    @cached_property
+    def precision(self) -> PrecisionPolicy:
+        """The output format of every tensor (``convert.precision``)."""
+        return PrecisionPolicy.from_recipe(self)

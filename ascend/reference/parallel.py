@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
-from ascend.models.sharding import ShardCoords
+from ascend.models.sharding import ParallelLayout
 
 
 @dataclass
@@ -41,44 +41,37 @@ class Parallel:
     ep_group: object | None = field(default=None, repr=False)  # the ep ranks sharing this MoE-TP index
 
     def __post_init__(self) -> None:
-        if self.world_size % self.dp or self.world_size % self.ep:
-            from ascend.errors import PlanError
+        self.layout = ParallelLayout(1, self.world_size, self.dp, self.ep).check()
+        self.coords = self.layout.coords(self.rank)  # for ascend.models.shard_slice
 
-            raise PlanError(f"world size {self.world_size} must be divisible by dp={self.dp} and ep={self.ep}")
-
-    # --- coordinates -------------------------------------------------------------------------
+    # --- coordinates (ascend.models.sharding.ParallelLayout decides them) ----------------------
     @property
     def attn_tp(self) -> int:
-        return self.world_size // self.dp
+        return self.layout.attn_tp
 
     @property
     def dp_rank(self) -> int:
-        return self.rank // self.attn_tp
+        return self.coords.dp_rank
 
     @property
     def tp_rank(self) -> int:
-        return self.rank % self.attn_tp
+        return self.coords.attn_tp_rank
 
     @property
     def moe_tp(self) -> int:
-        return self.world_size // self.ep
+        return self.layout.moe_tp
 
     @property
     def ep_rank(self) -> int:
-        return self.rank // self.moe_tp
+        return self.coords.ep_rank
 
     @property
     def moe_tp_rank(self) -> int:
-        return self.rank % self.moe_tp
+        return self.coords.moe_tp_rank
 
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
-
-    @property
-    def coords(self) -> ShardCoords:
-        """This rank's coordinates for ``ascend.models.shard_slice`` (same conventions as above)."""
-        return ShardCoords.for_rank(self.rank, self.world_size, dp=self.dp, ep=self.ep)
 
     # --- collectives ---------------------------------------------------------------------------
     def all_reduce_attn(self, x: torch.Tensor) -> torch.Tensor:

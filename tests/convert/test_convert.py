@@ -15,7 +15,7 @@ from convert_fixtures import FAMILIES
 
 
 def run(src, out, **kw):
-    result = convert(src, out, ConvertOptions(**kw))
+    result = convert(src, out, ConvertOptions.from_flags(**kw))
     assert result.complete and (out / MANIFEST).is_file()
     return out
 
@@ -176,10 +176,10 @@ def test_multi_node_parts_are_disjoint_and_last_part_finalizes(ckpt_factory, tmp
     opts = dict(precision="bf16", layout="sharded", tp=4, ep=4)
     whole = run(src, tmp_path / "whole", **opts)
     out = tmp_path / "parts"
-    r0 = convert(src, out, ConvertOptions(**opts), node_rank=0, nnodes=3)
+    r0 = convert(src, out, ConvertOptions.from_flags(**opts), node_rank=0, nnodes=3)
     assert not r0.complete and not (out / MANIFEST).exists()
-    r2 = convert(src, out, ConvertOptions(**opts), node_rank=2, nnodes=3)
-    r1 = convert(src, out, ConvertOptions(**opts), node_rank=1, nnodes=3)
+    r2 = convert(src, out, ConvertOptions.from_flags(**opts), node_rank=2, nnodes=3)
+    r1 = convert(src, out, ConvertOptions.from_flags(**opts), node_rank=1, nnodes=3)
     assert not r2.complete and r1.complete
     sets = [set(r.files_written) for r in (r0, r1, r2)]
     assert not (sets[0] & sets[1]) and not (sets[1] & sets[2]) and len(set.union(*sets)) == 4
@@ -193,7 +193,7 @@ def test_multi_node_parts_are_disjoint_and_last_part_finalizes(ckpt_factory, tmp
 
 def test_resume_skips_complete_files_and_redoes_damaged_ones(ckpt_factory, tmp_path):
     src = ckpt_factory("deepseek_v3", fp8=True)
-    opts = ConvertOptions(precision="bf16", layout="sharded", tp=2)
+    opts = ConvertOptions.from_flags(precision="bf16", layout="sharded", tp=2)
     out = tmp_path / "o"
     convert(src, out, opts)
     good = (out / "model-rank-00000-of-00002.safetensors").read_bytes()

@@ -130,7 +130,7 @@ def test_output_dir_from_another_recipe(ckpt_factory, tmp_path, capsys):
     assert code == 0 and "already complete" in err
     code, _, err = cli(capsys, "convert", b, "--force")
     assert code == 0, err
-    assert json.loads((out / MANIFEST).read_text())["options"]["precision"] == "w8a8"
+    assert json.loads((out / MANIFEST).read_text())["options"]["precision"]["default"] == "w8a8"
 
 
 def test_no_space_before_start(ckpt_factory, tmp_path, capsys, monkeypatch):

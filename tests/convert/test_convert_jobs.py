@@ -4,14 +4,14 @@ import pytest
 
 from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.convert.jobs import ConvertOptions, build_jobs, make_pieces
-from ascend.errors import ConvertError
+from ascend.errors import ConvertError, PlanError
 from ascend.models.args import load_model_args
 
 from convert_fixtures import FAMILIES
 
 
 def plan_for(src, **kw):
-    return build_jobs(SafetensorsDir(src), load_model_args(src), ConvertOptions(**kw))
+    return build_jobs(SafetensorsDir(src), load_model_args(src), ConvertOptions.from_flags(**kw))
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -74,7 +74,7 @@ def test_misaligned_fp8_split_is_refused_with_numbers_or_requantized(ckpt_factor
 
 
 def test_aligned_fp8_windows_pass_through_with_block_scale_windows():
-    opts = ConvertOptions(precision="fp8")
+    opts = ConvertOptions.from_flags(precision="fp8")
     pieces = make_pieces("w", "w", "F8_E4M3", (512, 300), True, "fp8", True, (256, 512), None, opts, None)
     assert [p.op for p in pieces] == ["copy", "copy"]
     assert pieces[0].rows == (256, 512) and pieces[0].outputs[0][2] == (256, 300)
@@ -86,8 +86,8 @@ def test_aligned_fp8_windows_pass_through_with_block_scale_windows():
 
 
 def test_ep_must_divide_world():
-    with pytest.raises(ConvertError, match="ep 3 does not divide the world size 4"):
-        ConvertOptions(layout="sharded", tp=2, dp=2, ep=3).validate()
+    with pytest.raises(PlanError, match="parallel.ep = 3 does not divide world size 4"):
+        ConvertOptions.from_flags(layout="sharded", tp=2, dp=2, ep=3).validate()
 
 
 @pytest.mark.parametrize("tp,dp,ep", [(2, 1, 1), (4, 1, 4), (2, 1, 2), (1, 2, 2)])

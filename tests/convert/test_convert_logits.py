@@ -21,7 +21,7 @@ def test_sharded_logits_equal_source_logits(ckpt_factory, tmp_path, tp, dp, ep):
 
     src = ckpt_factory("glm_moe_dsa")  # BF16 source: sharding must not change a single weight
     out = tmp_path / "sh"
-    convert(src, out, ConvertOptions(precision="bf16", layout="sharded", tp=tp, dp=dp, ep=ep))
+    convert(src, out, ConvertOptions.from_flags(precision="bf16", layout="sharded", tp=tp, dp=dp, ep=ep))
     ref = compute_logits(str(src), IDS)
     got = compute_logits(str(out), IDS)  # spawns tp*dp ranks from ascend-sharding.json
     assert got.shape == ref.shape
@@ -33,7 +33,7 @@ def test_sharded_logits_equal_source_logits(ckpt_factory, tmp_path, tp, dp, ep):
 def test_verify_compares_reference_logits(ckpt_factory, tmp_path):
     src = ckpt_factory("deepseek_v32", fp8=True)
     out = tmp_path / "bf16"
-    convert(src, out, ConvertOptions(precision="bf16"))
+    convert(src, out, ConvertOptions.from_flags(precision="bf16"))
     report = verify(out)
     assert report.ok, report.problems
     lg = report.logits
@@ -63,7 +63,7 @@ def test_transformers_loads_hf_output(tmp_path, precision):
     cfg = _block_aligned_config() if precision == "fp8" else None
     src = make_checkpoint(tmp_path / "src", "deepseek_v3", fp8=precision == "bf16", config=cfg)
     out = tmp_path / precision
-    convert(src, out, ConvertOptions(precision=precision))
+    convert(src, out, ConvertOptions.from_flags(precision=precision))
     if precision == "fp8":
         assert json.loads((out / "config.json").read_text())["quantization_config"]["quant_method"] == "fp8"
     # transformers dequantizes FP8 to BF16 on CPU, so the FP8 model runs in BF16

@@ -24,7 +24,8 @@ def test_output_size_follows_the_precision_rules():
     w8a8 = load_recipe("glm5/a3-w8a8")
     counts = param_counts(model_args_for_recipe(bf16.model))
     mtp = 0 if bf16.convert.mtp == "drop" else counts.mtp
-    assert target_from_recipe(bf16).output_bytes == 2 * (counts.total + mtp)  # everything BF16
+    # everything BF16, but for the fp32 router biases (4 B each; a few thousand values)
+    assert 0 <= target_from_recipe(bf16).output_bytes - 2 * (counts.total + mtp) < 1e5
     quantized = target_from_recipe(w8a8).output_bytes
     experts = counts.by_component.get("routed_expert", 0)
     # W8A8 experts take 1 byte instead of 2: the saving is at least the routed experts' size

@@ -92,7 +92,7 @@ def test_convert_and_verify_cli_name_the_extra(no_mindspore, tmp_path, capsys):
     (out / "ascend-manifest.json").write_text(json.dumps({
         "format": "ascend-manifest/1", "files": {}, "plan_digest": "x",
         "source": {"path": str(ms), "fingerprint": "x"},
-        "options": asdict(ConvertOptions(source_format="mindspore"))}))
+        "options": asdict(ConvertOptions.from_flags(source_format="mindspore"))}))
     _assert_install_error(*_run_cli(capsys, "verify", out)[::2])
 
 

@@ -16,10 +16,11 @@ import pytest
 
 from ascend.hardware import chip_profile
 from ascend.models import published_model_args
-from ascend.plan.memory import ModelTables, PlanInputs, PrecisionRule
+from ascend.plan.memory import ModelTables
 from ascend.plan.planner import make_plan
+from plan_helpers import settings
 
-W8A8 = dict(precision_default="w8a8", precision_rules=(PrecisionRule("*.self_attn.kv_b_proj.*", "bf16"),))
+W8A8 = dict(precision="w8a8", rules=(("*.self_attn.kv_b_proj.*", "bf16"),))
 A3 = dict(chip="ascend-a3", devices_per_node=16)
 A2 = dict(chip="ascend-910b", devices_per_node=8)
 
@@ -30,7 +31,7 @@ def _tables(model_id: str) -> ModelTables:
 
 
 def _plan(model_id: str, **kw):
-    inputs = PlanInputs(**kw)
+    inputs = settings(**kw)
     return make_plan(inputs, _tables(model_id), chip_profile(inputs.chip), suggest=False)
 
 
@@ -55,12 +56,12 @@ WORKING = [
      dict(**A3, nodes=2, dp=2, ep=32, max_model_len=8192, memory_utilization=0.95, speculative_tokens=1)),
     # §1.1 GLM4.x.md: GLM-4.7-W8A8-floatmtp, 16 dies, DP2 TP8 EP, 133000, 0.9, HCCL_BUFFSIZE=512
     ("vllm-ascend GLM-4.7 W8A8 1×A3", "ZhipuAI/GLM-4.7",
-     dict(**A3, nodes=1, dp=2, ep=16, max_model_len=133000, memory_utilization=0.9, hccl_buffsize_mb=512,
+     dict(**A3, nodes=1, dp=2, ep=16, max_model_len=133000, memory_utilization=0.9, env={"HCCL_BUFFSIZE": "512"},
           speculative_tokens=1, **W8A8)),
     # §1.1 nightly GLM5_1-W8A8-A3-dual-nodes.yaml: 2× A3, DP2 TP16 EP, 133120, MTP 3, HCCL_BUFFSIZE 200
     # (util not given: vLLM's default 0.9)
     ("vllm-ascend GLM-5.1 W8A8 2×A3", "ZhipuAI/GLM-5.1",
-     dict(**A3, nodes=2, dp=2, ep=32, max_model_len=133120, memory_utilization=0.9, hccl_buffsize_mb=200,
+     dict(**A3, nodes=2, dp=2, ep=32, max_model_len=133120, memory_utilization=0.9, env={"HCCL_BUFFSIZE": "200"},
           speculative_tokens=3, **W8A8)),
     # §1.3 xLLM quick_start_GLM5.md: GLM-5 W8A8 (Eco-Tech build), 1× A3, ep 8 / dp 1, util 0.85,
     # max_tokens_per_batch 8192, max_seqs 32, MTP 1. xLLM has no context-length flag: we require KV for
@@ -106,7 +107,7 @@ NOT_FITTING = [
 def test_documented_deployment_fits(name, model_id, kw):
     plan = _plan(model_id, **kw)
     assert plan.fits, (name, plan.kv_tokens, plan.seq_tokens, plan.devices[0].as_dict())
-    assert plan.kv_tokens >= plan.seq_tokens and plan.concurrent_max_len_seqs >= plan.inputs.dp
+    assert plan.kv_tokens >= plan.seq_tokens and plan.concurrent_max_len_seqs >= plan.settings.layout.dp
 
 
 @pytest.mark.parametrize("name, model_id, kw", NOT_FITTING, ids=[c[0] for c in NOT_FITTING])

@@ -56,7 +56,7 @@ def test_builtin_name_and_path_give_the_same_recipe():
     by_name = load_recipe("glm5/a3-w8a8")
     by_path = load_recipe(builtin_root() / "glm5" / "a3-w8a8.yaml")
     assert by_name.model_dump() == by_path.model_dump()
-    assert by_name.world_size == 16 and by_name.attention_tp == 16 and by_name.moe_tp == 1
+    assert by_name.layout.world == 16 and by_name.layout.attn_tp == 16 and by_name.layout.moe_tp == 1
 
 
 def test_base_inheritance_merges_deeply_and_later_keys_win():
