@@ -53,7 +53,8 @@ def serve(
       ascend serve glm5/a3x2-bf16 --node 1 --device-ips-from hccn/
     """
     from ascend.recipe import load_recipe
-    from ascend.serve.xllm import build_deployment, device_info_from_dir
+    from ascend.serve.ranktable import device_info_from_dir
+    from ascend.serve.xllm import build_deployment
 
     rec = load_recipe(recipe, overrides)
     ips = sdids = None

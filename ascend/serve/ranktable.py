@@ -180,3 +180,47 @@ def load_rank_table(path: Path, **plan) -> dict:
         raise ServeError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})", fix="rank tables allow no comments") from None
     validate_rank_table(table, source=str(path), **plan)
     return table
+
+
+def device_info_from_dir(base: str | Path, hosts: list[str], per_node: int) -> tuple[list[list[str]], list[list[str]] | None]:
+    """Device IPs (and A3 super device ids) from saved tool outputs, one folder per host:
+    ``<base>/<host>/hccn_<dev>.txt`` (``hccn_tool -i <dev> -ip -g``) and optionally
+    ``<base>/<host>/spod_<dev>.txt`` (``npu-smi info -t spod-info -i <npu> -c <chip>``)."""
+    dirs = [Path(base) / h for h in hosts]
+    ips = [read_node_device_ips(d, per_node) for d in dirs]
+    sdids = None
+    if all((d / "spod_0.txt").is_file() for d in dirs):
+        sdids = [[parse_spod_info((d / f"spod_{i}.txt").read_text(), source=str(d / f"spod_{i}.txt"))[0]
+                  for i in range(per_node)] for d in dirs]
+    return ips, sdids
+
+
+def rank_table_for(recipe, device_ips: list[list[str]] | None = None,
+                   super_device_ids: list[list[str]] | None = None) -> tuple[dict | None, str]:
+    """(table or None, path) of a multi-node recipe: ``serve.rank_table`` when that file exists,
+    else generated from ``device_ips`` (default ``serve.device_ips``); None when no IPs are known
+    yet (the node script then refuses to start until the file exists)."""
+    hw, serve = recipe.hardware, recipe.serve
+    hosts, per_node = list(hw.hosts), hw.devices_per_node
+    plan = {"chip": hw.chip, "hosts": hosts, "devices_per_node": per_node}
+    given = serve.rank_table
+    if given and Path(given).is_file():
+        path = Path(given).absolute()
+        return load_rank_table(path, **plan), str(path)
+    ips = device_ips
+    if ips is None and serve.device_ips:
+        missing = [h for h in hosts if h not in serve.device_ips]
+        if missing:
+            raise ServeError(f"serve.device_ips has no entry for host {missing[0]}",
+                             fix="give every host in hardware.hosts its list of device IPs")
+        ips = [serve.device_ips[h] for h in hosts]
+    path = str(Path(given or f"ranktable-{recipe.name}.json").absolute())
+    if not ips:
+        return None, path
+    ips = [[str(ip) for ip in node] for node in ips]
+    for node, node_ips in enumerate(ips):
+        if len(node_ips) != per_node:
+            raise ServeError(f"serve.device_ips[{node}] lists {len(node_ips)} devices, hardware.devices_per_node is {per_node}")
+    table = build_rank_table(hw.chip, hosts, ips, super_device_ids=super_device_ids)
+    validate_rank_table(table, source="generated rank table", **plan)
+    return table, path

@@ -18,7 +18,10 @@ import pytest
 
 from ascend.errors import ServeError
 from ascend.recipe import load_recipe
-from ascend.serve.xllm import build_deployment, hccl_buffsize_mb
+from ascend.models import published_model_args
+from ascend.plan import plan_recipe
+from ascend.plan.memory import moe_dispatch_buffer_mb
+from ascend.serve.xllm import build_deployment
 from ascend.serve.xllm_flags import DIALECTS, has_flag
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -181,16 +184,10 @@ def test_multi_node_without_device_ips_still_prints_but_script_refuses():
     assert f"[ -f {RANK_TABLE} ] ||" in dep.scripts["0"]
 
 
-def test_hccl_buffer_formula_worked_example():
-    # reference/ascend-ops.md §1.13: DeepSeek on one A3, EP 16, H 7168, K 8, max_bs 16 -> 125,763,584 B
-    assert hccl_buffsize_mb("ascend-a3", hidden=7168, experts=256, top_k=8, shared_experts=1, ep=16, max_bs=16) == \
-        -(-125_763_584 // 2**20)
-
-
 def test_buffer_set_only_when_above_default_and_user_value_warned():
     recipe = _load("deepseek-v3/a3-w8a8", "0.10", "serve.max_seqs=256", "serve.env={}")
     dep = build_deployment(recipe)
-    need = hccl_buffsize_mb("ascend-a3", hidden=7168, experts=256, top_k=8, shared_experts=1, ep=16, max_bs=512)
+    need = moe_dispatch_buffer_mb("ascend-a3", published_model_args("deepseek-ai/DeepSeek-V3"), ep=16, max_bs=512)
     assert need > 512 and int(dep.ranks[0].env["HCCL_BUFFSIZE"]) >= need
     small = build_deployment(_load("deepseek-v3/a3-w8a8", "0.10", "serve.max_seqs=256", 'serve.env={"HCCL_BUFFSIZE": "200"}'))
     assert small.ranks[0].env["HCCL_BUFFSIZE"] == "200" and "HCCL_BUFFSIZE=200" in small.warnings[0]
@@ -207,3 +204,14 @@ def test_cpu_engine_commands_use_the_same_flags(name):
         assert cpu.argv[0] == "ascend-xllm-cpu" and cpu.argv[1:] == npu.argv[1:]
         assert not any(k.startswith(("HCCL", "ATB")) for k in cpu.env)
     assert dep.rank_table is None
+
+
+@pytest.mark.parametrize("sets", [["serve.max_seqs=256", "serve.env={}"], ["serve.max_seqs=4", "serve.env={}"],
+                                  ["serve.max_seqs=256", 'serve.env={"HCCL_BUFFSIZE": "300"}']])
+def test_plan_shows_the_hccl_buffsize_serve_sets(sets):
+    recipe = load_recipe("deepseek-v3/a3-w8a8", sets)
+    plan = plan_recipe(recipe).as_dict()["hccl"]
+    env = build_deployment(recipe).ranks[0].env
+    assert plan["HCCL_BUFFSIZE"] == (int(env["HCCL_BUFFSIZE"]) if "HCCL_BUFFSIZE" in env else None)
+    if plan["HCCL_BUFFSIZE"] is not None:  # the plan counts that buffer on every communicator
+        assert set(plan["buffsize_mb"].values()) == {plan["HCCL_BUFFSIZE"]}
