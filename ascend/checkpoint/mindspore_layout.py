@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from ascend.checkpoint.files import MANIFEST
 from ascend.checkpoint.fp8 import dequantize_fp8_block
 from ascend.checkpoint.mindspore_io import (
     DEFAULT_BATCH_BYTES,
@@ -113,7 +114,7 @@ def hf_shapes(rule: MsRule, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]
 # ---- whole directories (the plain twin the converter integration is checked against) ------
 
 _WEIGHT_SUFFIXES = (".safetensors", ".ckpt")
-_NOT_COPIED = {INDEX_FILE, NAME_MAP_FILE, "ascend-manifest.json"}
+_NOT_COPIED = {INDEX_FILE, NAME_MAP_FILE, MANIFEST}
 
 
 def _copy_aux_files(src: Path, out: Path) -> None:

@@ -59,6 +59,8 @@ def smoke(
       ascend smoke --base-url http://10.0.0.11:18000 --model GLM-5-w8a8 --max-model-len 40960
       ascend smoke --base-url http://127.0.0.1:8000/v1 --model m --checks chat,stream,tools
     """
+    from dataclasses import replace
+
     from rich.console import Console
 
     from ascend.smoke import SmokeConfig, config_from_recipe, render_table, run_smoke, wait_ready
@@ -80,13 +82,13 @@ def smoke(
 
         ep = Endpoint.parse(base_url, model, api_key, timeout)
         cfg = SmokeConfig()
-    if checks:
-        cfg.checks = [c.strip() for c in checks.split(",") if c.strip()]
-    cfg.skip.update({name: "skipped with --skip" for name in skip})
-    if max_model_len:
-        cfg.max_model_len = max_model_len
-    if concurrency:
-        cfg.concurrency = concurrency
+    cfg = replace(
+        cfg,
+        checks=tuple(c.strip() for c in checks.split(",") if c.strip()) if checks else cfg.checks,
+        skip={**cfg.skip, **{name: "skipped with --skip" for name in skip}},
+        max_model_len=max_model_len or cfg.max_model_len,
+        concurrency=concurrency or cfg.concurrency,
+    )
 
     console = Console(stderr=str(json_out) == "-", highlight=False)
     if wait > 0:

@@ -23,6 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ascend.checkpoint.files import DRAFT_SUBDIR
 from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_STEM
 from ascend.errors import CheckpointError, ConvertError
 from ascend.models.precision import PrecisionPolicy
@@ -159,7 +160,7 @@ class ConvertJobs:
         """(relative path, file) for this jobs and its draft dir."""
         out = [(prefix + f.name, f) for f in self.files]
         if self.draft:
-            out += self.draft.all_files(prefix + "mtp/")
+            out += self.draft.all_files(f"{prefix}{DRAFT_SUBDIR}/")
         return out
 
 

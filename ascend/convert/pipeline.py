@@ -33,13 +33,10 @@ from ascend.checkpoint.safetensors_io import (
     write_atomic,
     write_json,
 )
+from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, MANIFEST_FORMAT, SHARDING_FILE, STATE_DIR
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
 from ascend.errors import CheckpointError, ConvertError
 
-STATE_DIR = ".ascend-convert"
-MANIFEST = "ascend-manifest.json"
-SHARDING_FILE = "ascend-sharding.json"
-MANIFEST_FORMAT = "ascend-manifest/1"
 # Files we write ourselves, never copied from the source
 OWN_FILES = {"config.json", MANIFEST, SHARDING_FILE, "quant_model_description.json"}
 # Weights and bookkeeping of a MindSpore source, never copied either
@@ -501,8 +498,8 @@ def finalize(jobs: ConvertJobs, src_dir: str, out: Path, digest: str, recipe_has
     src = _side_file_dir(src_dir, jobs.options)
     small = _write_small_files(jobs, src, out, records)
     if jobs.draft is not None:
-        small += ["mtp/" + n for n in _write_small_files(
-            jobs.draft, src, out / "mtp", {k[len("mtp/"):]: v for k, v in records.items() if k.startswith("mtp/")})]
+        small += [f"{DRAFT_SUBDIR}/" + n for n in _write_small_files(
+            jobs.draft, src, out / DRAFT_SUBDIR, {k[len(DRAFT_SUBDIR) + 1:]: v for k, v in records.items() if k.startswith(f"{DRAFT_SUBDIR}/")})]
     files: dict[str, Any] = {}
     for rel in sorted([*records, *small], key=natural_key):
         if rel in records:

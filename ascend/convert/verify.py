@@ -27,7 +27,8 @@ from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
 from ascend.convert.execute import chunk_rows, source_fp32
-from ascend.convert.pipeline import MANIFEST, STATE_DIR, load_source
+from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, STATE_DIR
+from ascend.convert.pipeline import load_source
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs
 from ascend.errors import CheckpointError, CheckFailed
 
@@ -218,7 +219,7 @@ def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | Non
 
 
 def _check_numbers(out: Path, jobs: ConvertJobs, src: SafetensorsDir, sample: int | None, report: VerifyReport) -> None:
-    for prefix, sub in (("", jobs), ("mtp/", jobs.draft)):
+    for prefix, sub in (("", jobs), (f"{DRAFT_SUBDIR}/", jobs.draft)):
         if sub is None:
             continue
         pieces_by_file: dict[str, list[Piece]] = {}

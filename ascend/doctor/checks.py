@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ascend.checkpoint.files import MANIFEST
 from ascend.convert.memory import RUNTIME_BYTES, peak_rss_bytes, worker_bytes
 from ascend.doctor import pairs
 from ascend.doctor.host import LocalHost, is_routable
@@ -460,7 +461,7 @@ def check_disk(host: LocalHost, target: Target) -> list[Finding]:
     if not target.convert_output:
         return []
     out = target.convert_output
-    if host.data_exists(str(Path(out) / "ascend-manifest.json")):
+    if host.data_exists(str(Path(out) / MANIFEST)):
         return [Finding("disk", OK, f"conversion output {out} is already complete (ascend-manifest.json present)")]
     free = host.disk_free(out)
     if free is None:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ascend import __version__
+from ascend.checkpoint.files import MANIFEST
 from ascend.errors import CheckFailed, CheckpointError
 from ascend.pipeline.report import StageResult
 from ascend.smoke.report import write_atomic
@@ -229,7 +230,7 @@ def stage_convert(ctx: RunContext) -> StageResult:
 
 
 def _manifest_sha(out: Path) -> str | None:
-    p = out / "ascend-manifest.json"
+    p = out / MANIFEST
     return hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else None
 
 

@@ -57,6 +57,7 @@ import torch
 import torch.distributed as dist
 
 from ascend import errors
+from ascend.checkpoint.files import SHARDING_FILE
 from ascend.errors import AscendError
 from ascend.reference.model import ReferenceModel, Sequence, check_layout
 from ascend.reference.parallel import Parallel, destroy_parallel, free_port, init_parallel
@@ -280,7 +281,7 @@ def _as_batch(input_ids) -> tuple[list[list[int]], tuple[int, ...] | None]:
 
 
 def _layout_for(model_dir: Path, ranks, dp, ep) -> tuple[int, int, int]:
-    plan_path = model_dir / "ascend-sharding.json"
+    plan_path = model_dir / SHARDING_FILE
     if plan_path.is_file():
         try:
             plan = json.loads(plan_path.read_text())

@@ -22,14 +22,13 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from ascend.checkpoint.files import SHARDING_FILE
 from ascend.checkpoint.fp8 import dequantize_fp8_block
 from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_WEIGHT_STEM, dequantize_w8a8
 from ascend.errors import CheckpointError
 from ascend.models.args import ModelArgs
 from ascend.models.sharding import ShardCoords, shard_slice
 from ascend.models.tensors import spec_index, tensor_specs
-
-PLAN_FILE = "ascend-sharding.json"
 
 
 class CheckpointReader:
@@ -40,7 +39,7 @@ class CheckpointReader:
         self.args, self.coords = args, coords
         self.config = args.config
         self.specs = spec_index(tensor_specs(args, mtp=True))
-        self.sharded = (self.dir / PLAN_FILE).is_file()
+        self.sharded = (self.dir / SHARDING_FILE).is_file()
         self._handles: dict[Path, object] = {}
         self.weight_map: dict[str, Path] = {}
         self.plan: dict | None = None
@@ -71,7 +70,7 @@ class CheckpointReader:
                 self.weight_map[name] = file
 
     def _index_sharded(self, rank: int, world_size: int) -> None:
-        plan_path = self.dir / PLAN_FILE
+        plan_path = self.dir / SHARDING_FILE
         try:
             self.plan = json.loads(plan_path.read_text())
         except (OSError, ValueError) as err:
@@ -106,7 +105,7 @@ class CheckpointReader:
     def _file(self, name: str) -> Path:
         file = self.weight_map.get(name)
         if file is None:
-            where = self.dir / ("model.safetensors.index.json" if not self.sharded else PLAN_FILE)
+            where = self.dir / ("model.safetensors.index.json" if not self.sharded else SHARDING_FILE)
             raise CheckpointError(f"{where}: tensor {name} is missing", fix="regenerate or re-download the checkpoint")
         return file
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ascend.checkpoint.files import DRAFT_SUBDIR
 from ascend.errors import AscendError, ServeError
 from ascend.models import ModelArgs, model_args_for_recipe
 from ascend.recipe.schema import Recipe
@@ -27,7 +28,6 @@ from ascend.serve.script import node_script
 from ascend.serve.xllm_flags import dialect_of, resolve_parser
 
 CPU_ENGINE_BINARY = "ascend-xllm-cpu"
-DRAFT_SUBDIR = "mtp"  # where ascend convert (mtp: export) writes the draft: <output>/mtp
 
 
 @dataclass

@@ -14,11 +14,12 @@ import json
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import httpx
 
+from ascend.recipe.schema import SmokeSection
 from ascend.smoke.jsonschema import validate
 from ascend.smoke.wire import Endpoint, SSEError, StreamRecord, stream_chat
 
@@ -31,23 +32,37 @@ class Skip(Exception):
     """The check cannot run here (message says why)."""
 
 
-@dataclass
-class SmokeConfig:
-    """What to check and the limits to hold the endpoint to.
+_SCHEMA = SmokeSection()  # the only smoke defaults there are: the recipe schema's
 
+
+@dataclass(frozen=True)
+class SmokeConfig:
+    """What to check and the limits to hold the endpoint to (the ``smoke`` settings).
+
+    Built from a recipe (:meth:`from_recipe`) or, in flag mode, from the schema's defaults.
     ``thinking`` / ``tools``: whether the server was started with a reasoning / tool-call parser
     (when false those checks are skipped with that reason). ``thresholds``: see THRESHOLDS.
     """
 
-    checks: list[str] | None = None  # None = every check
+    checks: tuple[str, ...] | None = None  # None = every check
     skip: dict[str, str] = field(default_factory=dict)  # check name -> reason
-    concurrency: int = 4
+    concurrency: int = _SCHEMA.concurrency
     thresholds: dict[str, float] = field(default_factory=dict)
     max_model_len: int | None = None
     thinking: bool = True
     tools: bool = True
-    max_tokens: int = 32  # completion length of the plain checks (chat, stream, stop, concurrency)
+    max_tokens: int = _SCHEMA.max_tokens  # completion length of the plain checks (chat, stream, stop, concurrency)
     thinking_max_tokens: int = 1024
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> SmokeConfig:
+        """The recipe's ``smoke`` section plus what its ``serve`` section enables."""
+        smoke, serve = recipe.smoke, recipe.serve
+        return cls(
+            checks=tuple(smoke.checks), concurrency=smoke.concurrency, max_tokens=smoke.max_tokens,
+            thresholds=dict(smoke.thresholds), max_model_len=serve.max_model_len,
+            thinking=bool(serve.reasoning_parser), tools=bool(serve.tool_call_parser),
+        )
 
 
 # Threshold name -> (metric in the concurrency check, "max" = upper bound / "min" = lower bound).
@@ -213,7 +228,7 @@ def check_models(ctx: Context) -> str:
         raise Fail(f"/v1/models lists {ids}, not {ctx.ep.model!r} (requests with this model name will be rejected)")
     card = next(m for m in r.json()["data"] if m["id"] == ctx.ep.model)
     if ctx.cfg.max_model_len is None and isinstance(card.get("max_model_len"), int):
-        ctx.cfg.max_model_len = card["max_model_len"]
+        ctx.cfg = replace(ctx.cfg, max_model_len=card["max_model_len"])  # what the server reports
     return f"/health 200; /v1/models lists {ctx.ep.model!r}"
 
 

@@ -127,16 +127,7 @@ def _run_one(name: str, check: Callable[[Context], Any], ctx: Context) -> CheckR
 
 
 def config_from_recipe(recipe: Any) -> SmokeConfig:
-    """The smoke settings a recipe implies: its ``smoke:`` section plus what ``serve:`` enables."""
-    smoke, serve = recipe.smoke, recipe.serve
-    cfg = SmokeConfig(
-        checks=list(smoke.checks) if getattr(smoke, "checks", None) else None,
-        concurrency=int(getattr(smoke, "concurrency", None) or 4),
-        max_tokens=int(getattr(smoke, "max_tokens", None) or 32),
-        thresholds={k: float(v) for k, v in (getattr(smoke, "thresholds", None) or {}).items()},
-        max_model_len=getattr(serve, "max_model_len", None),
-        thinking=bool(getattr(serve, "reasoning_parser", None)),
-        tools=bool(getattr(serve, "tool_call_parser", None)),
-    )
+    """The smoke settings a recipe implies, checked (unknown check or threshold names)."""
+    cfg = SmokeConfig.from_recipe(recipe)
     validate_config(cfg, "smoke")
     return cfg

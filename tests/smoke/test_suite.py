@@ -163,3 +163,10 @@ def test_read_sse_rules():
         read_sse(FakeResponse(['{"object": "chat.completion.chunk"}', ""]))
     with pytest.raises(SSEError, match="expected 'chat.completion.chunk'"):
         read_sse(FakeResponse(['data: {"object": "chat.completion", "choices": []}', "", "data: [DONE]", ""]))
+
+
+def test_flag_mode_defaults_are_the_schemas():
+    """`ascend smoke --base-url ...` holds the endpoint to the same defaults a recipe does."""
+    from ascend.recipe.schema import SmokeSection
+
+    assert (SmokeConfig().concurrency, SmokeConfig().max_tokens) == (SmokeSection().concurrency, SmokeSection().max_tokens)
