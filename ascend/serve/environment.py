@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ascend.models import ModelArgs
 from ascend.plan.memory import hccl_buffsize
 from ascend.recipe.settings import Settings
+from ascend.serve.xllm_flags import CPU_ENGINE_VERSION_ENV
 
 HCCL_IF_BASE_PORT = "43432"  # xLLM launch / multi-machine docs
 
@@ -54,6 +55,7 @@ def rank_environment(settings: Settings, args: ModelArgs | None) -> Environment:
     user = dict(serve.env)
     if serve.engine != "xllm":
         env.common.update(CPU_ENV)
+        env.common[CPU_ENGINE_VERSION_ENV] = serve.version  # it accepts exactly this version's flags
         return env
     env.common.update(NPU_ENV_COMMON)
     if layout.nodes > 1:

@@ -25,7 +25,7 @@ from ascend.serve.argv import check_extra_args, rank_argv
 from ascend.serve.environment import rank_environment
 from ascend.serve.ranktable import rank_table_for
 from ascend.serve.script import node_script
-from ascend.serve.xllm_flags import dialect_of, resolve_parser
+from ascend.serve.xllm_flags import resolve_parser, xllm_version
 
 CPU_ENGINE_BINARY = "ascend-xllm-cpu"
 
@@ -47,7 +47,7 @@ class Deployment:
     """What to run where. ``env`` of a rank holds only the variables set on top of the host's."""
 
     engine: str
-    dialect: str
+    version: str  # serve.version: which xLLM flag table the argv follows
     served_model: str
     model_dir: str
     port: int
@@ -122,12 +122,12 @@ def build_deployment(
         raise ServeError("serve.speculative needs the MTP draft exported for xLLM",
                          why=f"convert.mtp is {recipe.convert.mtp!r}",
                          fix="set convert.mtp: export, or drop serve.speculative")
-    dialect = dialect_of(serve.version)
-    check_extra_args(serve.extra_args, dialect)
+    version = xllm_version(serve.version)
+    check_extra_args(serve.extra_args, version)
     args = args if args is not None else _model_args(recipe)
     model_type = args.family if args is not None else recipe.model.family
-    tool = resolve_parser("tool_call", serve.tool_call_parser, model_type, dialect)
-    reasoning = resolve_parser("reasoning", serve.reasoning_parser, model_type, dialect)
+    tool = resolve_parser("tool_call", serve.tool_call_parser, model_type, version)
+    reasoning = resolve_parser("reasoning", serve.reasoning_parser, model_type, version)
 
     multi_node_xllm = serve.engine == "xllm" and layout.nodes > 1
     table, table_path = rank_table_for(recipe, device_ips, super_device_ids) if multi_node_xllm else (None, None)
@@ -141,7 +141,7 @@ def build_deployment(
     for rank in range(layout.world):
         node, local = layout.node_of(rank)
         argv, own_env = rank_argv(
-            binary, dialect, serve, rank=rank, local_device=local, world=layout.world, dp=layout.dp, ep=layout.ep,
+            binary, version, serve, rank=rank, local_device=local, world=layout.world, dp=layout.dp, ep=layout.ep,
             model_dir=model_dir, served=served, master=master, host=hosts[node] if layout.nodes > 1 else None,
             reasoning=reasoning, tool=tool, rank_table=table_path,
             draft_dir=draft_model_dir(model_dir) if settings.speculative_tokens else None,
@@ -152,7 +152,7 @@ def build_deployment(
         rank_env.update(serve.env)
         ranks.append(RankCommand(rank, node, local, argv, rank_env))
 
-    dep = Deployment(serve.engine, dialect, served, model_dir, serve.port, hosts, layout.devices_per_node, ranks,
+    dep = Deployment(serve.engine, version.name, served, model_dir, serve.port, hosts, layout.devices_per_node, ranks,
                      rank_table=table, rank_table_path=table_path, unset_env=env.unset, warnings=env.warnings)
     dep.scripts = {str(n): node_script(dep, n, recipe_name=recipe.name) for n in range(layout.nodes)}
     return dep

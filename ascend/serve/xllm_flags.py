@@ -1,141 +1,46 @@
-"""xLLM's command-line flags per version dialect, as data (reference/xllm.md §1, §3, §4).
+"""xLLM's command-line flags per version, as data (reference/xllm.md §1, §3, §4).
 
-A dialect is the ``major.minor`` of an xLLM release line: ``"0.9"`` (v0.9.x), ``"0.10"`` (v0.10.x
-and jd-opensource main) and ``"0.11"`` (xLLM-AI main). xLLM parses flags with gflags, where an
-unknown ``--flag`` aborts the process, so the command generator asks :func:`has_flag` before it
-emits anything and the CPU engine accepts exactly the union of these flags.
+The flag tables in ``xllm_versions/`` are every gflags ``DEFINE_<type>(name, default, …)`` of
+one xLLM source revision, extracted from the engine's C++ sources (copies of
+``shared/reference/xllm-flags``; a test keeps them equal). They are the only source of which
+flags a version accepts: xLLM parses its command line with gflags, where an unknown ``--flag``
+aborts the process. The generator checks every flag and value it emits against the version's
+table, and the CPU engine accepts exactly that table.
+
+Behaviour that differs between versions is read from the tables where it can be: how a rank is
+pinned to its device (``--devices`` / ``--device_id`` / neither), whether ``--draft_devices``
+must be passed (its default is ``npu:0`` before v0.10). Parser names and what ``auto`` maps to
+are not flags, so they are kept per release line below, with their sources.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from ascend.errors import ServeError
 
-DIALECTS = ("0.9", "0.10", "0.11")
-ALL = frozenset(DIALECTS)
+TABLES = Path(__file__).with_name("xllm_versions")
 
-
-@dataclass(frozen=True)
-class Flag:
-    """One gflags flag: ``kind`` is bool | int | float | str; ``dialects`` where it exists."""
-
-    name: str
-    kind: str
-    default: object
-    dialects: frozenset = ALL
-
-
-@dataclass(frozen=True)
-class DeviceSelection:
-    """How a rank is pinned to its device in a dialect (reference/xllm.md §1)."""
-
-    mode: str  # "devices": --devices=npu:N | "device_id": --device_id=N | "visible": ASCEND_RT_VISIBLE_DEVICES=N
-    draft_devices: bool  # --draft_devices must name the device too (0.9 defaults it to npu:0)
-
-
-DEVICE_SELECTION = {
-    "0.9": DeviceSelection("devices", draft_devices=True),
-    "0.10": DeviceSelection("device_id", draft_devices=False),
-    # xLLM-AI main: no device flag; device = node_rank % visible device count
-    "0.11": DeviceSelection("visible", draft_devices=False),
+# serve.version -> (flag table, release line of the parser tables). A line name ("0.10") means
+# the first release of that line, whose flags every later release of the line also has.
+VERSIONS: dict[str, tuple[str, str]] = {
+    "0.9": ("v0.9.0", "0.9"),
+    "0.9.0": ("v0.9.0", "0.9"),
+    "0.9.1": ("v0.9.1", "0.9"),
+    "0.10": ("v0.10.0", "0.10"),
+    "0.10.0": ("v0.10.0", "0.10"),
+    "0.10.1": ("v0.10.1", "0.10"),
+    "jd-main": ("jd-opensource-main-87e8d6ed", "jd-main"),
+    "0.11": ("xLLM-AI-main-3906f5a9", "0.11"),
+    "main": ("xLLM-AI-main-3906f5a9", "0.11"),
 }
 
+RELEASES = ("0.9.0", "0.9.1", "0.10.0", "0.10.1", "jd-main", "main")  # one name per table
 
-def _f(name: str, kind: str, default: object, dialects=ALL) -> Flag:
-    return Flag(name, kind, default, frozenset(dialects))
-
-
-# Flags relevant to LLM serving (reference/xllm.md §3; DiT/VLM/Rec groups are left out on purpose:
-# the generator never emits them and the CPU engine has nothing to do with them).
-FLAGS: dict[str, Flag] = {
-    f.name: f
-    for f in [
-        # model / device / parsers (§3.1)
-        _f("model", "str", ""),
-        _f("model_id", "str", ""),
-        _f("backend", "str", ""),
-        _f("task", "str", "generate"),
-        _f("devices", "str", "npu:0", {"0.9", "0.10"}),  # deprecated in 0.10, removed in 0.11
-        _f("device_id", "int", -1, {"0.10"}),
-        _f("reasoning_parser", "str", ""),
-        _f("tool_call_parser", "str", ""),
-        _f("use_cpp_chat_template", "bool", True),
-        # service / distributed (§3.2)
-        _f("host", "str", ""),
-        _f("port", "int", 8010),
-        _f("master_node_addr", "str", "127.0.0.1:19888"),
-        _f("nnodes", "int", 1),
-        _f("node_rank", "int", 0),
-        _f("num_threads", "int", 8),
-        _f("max_concurrent_requests", "int", 200),
-        _f("num_request_handling_threads", "int", 4),
-        _f("num_response_handling_threads", "int", 4),
-        _f("max_reconnect_count", "int", 40),
-        _f("health_check_interval_ms", "int", 3000),
-        _f("config_json_file", "str", "", {"0.10", "0.11"}),
-        # parallelism (§3.3)
-        _f("dp_size", "int", 1),
-        _f("ep_size", "int", 1),
-        _f("cp_size", "int", 1),
-        _f("communication_backend", "str", "hccl"),
-        _f("enable_prefill_sp", "bool", False, {"0.9", "0.10"}),
-        _f("enable_multi_stream_parallel", "bool", False),
-        _f("micro_batch_num", "int", 1),
-        _f("enable_dp_balance", "bool", False),
-        # KV cache / memory (§3.4)
-        _f("max_memory_utilization", "float", 0.8),
-        _f("block_size", "int", 128),
-        _f("max_cache_size", "int", 0),
-        _f("kv_cache_dtype", "str", "auto"),
-        _f("enable_prefix_cache", "bool", True),
-        # scheduler (§3.5)
-        _f("max_tokens_per_batch", "int", 10240),
-        _f("max_seqs_per_batch", "int", 1024),  # 200 on 0.11 (default only; never relied on)
-        _f("enable_schedule_overlap", "bool", False),
-        _f("enable_chunked_prefill", "bool", True),
-        _f("max_tokens_per_chunk_for_prefill", "int", -1),
-        _f("priority_strategy", "str", "fcfs"),
-        _f("use_mix_scheduler", "bool", False, {"0.9", "0.10"}),
-        _f("enable_mix_batch", "bool", True, {"0.11"}),
-        # speculative decoding (§3.6)
-        _f("draft_model", "str", ""),
-        _f("draft_devices", "str", "npu:0", {"0.9", "0.10"}),  # "" (= target devices) from 0.10
-        _f("num_speculative_tokens", "int", 0),
-        _f("speculative_algorithm", "str", "MTP"),
-        # execution / graph (§3.7)
-        _f("enable_graph", "bool", False),
-        _f("enable_graph_mode_decode_no_padding", "bool", False),
-        _f("max_tokens_for_graph_mode", "int", 2048),
-        _f("acl_graph_decode_batch_size_limit", "int", 16, {"0.9", "0.11"}),
-        _f("graph_decode_batch_size_limit", "int", 16, {"0.10"}),
-        _f("enable_shm", "bool", False),
-        _f("random_seed", "int", -1),
-        # NPU kernels (§3.8)
-        _f("npu_kernel_backend", "str", "AUTO"),
-        _f("enable_fused_mc2", "int", -1),
-        # EP / EPLB / rank table (§3.9)
-        _f("expert_parallel_degree", "int", 0),
-        _f("enable_eplb", "bool", False),
-        _f("redundant_experts_num", "int", 1),
-        _f("eplb_update_interval", "int", 1000),
-        _f("eplb_update_threshold", "float", 0.8, {"0.9", "0.10"}),
-        _f("rank_tablefile", "str", ""),
-        # dumps (§2)
-        _f("enable_dump_config_json", "bool", False, {"0.10", "0.11"}),
-        _f("dump_config_json_file", "str", "xllm_config.json", {"0.10", "0.11"}),
-        # added on xLLM-AI main (§1)
-        _f("enable_mega_moe", "bool", False, {"0.11"}),
-        _f("enable_flashcomm1", "bool", False, {"0.11"}),
-        _f("flashcomm1_min_prefill_tokens", "int", 8192, {"0.11"}),
-        _f("enable_json_object_output", "bool", True, {"0.11"}),
-        _f("enable_adaptive_speculative_decode", "bool", False, {"0.11"}),
-        _f("enable_mtp_draft_body_tp1", "bool", False, {"0.11"}),
-        _f("disable_graph_warmup", "bool", False, {"0.11"}),
-    ]
-}
-
-# Parser names xLLM resolves at startup; an unknown name is LOG(FATAL) (§4).
+# Parser names xLLM resolves at startup; an unknown name is LOG(FATAL) (reference/xllm.md §4).
 TOOL_CALL_PARSERS = frozenset(
     {"qwen25", "qwen2", "qwen3", "qwen35", "qwen3_coder", "kimi_k2", "deepseekv3", "deepseekv32",
      "deepseekv4", "glm45", "glm47", "glm5", "auto"}
@@ -144,42 +49,144 @@ REASONING_PARSERS = frozenset(
     {"deepseek-r1", "deepseek-v3", "glm45", "glm47", "glm5", "deepseek-v4", "kimi", "kimi_k25",
      "qwen3", "qwen35", "qwen3-thinking", "qwen35-thinking", "step3", "auto"}
 )
-
-# What `auto` resolves to, per dialect, keyed by config.json model_type (§4). A model_type missing
-# here makes `auto` fatal at startup; a value that is not a registered name is just as fatal.
+# What `auto` resolves to, per release line, keyed by config.json model_type (§4). A model_type
+# missing here makes `auto` fatal at startup. v0.10.x and xLLM-AI main map GLM-5 (glm_moe_dsa)
+# to glm5; v0.9.x and jd-opensource main do not.
+_TOOL_AUTO_BASE = {"deepseek_v3": "deepseekv3", "deepseek_v32": "deepseekv32", "kimi_k2": "kimi_k2"}
+_TOOL_AUTO_GLM5 = {**_TOOL_AUTO_BASE, "glm_moe_dsa": "glm5", "glm_moe_dsa_mtp": "glm5"}
 TOOL_CALL_AUTO: dict[str, dict[str, str]] = {
-    "0.9": {"deepseek_v3": "deepseekv3", "deepseek_v32": "deepseekv32", "kimi_k2": "kimi_k2"},
-    "0.10": {"deepseek_v3": "deepseekv3", "deepseek_v32": "deepseekv32", "kimi_k2": "kimi_k2"},
-    "0.11": {"deepseek_v3": "deepseekv3", "deepseek_v32": "deepseekv32", "kimi_k2": "kimi_k2",
-             "glm_moe_dsa": "glm5", "glm_moe_dsa_mtp": "glm5"},
+    "0.9": _TOOL_AUTO_BASE, "0.10": _TOOL_AUTO_GLM5, "jd-main": _TOOL_AUTO_BASE, "0.11": _TOOL_AUTO_GLM5,
 }
 REASONING_AUTO: dict[str, dict[str, str]] = {
-    d: {"glm4_moe": "glm45", "deepseek_v32": "deepseekv32"} for d in DIALECTS
+    line: {"glm4_moe": "glm45", "deepseek_v32": "deepseekv32"} for line in TOOL_CALL_AUTO
 }
+
+# ``ascend-xllm-cpu`` accepts exactly the flags of the version named here (set per rank by the generator).
+CPU_ENGINE_VERSION_ENV = "ASCEND_XLLM_VERSION"
 
 # Readiness line rank 0 prints once HTTP is up (§5); matched case-insensitively.
 READY_LINE = "Brpc Server started on port"
 
+_INT_RANGES = {"int32": (-2**31, 2**31 - 1), "int64": (-2**63, 2**63 - 1), "uint32": (0, 2**32 - 1),
+               "uint64": (0, 2**64 - 1)}
+_TRUE, _FALSE = {"true", "t", "yes", "y", "1"}, {"false", "f", "no", "n", "0"}  # gflags' spellings
 
-def dialect_of(version: object) -> str:
-    """``"0.10"``, ``"0.10.1"``, ``0.1``-as-float mishaps → the dialect key, or a ServeError."""
-    text = str(version).strip().lstrip("v")
-    parts = text.split(".")
-    key = ".".join(parts[:2]) if len(parts) >= 2 else text
-    if key not in DIALECTS:
+
+@dataclass(frozen=True)
+class Flag:
+    """One gflags flag: ``type`` as in ``DEFINE_<type>`` (bool, int32, int64, uint32, uint64,
+    double, string); ``default`` as written in the source."""
+
+    name: str
+    type: str
+    default: str
+
+    def parse(self, raw: str) -> bool | int | float | str:
+        """The value of ``--name=raw`` as gflags reads it; ValueError with gflags' wording if illegal."""
+        illegal = ValueError(f"illegal value '{raw}' specified for {self.type} flag '{self.name}'")
+        if self.type == "bool":
+            if raw.lower() in _TRUE | _FALSE:
+                return raw.lower() in _TRUE
+            raise illegal
+        if self.type in _INT_RANGES:
+            lo, hi = _INT_RANGES[self.type]
+            if not re.fullmatch(r"[+-]?\d+", raw.strip()) or not lo <= int(raw) <= hi:
+                raise illegal
+            return int(raw)
+        if self.type == "double":
+            try:
+                return float(raw)
+            except ValueError:
+                raise illegal from None
+        return raw
+
+    @property
+    def default_value(self) -> bool | int | float | str:
+        """The default as a value (source expressions such as ``128 * 1024`` evaluated; a named
+        C++ constant stays its name)."""
+        text = self.default.strip()
+        if self.type == "string":
+            return text[1:-1] if len(text) >= 2 and text[0] == text[-1] == '"' else text
+        if "numeric_limits" in text:
+            return _INT_RANGES.get(self.type, (0, 0))[1] if "max" in text else _INT_RANGES.get(self.type, (0, 0))[0]
+        if self.type in _INT_RANGES and re.fullmatch(r"[\d\s*+]+", text):
+            value = 1
+            for factor in text.split("*"):
+                value *= sum(int(term) for term in factor.split("+"))
+            return value
+        try:
+            return self.parse(text.rstrip("fF") if self.type == "double" else text)
+        except ValueError:  # a C++ constant (kEnableGraphVmmPoolDefault): not known here
+            return text
+
+
+@dataclass(frozen=True)
+class XllmVersion:
+    """One supported ``serve.version``: its flag table and what follows from it."""
+
+    name: str  # serve.version as given
+    table: str  # the flag table's revision, e.g. v0.10.1
+    line: str  # release line of the parser tables
+    flags: dict[str, Flag]
+
+    def has(self, name: str) -> bool:
+        return name in self.flags
+
+    @property
+    def device_selection(self) -> str:
+        """``devices`` (--devices=npu:N), ``device_id`` (--device_id=N) or ``visible`` (neither:
+        device = node_rank % visible devices, so ASCEND_RT_VISIBLE_DEVICES pins it)."""
+        if self.has("device_id"):
+            return "device_id"
+        return "devices" if self.has("devices") else "visible"
+
+    @property
+    def needs_draft_devices(self) -> bool:
+        """Before v0.10 ``--draft_devices`` defaults to npu:0, which would put every draft there."""
+        flag = self.flags.get("draft_devices")
+        return flag is not None and flag.default_value != ""
+
+    def check(self, name: str, value: object, *, where: str) -> None:
+        """ServeError unless ``--name=value`` exists in this version with a legal value."""
+        flag = self.flags.get(name)
+        if flag is None:
+            having = [v for v in RELEASES if name in _read_table(VERSIONS[v][0])]
+            raise ServeError(
+                f"{where}: --{name} does not exist in xLLM {self.name} ({self.table}; unknown flags abort xLLM)",
+                fix=(f"it exists in xLLM {', '.join(having)} — use the spelling of this version or set serve.version"
+                     if having else "remove it (see docs/serving.md for each version's flags)"),
+            )
+        raw = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        try:
+            flag.parse(raw)
+        except ValueError as err:
+            raise ServeError(f"{where}: {err} (xLLM {self.name})", fix=f"give --{name} a {flag.type} value") from None
+
+
+@cache
+def _read_table(table: str) -> dict[str, Flag]:
+    flags = {}
+    for line in (TABLES / f"{table}.tsv").read_text().splitlines():
+        name, type_, default, _file = line.split("\t")
+        flags[name] = Flag(name, type_, default)
+    return flags
+
+
+@cache
+def xllm_version(version: object) -> XllmVersion:
+    """The supported xLLM version ``serve.version`` names (``"0.10"``, ``"0.10.1"``, ``"main"``,
+    ...), or a ServeError listing them. A YAML float (``0.1`` for ``0.10``) is caught here too."""
+    name = str(version).strip().lstrip("v")
+    if name not in VERSIONS:
         raise ServeError(
-            f"serve.version {version!r} is not a known xLLM flag dialect",
-            fix=f"use one of {', '.join(DIALECTS)} (quote it in YAML: version: \"0.10\")",
+            f"serve.version {version!r} is not a supported xLLM version",
+            fix=f"use one of {', '.join(VERSIONS)} (quote it in YAML: version: \"0.10\")",
         )
-    return key
+    table, line = VERSIONS[name]
+    return XllmVersion(name, table, line, _read_table(table))
 
 
-def has_flag(dialect: str, name: str) -> bool:
-    flag = FLAGS.get(name)
-    return flag is not None and dialect in flag.dialects
-
-
-def resolve_parser(kind: str, name: str | None, model_type: str, dialect: str) -> str | None:
+def resolve_parser(kind: str, name: str | None, model_type: str, version: XllmVersion) -> str | None:
     """Check a parser name the way xLLM will at startup; refuse names that would abort it.
 
     ``kind`` is ``"tool_call"`` or ``"reasoning"``. Returns the name to pass (``None`` = no flag).
@@ -194,11 +201,11 @@ def resolve_parser(kind: str, name: str | None, model_type: str, dialect: str) -
             fix=f"use one of {', '.join(sorted(known - {'auto'}))}",
         )
     if name == "auto":
-        table = (TOOL_CALL_AUTO if kind == "tool_call" else REASONING_AUTO)[dialect]
+        table = (TOOL_CALL_AUTO if kind == "tool_call" else REASONING_AUTO)[version.line]
         target = table.get(model_type)
         if target is None or target not in known:
             raise ServeError(
-                f"{key}: 'auto' is fatal on xLLM {dialect} for model_type {model_type!r}",
+                f"{key}: 'auto' is fatal on xLLM {version.name} for model_type {model_type!r}",
                 why="xLLM maps auto only for "
                 + (", ".join(f"{k}->{v}" for k, v in sorted(table.items())) or "nothing"),
                 fix=f"name the parser explicitly, e.g. --set {key}=<name>",

@@ -33,7 +33,7 @@ def test_config_json_file_overrides_but_not_rank_flags(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--model=/m", "--enable_mla=true"], "unknown command line flag 'enable_mla'"),
-    (["--model=/m", "--port=abc"], "illegal value 'abc' specified for int flag 'port'"),
+    (["--model=/m", "--port=abc"], "illegal value 'abc' specified for int32 flag 'port'"),
     (["--port=1"], "--model flag is required"),
     (["--model=/m", "stray"], "unexpected positional argument"),
 ])

@@ -22,7 +22,9 @@ from ascend.models import published_model_args
 from ascend.plan import plan_recipe
 from ascend.plan.memory import moe_dispatch_buffer_mb
 from ascend.serve.xllm import build_deployment
-from ascend.serve.xllm_flags import DIALECTS, has_flag
+from ascend.serve.xllm_flags import TABLES, VERSIONS, xllm_version
+
+LINES = ("0.9", "0.10", "0.11")  # golden snapshots: one per release line
 
 GOLDEN = Path(__file__).parent / "golden"
 SINGLE = ["glm5/a3-w8a8", "deepseek-v3/a3-w8a8", "glm47/a3-w8a8"]
@@ -71,10 +73,11 @@ def test_hand_written_glm5_a3_rank5_v010():
     assert dep.base_url() == "http://127.0.0.1:18000" and dep.served_model == "GLM-5-w8a8"
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("dialect", list(VERSIONS))
 @pytest.mark.parametrize("name", SINGLE + MULTI)
 def test_rules_for_every_rank(name, dialect):
     recipe = _load(name, dialect)
+    version = xllm_version(dialect)
     dep = build_deployment(recipe)
     world = recipe.hardware.nodes * recipe.hardware.devices_per_node
     per = recipe.hardware.devices_per_node
@@ -82,7 +85,10 @@ def test_rules_for_every_rank(name, dialect):
     assert len(dep.ranks) == world
     for r in dep.ranks:
         flags = _flags(r.argv)
-        assert all(has_flag(dialect, f) for f in flags), [f for f in flags if not has_flag(dialect, f)]
+        # every flag exists in this version's table (xLLM's own sources) with a legal value
+        assert all(version.has(f) for f in flags), [f for f in flags if not version.has(f)]
+        for f, value in flags.items():
+            version.flags[f].parse(value)
         assert "enable_mla" not in flags  # removed in 0.9
         assert flags["nnodes"] == str(world) and flags["node_rank"] == str(r.rank)
         assert r.node == r.rank // per and r.local_device == r.rank % per
@@ -90,13 +96,15 @@ def test_rules_for_every_rank(name, dialect):
                                              else f"127.0.0.1:{recipe.serve.master_port}")
         assert flags["communication_backend"] == "hccl"
         assert flags["dp_size"] == str(recipe.parallel.dp) and flags["ep_size"] == str(recipe.parallel.ep)
+        # reference/xllm.md §1: --devices on 0.9.x, --device_id on 0.10.x and jd main, neither on main
+        line = {"0.9": "0.9", "0.10": "0.10", "jd-main": "0.10", "0.11": "0.11"}[version.line]
         device = {"0.9": flags.get("devices"), "0.10": flags.get("device_id"), "0.11": r.env.get("ASCEND_RT_VISIBLE_DEVICES")}
-        assert device[dialect] == (f"npu:{r.local_device}" if dialect == "0.9" else str(r.local_device))
-        assert ("devices" in flags) == (dialect == "0.9") and ("device_id" in flags) == (dialect == "0.10")
-        assert ("ASCEND_RT_VISIBLE_DEVICES" in r.env) == (dialect == "0.11")
+        assert device[line] == (f"npu:{r.local_device}" if line == "0.9" else str(r.local_device))
+        assert ("devices" in flags) == (line == "0.9") and ("device_id" in flags) == (line == "0.10")
+        assert ("ASCEND_RT_VISIBLE_DEVICES" in r.env) == (line == "0.11")
         if recipe.serve.speculative:
             assert flags["draft_model"] == flags["model"] + "/mtp"  # ascend convert's mtp: export output
-            assert ("draft_devices" in flags) == (dialect == "0.9")
+            assert ("draft_devices" in flags) == (line == "0.9")
         for parser in ("tool_call_parser", "reasoning_parser"):
             assert flags.get(parser, "x") != "auto"
         if multi:
@@ -120,7 +128,7 @@ def test_rules_for_every_rank(name, dialect):
     assert set(data["ranks"][0]) == {"rank", "node", "argv", "env"}
 
 
-@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("dialect", LINES)
 @pytest.mark.parametrize("name", SINGLE + MULTI)
 def test_golden(name, dialect):
     dep = build_deployment(_load(name, dialect))
@@ -134,19 +142,23 @@ def test_golden(name, dialect):
     assert snap == json.loads(path.read_text())
 
 
-def test_graph_limit_flag_spelled_per_dialect():
-    ok = {"0.9": "acl_graph_decode_batch_size_limit", "0.10": "graph_decode_batch_size_limit",
+def test_graph_limit_flag_spelled_per_version():
+    # reference/xllm-flags: graph_decode_batch_size_limit in v0.10.x, acl_... in v0.9.1 and both mains
+    ok = {"0.9.1": "acl_graph_decode_batch_size_limit", "0.10": "graph_decode_batch_size_limit",
+          "0.10.1": "graph_decode_batch_size_limit", "jd-main": "acl_graph_decode_batch_size_limit",
           "0.11": "acl_graph_decode_batch_size_limit"}
     for dialect, flag in ok.items():
         dep = build_deployment(_load("glm5/a3-w8a8", dialect, f'serve.extra_args=["--{flag}=4"]'))
         assert dep.ranks[0].argv[-1] == f"--{flag}=4"
         wrong = next(f for f in set(ok.values()) if f != flag)
-        with pytest.raises(ServeError, match=f"--{wrong} does not exist in xLLM {dialect}"):
+        with pytest.raises(ServeError, match=f"--{wrong} does not exist in xLLM {dialect} .*it exists in xLLM"):
             build_deployment(_load("glm5/a3-w8a8", dialect, f'serve.extra_args=["--{wrong}=4"]'))
 
 
 @pytest.mark.parametrize("dialect,family,parser,fatal", [
-    ("0.10", "glm_moe_dsa", "tool_call_parser", True),   # jd main: no glm_moe_dsa auto mapping
+    ("jd-main", "glm_moe_dsa", "tool_call_parser", True),  # jd main: no glm_moe_dsa auto mapping
+    ("0.9", "glm_moe_dsa", "tool_call_parser", True),
+    ("0.10", "glm_moe_dsa", "tool_call_parser", False),  # v0.10.x maps it to glm5
     ("0.11", "glm_moe_dsa", "tool_call_parser", False),  # xLLM-AI main maps it to glm5
     ("0.11", "glm_moe_dsa", "reasoning_parser", True),   # reasoning auto never maps GLM-5
     ("0.10", "deepseek_v3", "tool_call_parser", False),
@@ -166,7 +178,7 @@ def test_bad_inputs():
     def load(*extra):
         return _load("glm5/a3-w8a8", "0.10", *extra, check=False)
 
-    with pytest.raises(ServeError, match="not a known xLLM flag dialect"):
+    with pytest.raises(ServeError, match="not a supported xLLM version"):
         build_deployment(load("serve.version=\"0.7\""))
     with pytest.raises(ServeError, match="no tool call parser 'glm6'"):
         build_deployment(load("serve.tool_call_parser=glm6"))
@@ -215,3 +227,42 @@ def test_plan_shows_the_hccl_buffsize_serve_sets(sets):
     assert plan["HCCL_BUFFSIZE"] == (int(env["HCCL_BUFFSIZE"]) if "HCCL_BUFFSIZE" in env else None)
     if plan["HCCL_BUFFSIZE"] is not None:  # the plan counts that buffer on every communicator
         assert set(plan["buffsize_mb"].values()) == {plan["HCCL_BUFFSIZE"]}
+
+
+def test_flag_tables_are_the_reference_extracts():
+    """The packaged tables are exactly shared/reference/xllm-flags (extracted from xLLM's sources)."""
+    shared = Path(__file__).resolve().parents[3] / "shared" / "reference" / "xllm-flags"
+    if not shared.is_dir():
+        pytest.skip(f"{shared} not present (it sits beside the repository in development and CI)")
+    packaged = TABLES
+    names = sorted(p.name for p in shared.glob("*.tsv"))
+    assert names == sorted(p.name for p in packaged.glob("*.tsv"))
+    for name in names:
+        assert (packaged / name).read_bytes() == (shared / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("version,arg,ok", [
+    ("0.9", "--enable_fused_mc2=1", False),  # the old hand-kept 0.9 table listed it; v0.9.x lacks it
+    ("0.9.1", "--use_cpp_chat_template=true", False),
+    ("0.10", "--enable_fused_mc2=1", True),
+    ("0.10", "--max_seqs_per_batch=lots", False),  # int32 flag
+    ("0.10", "--max_memory_utilization=0.9", True),
+    ("0.10", "--enable_graph=maybe", False),  # bool flag: gflags spellings only
+    ("0.10", "--enable_graph", True),
+    ("0.10", "--noenable_graph", True),
+    ("0.10", "--max_seqs_per_batch", False),  # a bare non-boolean
+    ("main", "--device_id=0", False),  # removed on xLLM-AI main
+])
+def test_extra_args_must_exist_in_the_version_with_a_legal_value(version, arg, ok):
+    recipe = _load("glm5/a3-w8a8", version, f'serve.extra_args=["{arg}"]')
+    if ok:
+        assert build_deployment(recipe).ranks[0].argv[-1] == arg
+    else:
+        with pytest.raises(ServeError) as err:
+            build_deployment(recipe)
+        assert err.value.exit_code == 2 and "serve.extra_args" in err.value.line()
+
+
+def test_unknown_flag_names_the_versions_that_have_it():
+    with pytest.raises(ServeError, match=r"--device_id does not exist in xLLM main .*it exists in xLLM 0\.10\.0, 0\.10\.1, jd-main"):
+        build_deployment(_load("glm5/a3-w8a8", "main", 'serve.extra_args=["--device_id=0"]'))
