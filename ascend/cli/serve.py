@@ -37,7 +37,7 @@ def serve(
 ) -> None:
     """Launch (or print) one engine process per device, exactly as xLLM needs it.
 
-    Generates every rank's argv and environment in the flag dialect of serve.version, the HCCL
+    Generates every rank's argv and environment with the flags of xLLM serve.version, the HCCL
     rank table for multi-node deployments, and one launch script per node. Without --dry-run it
     starts this node's ranks, waits for readiness (the "Brpc Server started" log line and
     GET /health 200), and keeps them running until Ctrl-C; if any rank dies all are stopped and

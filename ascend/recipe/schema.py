@@ -122,7 +122,7 @@ class ServeSection(Section):
     """How the engine is launched."""
 
     engine: Literal["xllm", "cpu"] = Field("xllm", description="`xllm` on Ascend; `cpu` is the xLLM-compatible CPU engine.")
-    version: str = Field("0.10", description="xLLM flag dialect, e.g. `0.9`, `0.10`, `0.11`.")
+    version: str = Field("0.10", description="xLLM version whose flag table the commands follow: `0.9`, `0.9.1`, `0.10`, `0.10.1`, `jd-main`, `0.11` / `main` (docs/serving.md).")
     binary: str = Field("xllm", description="Engine binary (name on PATH or absolute path; `XLLM_BIN` overrides).")
     port: int = Field(18000, ge=1, le=65535, description="HTTP port of rank 0.")
     master_port: int = Field(9748, ge=1, le=65535, description="Port of the master node address used by ranks to rendezvous.")
