@@ -26,15 +26,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ascend import __version__
-from ascend.checkpoint.safetensors_io import (
-    SafetensorsDir,
-    file_sha256,
-    partial_name,
-    write_atomic,
-    write_json,
-)
+from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, partial_name
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
 from ascend.errors import CheckpointError, ConvertError
+from ascend.fileio import write_atomic, write_json
 
 STATE_DIR = ".ascend-convert"
 MANIFEST = "ascend-manifest.json"

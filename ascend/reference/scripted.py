@@ -71,6 +71,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ascend.fileio import atomic_path
 from ascend.reference.scripted_design import (  # FAMILY and the tool names: public surface
     CATEGORIES,
     Conversation,
@@ -187,10 +188,8 @@ def replace_weights(model_dir: Path, stored: dict[str, torch.Tensor]) -> None:
     for name, file in weight_map.items():
         files.setdefault(file, {})[name] = stored[name]
     for file, tensors in files.items():
-        path = model_dir / file
-        tmp = path.with_name(path.name + ".partial")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        tmp.replace(path)
+        with atomic_path(model_dir / file) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
 
 
 def describe(d: Design, tokenizer: Any) -> dict[str, Any]:
