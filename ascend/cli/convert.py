@@ -53,7 +53,6 @@ def register(app: typer.Typer) -> None:
             help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (recipe: convert.workers; default 1)."),
         force: bool = typer.Option(False, "--force", help="Start over: overwrite a previous or foreign output dir."),
-        resume: bool = typer.Option(True, "--resume", hidden=True, help="Continue a previous run (the default)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the per-file plan and exit."),
         node_rank: int = typer.Option(0, "--node-rank", help="This machine's part (0-based) of a multi-node conversion."),
         nnodes: int = typer.Option(1, "--nnodes", help="Number of parts the output files are spread over."),

@@ -185,11 +185,6 @@ def natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _layer_of(name: str) -> int | None:
-    m = re.match(r"model\.layers\.(\d+)\.", name)
-    return int(m.group(1)) if m else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Windows and FP8 block alignment
 
