@@ -100,7 +100,7 @@ def open_source(src_dir: str, source_format: str = "hf", config: str | None = No
     src = _SOURCES.get(key)
     if src is None:
         if source_format == "mindspore":
-            from ascend.checkpoint.mindspore_layout import MindSporeSource
+            from ascend.interop.mindspore.layout import MindSporeSource
 
             src = MindSporeSource(src_dir, config)
         else:
@@ -144,7 +144,7 @@ def read_hf_as_written(src: SafetensorsDir, name: str) -> torch.Tensor:
 
 def mindspore_rule(piece: Piece):
     """The ``MsRule`` an ``op == "mindspore"`` piece carries."""
-    from ascend.models.mindspore_names import MsRule
+    from ascend.interop.mindspore.names import MsRule
 
     return MsRule(piece.outputs[0][0], tuple(piece.sources or [piece.source]), piece.transform or "rename",
                   params=dict(piece.params or {}))
@@ -152,10 +152,10 @@ def mindspore_rule(piece: Piece):
 
 def write_mindspore_pieces(src: SafetensorsDir, path: Path, pieces: list[Piece]) -> tuple[int, str]:
     """One MindSpore file (``.safetensors`` or ``.ckpt`` by ``path``'s suffix) of ``op ==
-    "mindspore"`` pieces, through ``mindspore_layout.write_mindspore_file``. MindSpore writes whole
+    "mindspore"`` pieces, through ``ascend.interop.mindspore.layout.write_mindspore_file``. MindSpore writes whole
     tensors: the memory floor is the largest MindSpore tensor of the file plus one expert (see
     docs/mindspore.md), not the chunk budget of the other layouts."""
-    from ascend.checkpoint.mindspore_layout import write_mindspore_file
+    from ascend.interop.mindspore.layout import write_mindspore_file
 
     return write_mindspore_file(path, [mindspore_rule(p) for p in pieces], lambda n: read_hf_as_written(src, n),
                                 "ckpt" if path.suffix == ".ckpt" else "safetensors")

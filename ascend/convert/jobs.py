@@ -53,7 +53,7 @@ class Piece:
     cols: tuple[int, int] | None = None
     scale_fmt: str | None = None
     # op "mindspore": every HF source of the one MindSpore output (``source`` is the first) and
-    # the declared transform of ``ascend.models.mindspore_names`` (rename, interleave, ...)
+    # the declared transform of ``ascend.interop.mindspore.names`` (rename, interleave, ...)
     sources: list[str] | None = None
     transform: str | None = None
     params: dict[str, int] | None = None
@@ -499,12 +499,12 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
 
 def _mindspore_jobs(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor]) -> ConvertJobs:
     """MindSpore Transformers layout: one piece per stored MindSpore tensor (its HF sources and
-    declared transform, ``ascend.models.mindspore_names``), packed into files as
+    declared transform, ``ascend.interop.mindspore.names``), packed into files as
     ``convert_hf_to_mindspore`` packs them. Block-FP8 sources become BF16 (MindSpore has no FP8)."""
     import torch
 
-    from ascend.checkpoint.mindspore_layout import mindspore_file_name, plan_mindspore_files, stored_mindspore_rules, to_mindspore
-    from ascend.models.mindspore_names import mindspore_rules
+    from ascend.interop.mindspore.layout import mindspore_file_name, plan_mindspore_files, stored_mindspore_rules, to_mindspore
+    from ascend.interop.mindspore.names import mindspore_rules
 
     mtp = opts.mtp == "keep" and any(f"model.layers.{layer}.eh_proj.weight" in inv for layer in args.mtp_layers)
     rules = mindspore_rules(args, mtp=mtp)

@@ -63,8 +63,8 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
 
     src_dir = Path(src_dir)
     if opts is not None and opts.source_format == "mindspore":
-        from ascend.checkpoint.mindspore_io import require_mindspore
-        from ascend.checkpoint.mindspore_layout import MindSporeSource
+        from ascend.interop.mindspore.io import require_mindspore
+        from ascend.interop.mindspore.layout import MindSporeSource
 
         require_mindspore()  # without the extra: one install line (exit 2) before anything else
         if not src_dir.exists():
@@ -88,7 +88,7 @@ def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
     from ascend.errors import PlanError
 
     if opts.layout == "mindspore":
-        from ascend.checkpoint.mindspore_io import require_mindspore
+        from ascend.interop.mindspore.io import require_mindspore
 
         require_mindspore()  # without the extra: one install line (exit 2), nothing listed or written
     src, args = load_source(src_dir, opts)

@@ -247,7 +247,7 @@ def _check_mindspore(out: Path, jobs: ConvertJobs, src, sample: int | None, repo
     """Layout mindspore: every listed MindSpore tensor present with its dtype and shape and
     nothing else (read through MindSpore itself), and, with the source, bit-identical to the
     tensor built from it again (the transforms are exact)."""
-    from ascend.checkpoint.mindspore_io import read_mindspore
+    from ascend.interop.mindspore.io import read_mindspore
     from ascend.checkpoint.safetensors_io import DTYPE_NAMES as names_of
     from ascend.convert.execute import mindspore_rule, read_hf_as_written
 
@@ -275,7 +275,7 @@ def _check_mindspore(out: Path, jobs: ConvertJobs, src, sample: int | None, repo
                 report.problems.append(f"{f.name}: tensor {name} is {names_of.get(t.dtype)}{list(t.shape)}, "
                                        f"listed {dtype}{list(shape)}")
             elif src is not None and id(p) in checked:
-                from ascend.checkpoint.mindspore_layout import build_mindspore_tensor
+                from ascend.interop.mindspore.layout import build_mindspore_tensor
 
                 want = build_mindspore_tensor(mindspore_rule(p), lambda n: read_hf_as_written(src, n))
                 report.tensors_checked += 1

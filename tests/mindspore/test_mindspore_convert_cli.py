@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ascend.checkpoint.mindspore_io import require_mindspore
-from ascend.checkpoint.mindspore_layout import convert_hf_to_mindspore
+from ascend.interop.mindspore.io import require_mindspore
+from ascend.interop.mindspore.layout import convert_hf_to_mindspore
 from ascend.cli.main import main
 from ascend.errors import BackendUnavailable
 
@@ -109,7 +109,7 @@ def test_mindspore_layout_from_fp8_mtp_drop_and_refusals(tmp_path, capsys):
 
     # verify rebuilds every MindSpore tensor from the source: one changed value (file rewritten and
     # re-recorded in the manifest, so only the numbers check can see it) makes it fail
-    from ascend.checkpoint.mindspore_io import read_mindspore, write_mindspore
+    from ascend.interop.mindspore.io import read_mindspore, write_mindspore
 
     victim = sorted((tmp_path / "ms").glob("model-*.safetensors"))[0]
     tensors = dict(read_mindspore(victim))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ascend.checkpoint.mindspore_io import require_mindspore
-from ascend.checkpoint.mindspore_layout import MindSporeSource, convert_hf_to_mindspore
+from ascend.interop.mindspore.io import require_mindspore
+from ascend.interop.mindspore.layout import MindSporeSource, convert_hf_to_mindspore
 from ascend.errors import BackendUnavailable
 
 try:

@@ -15,7 +15,7 @@ Memory, honestly:
   Prefer MindSpore safetensors for large checkpoints (MindSpore's ``ckpt_to_safetensors``).
 - Writing: ``save_checkpoint`` takes whole tensors. Measured (512 MiB BF16 tensor): safetensors
   need about one more copy of the file while serialising, ``.ckpt`` about three; stacked expert
-  tensors are built one expert at a time (``mindspore_layout.build_mindspore_tensor``); files are capped at
+  tensors are built one expert at a time (``layout.build_mindspore_tensor``); files are capped at
   ``max_file_bytes`` (a single larger tensor gets a file of its own).
 
 BF16 has no NumPy dtype of its own, so tensors cross the torch <-> MindSpore boundary as raw

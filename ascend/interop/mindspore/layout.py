@@ -1,8 +1,8 @@
 """MindSpore Transformers layout: HF tensors <-> MindSpore tensors, whole-directory conversion,
 and the converter's seam (``MindSporeSource``, file planning and writing).
 
-The naming and fused-tensor transforms are data in ``ascend.models.mindspore_names``; this module
-applies them. File and tensor I/O (and the memory notes) are in ``ascend.checkpoint.mindspore_io``.
+The naming and fused-tensor transforms are data in ``ascend.interop.mindspore.names``; this module
+applies them. File and tensor I/O (and the memory notes) are in ``ascend.interop.mindspore.io``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ascend.checkpoint.fp8 import dequantize_fp8_block
-from ascend.checkpoint.mindspore_io import (
+from ascend.interop.mindspore.io import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_MAX_FILE_BYTES,
     NAME_MAP_FILE,
@@ -34,10 +34,10 @@ from ascend.checkpoint.safetensors_io import (
     write_json,
 )
 from ascend.errors import CheckpointError, ConvertError, first_names
-from ascend.models.mindspore_names import MsRule  # data only, no torch
+from ascend.interop.mindspore.names import MsRule  # data only, no torch
 
 
-# ---- the declared transforms (see ascend.models.mindspore_names) --------------------------
+# ---- the declared transforms (see ascend.interop.mindspore.names) --------------------------
 
 
 def to_mindspore(rule: MsRule, sources: list[torch.Tensor]) -> torch.Tensor:
@@ -153,7 +153,7 @@ def convert_hf_to_mindspore(
     copied config.json. Returns a summary dict.
     """
     from ascend.models.args import load_model_args
-    from ascend.models.mindspore_names import hf_name_map, mindspore_rules, own_copy_rules
+    from ascend.interop.mindspore.names import hf_name_map, mindspore_rules, own_copy_rules
 
     require_mindspore()
     src, out = Path(src), Path(out)
@@ -283,7 +283,7 @@ def resolve_mindspore_names(listing: Mapping[str, Any], args: Any, where: str) -
     skipped training-state names)``. Raises ConvertError for names the table does not know and
     CheckpointError for tensors the table needs but the checkpoint lacks.
     """
-    from ascend.models.mindspore_names import (
+    from ascend.interop.mindspore.names import (
         aliases_of,
         is_legacy_name,
         is_training_state,
@@ -331,7 +331,7 @@ def stored_mindspore_rules(src: SafetensorsDir, rules: list[MsRule]) -> list[MsR
     (at the end) the MTP copies that differ from the tensor MindSpore Transformers shares them
     with, under their own names. Identical copies are not stored (MindSpore Transformers'
     layout); different ones must be, or the round trip would not be exact."""
-    from ascend.models.mindspore_names import own_copy_rules
+    from ascend.interop.mindspore.names import own_copy_rules
 
     primary = {rule.ms: rule.hf[0] for rule in rules if rule.op == "rename"}
     own = own_copy_rules(rules)

@@ -1,0 +1,9 @@
+"""MindSpore Transformers checkpoints: the one adapter package.
+
+- ``names``   the naming table and declared transforms, HF <-> MindSpore (data, no torch);
+- ``io``      MindSpore files in and out through the ``mindspore`` package (the optional extra);
+- ``layout``  the transforms applied, and ``MindSporeSource`` (a MindSpore checkpoint under HF names).
+
+Nothing here imports ``mindspore`` at import time: without the extra every entry point raises
+one ``BackendUnavailable`` line saying how to install it.
+"""
