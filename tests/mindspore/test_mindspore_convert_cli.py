@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from ascend.interop.mindspore.io import require_mindspore
-from ascend.interop.mindspore.layout import convert_hf_to_mindspore
 from ascend.cli.main import main
 from ascend.errors import BackendUnavailable
 
@@ -21,6 +20,8 @@ try:
     require_mindspore()
 except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
+
+from ms_twin import convert_hf_to_mindspore  # noqa: E402  (after the skip)
 
 FAMILIES = ("deepseek_v3", "deepseek_v32", "glm_moe_dsa", "glm4_moe")
 IDS = [5, 17, 99, 3, 250, 7, 1000, 12]

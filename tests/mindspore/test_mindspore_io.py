@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from ascend.interop.mindspore.io import NAME_MAP_FILE, list_mindspore, read_mindspore, require_mindspore, write_mindspore
-from ascend.interop.mindspore.layout import convert_hf_to_mindspore, convert_mindspore_to_hf
 from ascend.errors import BackendUnavailable, ConvertError
 
 # Not pytest.importorskip("mindspore"): under pytest this very directory imports as an empty
@@ -20,6 +19,7 @@ except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
 
 from ms_fixtures import FAMILIES, load_hf  # noqa: E402  (after the skip)
+from ms_twin import convert_hf_to_mindspore, convert_mindspore_to_hf  # noqa: E402
 
 # bf16 bit patterns that a float round trip would lose or canonicalise: +0, -0, +inf, -inf,
 # quiet NaN with payload, signalling NaN, smallest subnormal, 1.0, all-ones NaN, arbitrary.

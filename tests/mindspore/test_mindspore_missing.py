@@ -38,7 +38,7 @@ def test_read_and_write_fail_before_touching_files(no_mindspore, tmp_path):
     import torch
 
     from ascend.interop.mindspore.io import read_mindspore, write_mindspore
-    from ascend.interop.mindspore.layout import convert_hf_to_mindspore
+    from ascend.interop.mindspore.layout import MindSporeSource
 
     with pytest.raises(BackendUnavailable) as info:
         read_mindspore(tmp_path / "missing.safetensors")
@@ -47,7 +47,7 @@ def test_read_and_write_fail_before_touching_files(no_mindspore, tmp_path):
         write_mindspore(tmp_path / "x.safetensors", {"w": torch.zeros(2)})
     _assert_install_line(info.value)
     with pytest.raises(BackendUnavailable):
-        convert_hf_to_mindspore(tmp_path, tmp_path / "out")
+        MindSporeSource(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
