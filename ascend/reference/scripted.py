@@ -71,7 +71,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ascend.fileio import atomic_path
+from ascend.fileio import atomic_path, write_json
 from ascend.reference.scripted_design import (  # FAMILY and the tool names: public surface
     CATEGORIES,
     Conversation,
@@ -158,8 +158,8 @@ def write_scripted_checkpoint(
         cfg_path = out / "config.json"
         cfg = json.loads(cfg_path.read_text())
         cfg["quantization_config"]["scale_fmt"] = "ue8m0"
-        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    (out / "ascend-scripted.json").write_text(json.dumps(describe(d, tokenizer), indent=2) + "\n")
+        write_json(cfg_path, cfg)
+    write_json(out / "ascend-scripted.json", describe(d, tokenizer))
     if check:  # one conversation per category (thinking on where there is one) keeps this short
         seen: dict[str, Conversation] = {}
         for c in sorted(conversations, key=lambda c: not c.thinking):
