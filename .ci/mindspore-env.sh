@@ -20,5 +20,5 @@ fi
 pip install ".[mindspore,test]"
 
 # Fail loudly (not by skipping) if the extra did not give a working MindSpore.
-python -c "from ascend.checkpoint.mindspore_io import require_mindspore; ms = require_mindspore(); print('mindspore', ms.__version__)"
+python -c "from ascend.interop.mindspore.io import require_mindspore; ms = require_mindspore(); print('mindspore', ms.__version__)"
 python -m pytest -q tests/mindspore

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import torch
 
-from ascend.checkpoint.safetensors_io import SafetensorsWriter, fsync_dir
+from ascend.checkpoint.safetensors_io import SafetensorsWriter
 from ascend.convert.memory import peak_rss_bytes
+from ascend.fileio import fsync_dir
 from ascend.models.args import ModelArgs
 from ascend.models.catalog import published_config
 from ascend.models.tensors import tensor_specs

@@ -31,6 +31,7 @@ from typing import Iterable
 import torch
 
 from ascend.errors import CheckpointError, ConvertError, first_names
+from ascend.fileio import fsync_dir, publish, write_atomic, write_json  # noqa: F401 (aliases: move callers to ascend.fileio)
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -262,14 +263,6 @@ def data_size(entries: list[tuple[str, str, tuple[int, ...]]]) -> int:
     return sum(numel(shape) * itemsize(dtype) for _, dtype, shape in entries)
 
 
-def fsync_dir(path: str | Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def open_for_write(path: Path):
     """The sink a weight file is written through (one place, so tests can simulate a full disk):
     a ``DirectFile`` where the filesystem takes ``O_DIRECT``, else a ``BufferedFile``."""
@@ -498,8 +491,7 @@ class SafetensorsWriter:
             self.abort()
             raise ConvertError(f"cannot write {self.path}", why=err.strerror) from None
         self.f.close()
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
+        publish(self.tmp, self.path)
         return self.written, self.sha.hexdigest()
 
     def abort(self) -> None:
@@ -520,31 +512,6 @@ def tensor_bytes(t: torch.Tensor) -> memoryview:
     if t.numel() == 0:
         return memoryview(b"")
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Small files (json, config): temp name, fsync, rename."""
-    path = Path(path)
-    tmp = partial_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as err:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise ConvertError(f"no space left on the device writing {path}", fix="free space and rerun") from None
-        raise ConvertError(f"cannot write {path}", why=err.strerror) from None
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def write_json(path: str | Path, obj: object) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def file_sha256(path: str | Path, chunk: int = 16 << 20) -> str:

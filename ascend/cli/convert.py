@@ -55,7 +55,6 @@ def register(app: typer.Typer) -> None:
             help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (recipe: convert.workers; default 1)."),
         force: bool = typer.Option(False, "--force", help="Start over: overwrite a previous or foreign output dir."),
-        resume: bool = typer.Option(True, "--resume", hidden=True, help="Continue a previous run (the default)."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the per-file plan and exit."),
         node_rank: int = typer.Option(0, "--node-rank", help="This machine's part (0-based) of a multi-node conversion."),
         nnodes: int = typer.Option(1, "--nnodes", help="Number of parts the output files are spread over."),
@@ -105,7 +104,6 @@ def register(app: typer.Typer) -> None:
             raise ConvertError("no output directory", fix="set convert.output in the recipe or pass --out")
         opts.file_bytes = int(file_gb * 1e9)
         opts.source_format, opts.source_config, opts.ms_format = from_format, config, ms_format
-        opts.validate()
         if dry_run:
             from ascend.convert.pipeline import describe_jobs, conversion_jobs
 

@@ -37,16 +37,13 @@ def register(app: typer.Typer) -> None:
           ascend logits /tmp/glm5-tiny --input-ids 1,2,3,4 --ranks 4 --ep 4 --out /tmp/l4.safetensors
           ascend logits /data/GLM-5-sharded --input-ids 1,2,3 --out /tmp/l.safetensors
         """
-        import os
-
         from safetensors.torch import save_file
 
+        from ascend.fileio import atomic_path
         from ascend.reference.runner import compute_logits
 
         ids = _parse_ids(input_ids)
         logits = compute_logits(model_dir, ids, ranks=ranks, dp=dp, ep=ep)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        save_file({"logits": logits.contiguous()}, str(tmp), metadata={"model_dir": str(model_dir), "input_ids": input_ids})
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            save_file({"logits": logits.contiguous()}, str(tmp), metadata={"model_dir": str(model_dir), "input_ids": input_ids})
         typer.echo(f"wrote {out}: logits [{logits.shape[0]}, {logits.shape[1]}] float32")

@@ -15,9 +15,8 @@ convert -> verify -> serve -> smoke -> stop. A stage whose artifact is already c
 this recipe is skipped, so a rerun resumes where the last one stopped. One line per stage;
 the full report goes to RUN_DIR/report.json and report.txt (default RUN_DIR: runs/<recipe name>).
 
-Exit 0 when every stage that ran passed (stages not built in this installation are reported
-as such), 3 when a check failed (plan does not fit, verify mismatch, smoke failure), 2 for a
-bad recipe or input.
+Exit 0 when every stage that ran passed, 3 when a check failed (plan does not fit, verify
+mismatch, smoke failure), 2 for a bad recipe or input.
 
 Examples:
 
@@ -76,7 +75,7 @@ def register(app: typer.Typer) -> None:
             r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
             hold=hold if until == "serve" else None, progress=show_log,
         )
-        style = "bold red" if report.failed else ("bold yellow" if "PARTIAL" in report.verdict() else "bold green")
+        style = "bold red" if report.failed else "bold green"
         out.print(report.verdict(), style=style, markup=False)
         out.print(f"report: {Path(report.run_dir) / 'report.txt'} (JSON: report.json)", markup=False)
         if as_json:

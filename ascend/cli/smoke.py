@@ -21,7 +21,8 @@ def endpoint_for_recipe(recipe, api_key: str | None = None, timeout: float = 300
 
 
 def write_reports(report, json_path: Optional[Path], junit_path: Optional[Path]) -> None:
-    from ascend.smoke import to_json, to_junit, write_atomic
+    from ascend.fileio import write_atomic
+    from ascend.smoke import to_json, to_junit
 
     if json_path is not None:
         if str(json_path) == "-":

@@ -16,6 +16,8 @@ import torch
 from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
 from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir, SafetensorsWriter
 from ascend.checkpoint.w8a8 import quantize_w8a8
+from ascend.convert.adapters import layout_of_piece
+from ascend.convert.adapters import source_format as source_format_adapter
 from ascend.convert.memory import CHUNK_BYTES
 from ascend.convert.jobs import FP8_BLOCK, Piece
 
@@ -93,18 +95,14 @@ _SOURCES: dict[tuple[str, str, str | None], SafetensorsDir] = {}
 def open_source(src_dir: str, source_format: str = "hf", config: str | None = None) -> SafetensorsDir:
     """One lazily opened source per process (headers parsed once per worker).
 
-    ``source_format == "mindspore"``: a ``MindSporeSource`` (same read interface, HF names);
-    ``config`` is its HF config.json or directory when the checkpoint has none.
+    Another ``source_format`` opens through its adapter (``ascend.convert.adapters``; same read
+    interface, HF names); ``config`` is its HF config.json or directory when it has none.
     """
     key = (src_dir, source_format, config)
     src = _SOURCES.get(key)
     if src is None:
-        if source_format == "mindspore":
-            from ascend.checkpoint.mindspore_layout import MindSporeSource
-
-            src = MindSporeSource(src_dir, config)
-        else:
-            src = SafetensorsDir(src_dir)
+        fmt = source_format_adapter(source_format)
+        src = fmt.open(src_dir, config) if fmt is not None else SafetensorsDir(src_dir)
         _SOURCES[key] = src
     return src
 
@@ -112,8 +110,9 @@ def open_source(src_dir: str, source_format: str = "hf", config: str | None = No
 def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: dict[str, str] | None = None,
                progress: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Write one output file atomically. Returns (size, sha256)."""
-    if pieces and pieces[0].op == "mindspore":
-        size, sha = write_mindspore_pieces(src, path, pieces)
+    layout = layout_of_piece(pieces[0]) if pieces else None
+    if layout is not None:  # another framework's layout writes its files itself
+        size, sha = layout.write_file(src, path, pieces)
         if progress is not None:
             progress(size)
         return size, sha
@@ -131,31 +130,3 @@ def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: d
     except BaseException:
         writer.abort()
         raise
-
-
-def read_hf_as_written(src: SafetensorsDir, name: str) -> torch.Tensor:
-    """Whole HF tensor ``name`` as the MindSpore layout stores it: block-FP8 dequantized to BF16
-    (MindSpore has no float8), everything else as is."""
-    scale = name + "_scale_inv"
-    if src.tensors[name].dtype.startswith("F8") and scale in src:
-        return dequantize_fp8_block(src.read(name), src.read(scale), dtype=torch.bfloat16)
-    return src.read(name)
-
-
-def mindspore_rule(piece: Piece):
-    """The ``MsRule`` an ``op == "mindspore"`` piece carries."""
-    from ascend.models.mindspore_names import MsRule
-
-    return MsRule(piece.outputs[0][0], tuple(piece.sources or [piece.source]), piece.transform or "rename",
-                  params=dict(piece.params or {}))
-
-
-def write_mindspore_pieces(src: SafetensorsDir, path: Path, pieces: list[Piece]) -> tuple[int, str]:
-    """One MindSpore file (``.safetensors`` or ``.ckpt`` by ``path``'s suffix) of ``op ==
-    "mindspore"`` pieces, through ``mindspore_layout.write_mindspore_file``. MindSpore writes whole
-    tensors: the memory floor is the largest MindSpore tensor of the file plus one expert (see
-    docs/mindspore.md), not the chunk budget of the other layouts."""
-    from ascend.checkpoint.mindspore_layout import write_mindspore_file
-
-    return write_mindspore_file(path, [mindspore_rule(p) for p in pieces], lambda n: read_hf_as_written(src, n),
-                                "ckpt" if path.suffix == ".ckpt" else "safetensors")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,11 +53,8 @@ class Piece:
     rows: tuple[int, int] | None = None
     cols: tuple[int, int] | None = None
     scale_fmt: str | None = None
-    # op "mindspore": every HF source of the one MindSpore output (``source`` is the first) and
-    # the declared transform of ``ascend.models.mindspore_names`` (rename, interleave, ...)
-    sources: list[str] | None = None
-    transform: str | None = None
-    params: dict[str, int] | None = None
+    # an adapter layout's own data for its op (JSON; ``ascend.convert.adapters``)
+    extra: dict[str, Any] | None = None
 
 
 @dataclass
@@ -117,16 +113,16 @@ class ConvertOptions:
                       "parallel": ParallelLayout(**d["parallel"])})
 
     def validate(self) -> None:
-        """What the recipe schema cannot say: MindSpore limits and the sharded layout's shape."""
-        if self.source_config is not None and self.source_format != "mindspore":
-            raise ConvertError("--config is for MindSpore sources", fix="add --from-format mindspore, or drop --config")
-        if self.layout == "mindspore":
-            if self.precision != PrecisionPolicy():
-                raise ConvertError("MindSpore output is BF16 only", why="MindSpore checkpoints cannot hold FP8 or W8A8 weights",
-                                   fix="use --precision bf16 without precision rules for --layout mindspore")
-            if self.mtp == "export":
-                raise ConvertError("mtp export is not available for MindSpore output", fix="use mtp keep or drop")
+        """What the recipe schema cannot say: the sharded layout's shape, and what an adapter's
+        layout can hold (``ascend.convert.adapters``)."""
+        from ascend.convert.adapters import output_layout
+
+        if self.source_config is not None and self.source_format == "hf":
+            raise ConvertError("--config is for sources without a config.json", fix="add --from-format, or drop --config")
         self.parallel.check()
+        layout = output_layout(self.layout)
+        if layout is not None:
+            layout.check(self)
 
 
 @dataclass
@@ -166,11 +162,6 @@ class ConvertJobs:
 
 def natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def _layer_of(name: str) -> int | None:
-    m = re.match(r"model\.layers\.(\d+)\.", name)
-    return int(m.group(1)) if m else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,15 +412,16 @@ def _draft_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
     """The full jobs for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs)."""
+    from ascend.convert.adapters import output_layout
     from ascend.models.sharding import shard_slice
     from ascend.models.tensors import tensor_specs
 
-    opts.validate()
     specs = [s for s in tensor_specs(args, mtp=True) if s.scale_of is None]
     by_name = {s.name: s for s in specs}
     inv = inventory(src, by_name)
-    if opts.layout == "mindspore":
-        return _mindspore_jobs(src, args, opts, inv)
+    layout = output_layout(opts.layout)
+    if layout is not None:  # another framework's layout plans its own files
+        return layout.build_jobs(src, args, opts, inv)
     src_quant = (args.config or {}).get("quantization_config") or None
     scale_fmt = args.quantization.scale_fmt if args.quantization is not None else None
     main_specs = [s for s in specs if not (s.mtp and opts.mtp != "keep")]
@@ -483,46 +475,6 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
     if opts.mtp == "export":
         jobs.draft = _draft_jobs(args, specs, inv, pieces_for, opts, src_quant)
     return jobs
-
-
-def _mindspore_jobs(src, args, opts: ConvertOptions, inv: dict[str, SourceTensor]) -> ConvertJobs:
-    """MindSpore Transformers layout: one piece per stored MindSpore tensor (its HF sources and
-    declared transform, ``ascend.models.mindspore_names``), packed into files as
-    ``convert_hf_to_mindspore`` packs them. Block-FP8 sources become BF16 (MindSpore has no FP8)."""
-    import torch
-
-    from ascend.checkpoint.mindspore_layout import mindspore_file_name, plan_mindspore_files, stored_mindspore_rules, to_mindspore
-    from ascend.models.mindspore_names import mindspore_rules
-
-    mtp = opts.mtp == "keep" and any(f"model.layers.{layer}.eh_proj.weight" in inv for layer in args.mtp_layers)
-    rules = mindspore_rules(args, mtp=mtp)
-    missing = [n for rule in rules for n in rule.hf if n not in inv]
-    if missing:
-        raise CheckpointError(f"source lacks {len(missing)} tensor(s) the {args.family} MindSpore layout needs",
-                              why=", ".join(missing[:3]), fix="check config.json against the checkpoint")
-
-    def out_dtype(name: str) -> str:
-        return "BF16" if inv[name].has_scale else inv[name].dtype
-
-    def hf_nbytes(name: str) -> int:
-        t = inv[name]
-        return 2 * math.prod(t.shape) if t.has_scale else src.tensors[name].nbytes
-
-    groups = plan_mindspore_files(stored_mindspore_rules(src, rules), hf_nbytes, opts.file_bytes)
-    files = []
-    for k, group in enumerate(groups, start=1):
-        f = OutputFile(mindspore_file_name(k, len(groups), opts.ms_format))
-        for rule in group:
-            meta = [torch.empty(inv[n].shape, dtype=torch.int8, device="meta") for n in rule.hf]
-            shape = tuple(to_mindspore(rule, meta).shape)
-            f.pieces.append(Piece("mindspore", rule.hf[0], [(rule.ms, out_dtype(rule.hf[0]), shape)],
-                                  sources=list(rule.hf), transform=rule.op, params=dict(rule.params) or None))
-        files.append(f)
-    config = _output_config(args.config, files, None)
-    if not mtp and args.num_nextn_predict_layers:
-        config["num_nextn_predict_layers"] = 0  # the output holds no MTP layer
-    return ConvertJobs(options=opts, files=files, config=config, quant_description=None, index_name=None,
-                       sharding=None, source_fingerprint=src.fingerprint())
 
 
 def _draft_jobs(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -> ConvertJobs:

@@ -26,22 +26,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ascend import __version__
-from ascend.checkpoint.safetensors_io import (
-    SafetensorsDir,
-    file_sha256,
-    partial_name,
-    write_atomic,
-    write_json,
-)
 from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, MANIFEST_FORMAT, SHARDING_FILE, STATE_DIR
+from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, partial_name
+from ascend.convert.adapters import BOOKKEEPING_FILES, WEIGHT_SUFFIXES, layout_of_piece, output_layout, source_format
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
 from ascend.errors import CheckpointError, ConvertError
+from ascend.fileio import write_atomic, write_json
 
 # Files we write ourselves, never copied from the source
 OWN_FILES = {"config.json", MANIFEST, SHARDING_FILE, "quant_model_description.json"}
-# Weights and bookkeeping of a MindSpore source, never copied either
-MINDSPORE_NAME_MAP = "param_name_map.json"  # MindSpore Transformers' {parameter name: file}
-MINDSPORE_FILES = {MINDSPORE_NAME_MAP, "hyper_param.safetensors"}
 
 
 @dataclass
@@ -57,28 +50,15 @@ class ConvertResult:
 def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     """(source, ModelArgs) of a source checkpoint, with one-line errors.
 
-    The source is a ``SafetensorsDir``, or for ``opts.source_format == "mindspore"`` a
-    ``MindSporeSource`` (the same read interface under HF names; BackendUnavailable, exit 2,
-    without the ``mindspore`` extra).
+    The source is a ``SafetensorsDir``, or for another ``opts.source_format`` what its adapter
+    opens (``ascend.convert.adapters``: the same read interface under HF names).
     """
     from ascend.models.args import load_model_args
 
     src_dir = Path(src_dir)
-    if opts is not None and opts.source_format == "mindspore":
-        from ascend.checkpoint.mindspore_io import require_mindspore
-        from ascend.checkpoint.mindspore_layout import MindSporeSource
-
-        require_mindspore()  # without the extra: one install line (exit 2) before anything else
-        if not src_dir.exists():
-            raise CheckpointError(f"{src_dir}: no such file or directory", fix="point --src at a MindSpore checkpoint")
-        config = Path(opts.source_config) if opts.source_config else None
-        config_file = (config if config is not None and config.is_file() else
-                       (config or (src_dir if src_dir.is_dir() else src_dir.parent)) / "config.json")
-        if not config_file.is_file():
-            raise CheckpointError(f"{config_file}: no config.json for the MindSpore checkpoint {src_dir}",
-                                  fix="pass --config PATH with the model's Hugging Face config.json (or its directory)")
-        s = MindSporeSource(src_dir, opts.source_config)
-        return s, s.args
+    fmt = source_format(opts.source_format) if opts is not None else None
+    if fmt is not None:
+        return fmt.load(src_dir, opts)
     if not (src_dir / "config.json").is_file():
         raise CheckpointError(f"{src_dir}: no config.json",
                               fix="point --src at a Hugging Face checkpoint directory (ascend fetch RECIPE downloads one)")
@@ -89,10 +69,7 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
 def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
     from ascend.errors import PlanError
 
-    if opts.layout == "mindspore":
-        from ascend.checkpoint.mindspore_io import require_mindspore
-
-        require_mindspore()  # without the extra: one install line (exit 2), nothing listed or written
+    opts.validate()  # e.g. a missing extra: one line (exit 2), nothing listed or written
     src, args = load_source(src_dir, opts)
     try:
         return build_jobs(src, args, opts)
@@ -109,12 +86,13 @@ def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
 def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
     """Human-readable per-file jobs (``--dry-run``)."""
     o = jobs.options
+    layout, fmt = output_layout(o.layout), source_format(o.source_format)
     lines = [
         f"convert {src_dir} -> {out_dir}",
         f"  layout {o.layout}, precision {o.precision}, mtp {o.mtp}"
         + (f", {o.parallel}" if o.layout == "sharded" else "")
-        + (f", MindSpore {o.ms_format}" if o.layout == "mindspore" else "")
-        + (" (from a MindSpore checkpoint)" if o.source_format == "mindspore" else ""),
+        + (f", {layout.describe(o)}" if layout else "")
+        + (f" (from {fmt.title})" if fmt else ""),
     ]
     total = 0
     for rel, f in jobs.all_files():
@@ -132,15 +110,15 @@ def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
 
 
 def describe_piece(p: Piece) -> str:
+    layout = layout_of_piece(p)
+    if layout is not None:
+        return layout.describe_piece(p)
     window = ""
     if p.rows is not None:
         window += f" rows[{p.rows[0]}:{p.rows[1]}]"
     if p.cols is not None:
         window += f" cols[{p.cols[0]}:{p.cols[1]}]"
     outs = ", ".join(f"{n} {d}{list(s)}" for n, d, s in p.outputs)
-    if p.op == "mindspore":
-        srcs = p.sources or [p.source]
-        return f"{p.transform}: {srcs[0]}" + (f" (+{len(srcs) - 1} more)" if len(srcs) > 1 else "") + f" -> {outs}"
     return f"{p.op}: {p.source}{window}{' (+scale)' if p.scale else ''} -> {outs}"
 
 
@@ -200,7 +178,7 @@ def _remove_stale_weights(out: Path, listed: set[str]) -> None:
         for p in d.iterdir():
             rel = str(p.relative_to(out))
             if p.is_file() and rel not in listed and p.name.endswith(
-                    (".safetensors", ".safetensors.index.json", ".partial", ".ckpt", MINDSPORE_NAME_MAP)):
+                    (".safetensors", ".safetensors.index.json", ".partial", *WEIGHT_SUFFIXES, *BOOKKEEPING_FILES)):
                 p.unlink()
 
 
@@ -445,9 +423,9 @@ def _copy_side_files(src: Path, dst: Path) -> list[str]:
     """Tokenizer, chat template, generation config, code files: everything but weights and ours."""
     copied = []
     for p in sorted(src.iterdir()):
-        if not p.is_file() or p.name.endswith((".safetensors", ".safetensors.index.json", ".ckpt")):
+        if not p.is_file() or p.name.endswith((".safetensors", ".safetensors.index.json", *WEIGHT_SUFFIXES)):
             continue
-        if p.name in OWN_FILES or p.name in MINDSPORE_FILES or p.name.endswith(".partial"):
+        if p.name in OWN_FILES or p.name in BOOKKEEPING_FILES or p.name.endswith(".partial"):
             continue
         write_atomic(dst / p.name, p.read_bytes())
         copied.append(p.name)
@@ -455,12 +433,12 @@ def _copy_side_files(src: Path, dst: Path) -> list[str]:
 
 
 def _side_file_dir(src_dir: str, opts: ConvertOptions) -> Path:
-    """Where tokenizer and generation config come from: the source directory, or for a MindSpore
-    checkpoint without config.json the directory of --config (MindSpore Transformers output
-    usually holds only weights)."""
+    """Where tokenizer and generation config come from: the source directory, or for a source
+    without config.json (MindSpore Transformers output usually holds only weights) the directory
+    of --config."""
     src = Path(src_dir)
     src = src if src.is_dir() else src.parent
-    if opts.source_format == "mindspore" and opts.source_config and not (src / "config.json").is_file():
+    if opts.source_config and not (src / "config.json").is_file():
         config = Path(opts.source_config)
         return config.parent if config.is_file() else config
     return src
@@ -478,9 +456,10 @@ def _write_small_files(jobs: ConvertJobs, src: Path, dst: Path, records: dict[st
         write_json(dst / SHARDING_FILE, {**jobs.sharding, "files": {
             f.name: [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in f.tensors] for f in jobs.files}})
         names.append(SHARDING_FILE)
-    if jobs.options.layout == "mindspore":  # the index of a MindSpore Transformers checkpoint
-        write_json(dst / MINDSPORE_NAME_MAP, {n: f.name for f in jobs.files for n, _, _ in f.tensors})
-        names.append(MINDSPORE_NAME_MAP)
+    layout = output_layout(jobs.options.layout)
+    for name, body in (layout.side_files(jobs) if layout else {}).items():  # e.g. another framework's index
+        write_json(dst / name, body)
+        names.append(name)
     if jobs.index_name is not None:
         names.append(jobs.index_name)
         total = sum(records[f.name]["size"] for f in jobs.files)

@@ -26,6 +26,7 @@ import torch
 from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
+from ascend.convert.adapters import output_layout, source_format
 from ascend.convert.execute import chunk_rows, source_fp32
 from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, STATE_DIR
 from ascend.convert.pipeline import load_source
@@ -71,8 +72,8 @@ class VerifyReport:
 
 
 def _source_available(src: Path, opts: ConvertOptions) -> bool:
-    if opts.source_format == "mindspore":
-        return src.exists()  # load_source names a missing config.json or the missing extra
+    if source_format(opts.source_format) is not None:
+        return src.exists()  # its adapter names a missing config.json or a missing extra
     return (src / "config.json").is_file()
 
 
@@ -81,7 +82,7 @@ def _load_jobs(out: Path, manifest: dict, against: str | None, report: VerifyRep
     src_dir = against or manifest.get("source", {}).get("path")
     opts = ConvertOptions.from_json(manifest["options"])
     if src_dir and _source_available(Path(src_dir), opts):
-        src, args = load_source(src_dir, opts)  # a MindSpore source opens as MindSporeSource (or exit 2)
+        src, args = load_source(src_dir, opts)  # another format opens through its adapter (or exit 2)
         jobs = build_jobs(src, args, opts)
         if jobs.source_fingerprint != manifest.get("source", {}).get("fingerprint"):
             report.problems.append(f"source {src_dir} is not the checkpoint this output was made from (fingerprint differs)")
@@ -240,47 +241,6 @@ def _check_numbers(out: Path, jobs: ConvertJobs, src: SafetensorsDir, sample: in
             view.close()
 
 
-def _check_mindspore(out: Path, jobs: ConvertJobs, src, sample: int | None, report: VerifyReport) -> None:
-    """Layout mindspore: every listed MindSpore tensor present with its dtype and shape and
-    nothing else (read through MindSpore itself), and, with the source, bit-identical to the
-    tensor built from it again (the transforms are exact)."""
-    from ascend.checkpoint.mindspore_io import read_mindspore
-    from ascend.checkpoint.safetensors_io import DTYPE_NAMES as names_of
-    from ascend.convert.execute import mindspore_rule, read_hf_as_written
-
-    checked = {id(p) for _, p in _sample([(f.name, p) for f in jobs.files for p in f.pieces], sample)}
-    for f in jobs.files:
-        path = out / f.name
-        if not path.is_file():
-            report.problems.append(f"{f.name}: listed weight file missing")
-            continue
-        listed = {p.outputs[0][0]: p for p in f.pieces}
-        report.tensors_total += len(listed)
-        try:
-            found = dict(read_mindspore(path))
-        except CheckpointError as err:
-            report.problems.append(err.line())
-            continue
-        for name in sorted(set(found) - set(listed)):
-            report.problems.append(f"{f.name}: unexpected tensor {name}")
-        for name, p in listed.items():
-            t = found.get(name)
-            _, dtype, shape = p.outputs[0]
-            if t is None:
-                report.problems.append(f"{f.name}: tensor {name} missing")
-            elif (names_of.get(t.dtype), tuple(t.shape)) != (dtype, tuple(shape)):
-                report.problems.append(f"{f.name}: tensor {name} is {names_of.get(t.dtype)}{list(t.shape)}, "
-                                       f"listed {dtype}{list(shape)}")
-            elif src is not None and id(p) in checked:
-                from ascend.checkpoint.mindspore_layout import build_mindspore_tensor
-
-                want = build_mindspore_tensor(mindspore_rule(p), lambda n: read_hf_as_written(src, n))
-                report.tensors_checked += 1
-                if not torch.equal(want.contiguous().view(-1).view(torch.uint8), t.contiguous().view(-1).view(torch.uint8)):
-                    report.problems.append(f"{name} (from {', '.join(p.sources or [p.source])[:120]}, {p.transform}): "
-                                           "bytes differ from the source")
-
-
 class _FileView(SafetensorsDir):
     """One safetensors file read like a directory."""
 
@@ -341,15 +301,14 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
     jobs, src = _load_jobs(out, manifest, against, report)
     if jobs is None:
         return report
-    if jobs.options.layout == "mindspore":
+    layout = output_layout(jobs.options.layout)
+    if layout is not None:  # another framework's layout checks its own files
+        sampled = {(name, p.outputs[0][0]) for name, p in _sample([(f.name, p) for f in jobs.files for p in f.pieces], sample)}
         try:
-            _check_mindspore(out, jobs, src, sample, report)
+            layout.verify(out, jobs, src, sampled, report)
         finally:
             if src is not None:
                 src.close()
-        report.notes.append("logits not compared: the reference runtime does not read MindSpore checkpoints "
-                            "(every tensor was compared bit for bit instead)" if src is not None else
-                            "logits not compared: the reference runtime does not read MindSpore checkpoints")
         return report
     _check_structure(out, jobs, report)
     if src is not None:
@@ -360,9 +319,10 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
             if logits and not report.problems:
                 from ascend.models.tensors import param_counts
 
-                if jobs.options.source_format == "mindspore":
+                fmt = source_format(jobs.options.source_format)
+                if fmt is not None:
                     # the reference runtime reads HF and sharded directories only
-                    report.notes.append("logits not compared: the source is a MindSpore checkpoint (its tensors were "
+                    report.notes.append(f"logits not compared: the source is {fmt.title} (its tensors were "
                                         "compared with the output above)")
                 else:
                     from ascend.models.args import load_model_args

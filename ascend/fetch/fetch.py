@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ascend.errors import FetchError
+from ascend.fileio import write_json
 from ascend.fetch.completeness import (
     BAD_HEADER,
     BAD_SHA256,
@@ -109,10 +109,7 @@ def _write_record(local_dir: Path, model_id: str, source: str, listing: Listing,
         "listing_sha256": listing_fingerprint(listing.files),
         "files": {p: {"size": f.size, "sha256": f.sha256} for p, f in sorted(listing.files.items())},
     }
-    path = local_dir / RECORD_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
+    write_json(local_dir / RECORD_NAME, record, indent=1)
 
 
 def _record_listing(record: dict) -> dict[str, RemoteFile]:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from ascend.fileio import write_json
 
 HASH_CACHE_NAME = ".ascend-fetch-hashes.json"
 _CHUNK = 8 * 1024 * 1024
@@ -116,6 +117,4 @@ class HashCache:
             self._entries.pop(rel, None)
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"version": 1, "files": self._entries}, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        write_json(self.path, {"version": 1, "files": self._entries}, indent=1, sort_keys=True)

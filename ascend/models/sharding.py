@@ -258,13 +258,6 @@ def local_shape(spec: TensorSpec, coords: ShardCoords) -> tuple[int, ...] | None
     return tuple(s.stop - s.start for s in sl)
 
 
-def split_size(spec: TensorSpec, coords: ShardCoords) -> int:
-    """Size of the TP group that cuts ``spec`` (1 when it is replicated or vocab-split)."""
-    if spec.split in ("column", "row", "expert"):
-        return coords.group(spec.group)[1]
-    return 1
-
-
 def fp8_alignment_problem(spec: TensorSpec, attn_tp: int, moe_tp: int, block: int = 128) -> str | None:
     """Why a TP split of weight ``spec`` breaks ``block``-wide FP8 blocks (None when it does not).
 

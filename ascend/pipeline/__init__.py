@@ -8,9 +8,9 @@ report (``report.json`` + ``report.txt``) into the run directory (default ``runs
     report, error = run_pipeline(load_recipe("tiny/glm5-cpu"))
 
 Dependencies between stages: convert needs the source, verify and serve need the converted
-output, smoke needs the running service. A stage whose library is not installed is reported
-``unavailable`` and only the stages that need its artifact are ``blocked``; ``--from`` assumes
-the earlier artifacts exist from a previous run.
+output, smoke needs the running service. After a failure only the stages that need its artifact
+are ``blocked`` (with ``--keep-going``); ``--from`` assumes the earlier artifacts exist from a
+previous run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from ascend.errors import AscendError, CheckFailed, RecipeError
 from ascend.pipeline.report import STAGES, RunReport, StageResult
-from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, StageUnavailable, stop_service
+from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, stop_service
 
 ORDER = [s for s in STAGES if s != "stop"]
 NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve"}
@@ -61,7 +61,7 @@ def run_pipeline(
     import yaml
 
     from ascend.recipe import recipe_hash
-    from ascend.smoke.report import write_atomic
+    from ascend.fileio import write_atomic
 
     first, last = ORDER.index(stage_name(start, "--from")), ORDER.index(stage_name(until, "--until"))
     if first > last:
@@ -94,15 +94,13 @@ def run_pipeline(
             if error is not None and not (keep_going and isinstance(error, CheckFailed)):
                 add(StageResult(name, "blocked", f"not run: {report.failed[0].stage} failed"))
                 continue
-            if dep and status.get(dep) in ("unavailable", "blocked", "failed"):
-                why = {"unavailable": "is not built yet", "blocked": "did not run", "failed": "failed"}[status[dep]]
+            if dep and status.get(dep) in ("blocked", "failed"):
+                why = {"blocked": "did not run", "failed": "failed"}[status[dep]]
                 add(StageResult(name, "blocked", f"needs {dep}, which {why}"))
                 continue
             t0 = time.monotonic()
             try:
                 result = STAGE_FUNCS[name](ctx)
-            except StageUnavailable as err:
-                result = StageResult(name, "unavailable", f"stage not available: {err}")
             except StageFailed as err:
                 result, error = err.result, error or err
             except AscendError as err:

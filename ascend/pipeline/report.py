@@ -7,15 +7,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 # ok: ran and passed. skipped: its artifact was already complete for this recipe (or the recipe
-# needs no such step). unavailable: the stage is not built in this installation. failed: ran and
-# did not pass. blocked: not run because an earlier stage failed or is unavailable. not-run:
-# outside --from/--until.
-StageStatus = Literal["ok", "skipped", "unavailable", "failed", "blocked", "not-run"]
+# needs no such step). failed: ran and did not pass. blocked: not run because an earlier stage
+# failed or did not run. not-run: outside --from/--until.
+StageStatus = Literal["ok", "skipped", "failed", "blocked", "not-run"]
 
 STAGES = ("plan", "source", "convert", "verify", "serve", "smoke", "stop")
 
-MARK = {"ok": "ok", "skipped": "skip", "unavailable": "n/a", "failed": "FAIL", "blocked": "-", "not-run": "-"}
-STYLE = {"ok": "green", "skipped": "cyan", "unavailable": "yellow", "failed": "bold red", "blocked": "dim", "not-run": "dim"}
+MARK = {"ok": "ok", "skipped": "skip", "failed": "FAIL", "blocked": "-", "not-run": "-"}
+STYLE = {"ok": "green", "skipped": "cyan", "failed": "bold red", "blocked": "dim", "not-run": "dim"}
 
 
 @dataclass
@@ -52,13 +51,7 @@ class RunReport:
     def verdict(self) -> str:
         done = [s.stage for s in self.stages if s.status in ("ok", "skipped")]
         asked = [s for s in self.stages if s.status != "not-run"]
-        missing = [s.stage for s in self.stages if s.status == "unavailable"]
-        if self.failed:
-            head = f"FAILED at {self.failed[0].stage}"
-        elif missing:
-            head = "PARTIAL: stages not built yet: " + ", ".join(missing)
-        else:
-            head = "OK"
+        head = f"FAILED at {self.failed[0].stage}" if self.failed else "OK"
         return f"{head} — {len(done)} of {len(asked)} stages done in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,8 @@
 """The stages of `ascend run`, each a thin adapter over its library function.
 
 Every stage returns a :class:`StageResult` (``ok`` or ``skipped`` when its artifact is already
-complete for this recipe), raises an ``AscendError`` when it runs and fails, or raises
-:class:`StageUnavailable` when the library function it needs is not part of this installation
-(reported as such, never faked).
+complete for this recipe) or raises an ``AscendError`` when it runs and fails. Libraries are
+imported inside the stage functions: ``ascend run --until plan`` never loads torch.
 
 Artifacts and how a rerun knows they are complete:
 
@@ -27,9 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,23 +35,8 @@ from typing import Any, Callable
 from ascend import __version__
 from ascend.checkpoint.files import MANIFEST
 from ascend.errors import CheckFailed, CheckpointError
+from ascend.fileio import atomic_dir, write_atomic
 from ascend.pipeline.report import StageResult
-from ascend.smoke.report import write_atomic
-
-
-class StageUnavailable(Exception):
-    """The library function behind a stage is not in this installation (message says which)."""
-
-
-def need(module: str, attr: str) -> Any:
-    """``module.attr`` or StageUnavailable naming what is missing."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as err:
-        raise StageUnavailable(f"{module} is not built yet ({err.msg})") from None
-    if not hasattr(mod, attr):
-        raise StageUnavailable(f"{module}.{attr} is not built yet")
-    return getattr(mod, attr)
 
 
 @dataclass
@@ -92,8 +74,8 @@ def _hash(recipe: Any, sections: list[str]) -> str:
 
 
 def stage_plan(ctx: RunContext) -> StageResult:
-    plan_recipe = need("ascend.plan", "plan_recipe")
-    require_fit = need("ascend.plan", "require_fit")
+    from ascend.plan import plan_recipe, require_fit
+
     plan = plan_recipe(ctx.recipe)
     data = plan.as_dict()
     write_atomic(ctx.run_dir / "plan.json", json.dumps(data, indent=2, default=str) + "\n")
@@ -142,21 +124,14 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     if scripted:
         from ascend.smoke.checks import probe_conversations
 
-        scripted_write = need("ascend.reference.scripted", "write_scripted_checkpoint")
-        write = lambda out, family, **kw: scripted_write(out, family, conversations=probe_conversations(), **kw)  # noqa: E731
+        from ascend.reference.scripted import write_scripted_checkpoint
+
+        write = lambda out, family, **kw: write_scripted_checkpoint(out, family, conversations=probe_conversations(), **kw)  # noqa: E731
     else:
-        write = need("ascend.reference", "write_tiny_checkpoint")
+        from ascend.reference import write_tiny_checkpoint as write
     # Generate beside the target and rename: a killed run never leaves a half-written source.
-    tmp = path.with_name(f".{path.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_dir(path) as tmp:
         write(tmp, m.family, **options)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     ctx.write_record("source", {"key": key, "path": str(path), "family": m.family, "options": options, "scripted": scripted})
     kind = "scripted (constructed weights)" if scripted else "random"
     fp8 = "FP8" if options.get("fp8") else "BF16"
@@ -164,7 +139,8 @@ def _source_tiny(ctx: RunContext) -> StageResult:
 
 
 def _source_local(ctx: RunContext) -> StageResult:
-    verify_local = need("ascend.fetch", "verify_local")
+    from ascend.fetch import verify_local
+
     path = Path(ctx.recipe.model.path)
     if not path.is_dir():
         raise CheckpointError(f"model.path {path} does not exist", fix="point model.path at the checkpoint, or use source: modelscope")
@@ -176,9 +152,8 @@ def _source_local(ctx: RunContext) -> StageResult:
 
 def _source_hub(ctx: RunContext) -> StageResult:
     m = ctx.recipe.model
-    read_record = need("ascend.fetch", "read_record")
-    verify_local = need("ascend.fetch", "verify_local")
-    fetch = need("ascend.fetch", "fetch")
+    from ascend.fetch import fetch, read_record, verify_local
+
     path = Path(m.path)
     rec = read_record(path) if path.is_dir() else None
     if rec and rec.get("model_id") == m.id and rec.get("revision") in (None, m.resolved_revision):
@@ -200,17 +175,19 @@ def _source_hub(ctx: RunContext) -> StageResult:
 
 def convert_options(recipe: Any) -> Any:
     """ConvertOptions from a recipe, exactly as `ascend convert RECIPE` builds them."""
-    return need("ascend.convert.jobs", "ConvertOptions").from_recipe(recipe)
+    from ascend.convert.jobs import ConvertOptions
+
+    return ConvertOptions.from_recipe(recipe)
 
 
 CONVERT_SECTIONS = ["model", "parallel", "hardware", "convert"]
 
 
 def stage_convert(ctx: RunContext) -> StageResult:
-    convert = need("ascend.convert.pipeline", "convert")
+    from ascend.convert.pipeline import convert
+
     r = ctx.recipe
     opts = convert_options(r)
-    opts.validate()
     out = Path(r.convert.output)
     result = convert(
         r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
@@ -238,7 +215,8 @@ def _manifest_sha(out: Path) -> str | None:
 
 
 def stage_verify(ctx: RunContext) -> StageResult:
-    verify = need("ascend.convert.verify", "verify")
+    from ascend.convert.verify import verify
+
     r = ctx.recipe
     out = Path(r.convert.output)
     manifest = ctx.manifest_sha256 or _manifest_sha(out)
@@ -268,8 +246,9 @@ def stage_verify(ctx: RunContext) -> StageResult:
 
 
 def stage_serve(ctx: RunContext) -> StageResult:
-    build_deployment = need("ascend.serve.xllm", "build_deployment")
-    Service = need("ascend.serve.launch", "Service")
+    from ascend.serve.launch import Service
+    from ascend.serve.xllm import build_deployment
+
     r = ctx.recipe
     dep = build_deployment(r)
     log_dir = ctx.run_dir / "logs"
@@ -293,7 +272,8 @@ def stage_smoke(ctx: RunContext) -> StageResult:
     from ascend.smoke import Endpoint, config_from_recipe, run_smoke, to_json, to_junit
 
     if ctx.service is None:
-        raise StageUnavailable("no running service (the serve stage did not run)")
+        return StageResult("smoke", "blocked", "needs a running service, and the serve stage did not run "
+                           "(use --from serve or earlier, or `ascend smoke` against a running service)")
     ep = Endpoint.parse(ctx.service.base_url, ctx.service.served_model)
     report = run_smoke(ep, config_from_recipe(ctx.recipe), on_result=lambda res: ctx.log(f"  smoke {res.name}: {res.status} {res.detail}"))
     write_atomic(ctx.run_dir / "smoke.json", to_json(report))
@@ -333,4 +313,4 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], StageResult]] = {
     "smoke": stage_smoke,
 }
 
-__all__ = ["RunContext", "STAGE_FUNCS", "StageFailed", "StageUnavailable", "stop_service"]
+__all__ = ["RunContext", "STAGE_FUNCS", "StageFailed", "stop_service"]

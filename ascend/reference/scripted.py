@@ -71,6 +71,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ascend.fileio import atomic_path, write_json
 from ascend.reference.scripted_design import (  # FAMILY and the tool names: public surface
     CATEGORIES,
     Conversation,
@@ -157,8 +158,8 @@ def write_scripted_checkpoint(
         cfg_path = out / "config.json"
         cfg = json.loads(cfg_path.read_text())
         cfg["quantization_config"]["scale_fmt"] = "ue8m0"
-        cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
-    (out / "ascend-scripted.json").write_text(json.dumps(describe(d, tokenizer), indent=2) + "\n")
+        write_json(cfg_path, cfg)
+    write_json(out / "ascend-scripted.json", describe(d, tokenizer))
     if check:  # one conversation per category (thinking on where there is one) keeps this short
         seen: dict[str, Conversation] = {}
         for c in sorted(conversations, key=lambda c: not c.thinking):
@@ -187,10 +188,8 @@ def replace_weights(model_dir: Path, stored: dict[str, torch.Tensor]) -> None:
     for name, file in weight_map.items():
         files.setdefault(file, {})[name] = stored[name]
     for file, tensors in files.items():
-        path = model_dir / file
-        tmp = path.with_name(path.name + ".partial")
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        tmp.replace(path)
+        with atomic_path(model_dir / file) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
 
 
 def describe(d: Design, tokenizer: Any) -> dict[str, Any]:

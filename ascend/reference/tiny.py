@@ -27,14 +27,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
+from ascend.fileio import atomic_dir
 from ascend.models.args import ModelArgs
 from ascend.models.tensors import tensor_specs
 from ascend.models.tiny import (
@@ -72,19 +70,12 @@ def write_tiny_checkpoint(
     if fp8:
         tensors = _quantize(tensors, args, scale_fmt=cfg["quantization_config"].get("scale_fmt"))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
+        tmp.mkdir()
         _write_weights(tmp, tensors, args)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(_generation_config(cfg), indent=2) + "\n")
         _write_tokenizer(tmp, family)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from ascend.errors import ServeError
+from ascend.fileio import write_json
 from ascend.serve.xllm import CPU_ENGINE_BINARY, Deployment
 from ascend.serve.xllm_flags import READY_LINE
 
@@ -128,14 +128,7 @@ class Service:
                 raise ServeError(f"rank table {path} does not exist",
                                  fix="set serve.device_ips (from `hccn_tool -i N -ip -g`) or serve.rank_table")
             return
-        import json
-
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".ranktable-")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.dep.rank_table, f, indent=2)
-        os.replace(tmp, target)  # a regular file, never a symlink (xLLM refuses those)
+        write_json(path, self.dep.rank_table)  # a regular file, never a symlink (xLLM refuses those)
 
     def check_ranks(self, when: str) -> None:
         """Raise RankFailed (after stopping everything) if any rank has exited."""

@@ -10,7 +10,7 @@ Library use::
 """
 
 from ascend.smoke.checks import CHECKS, THRESHOLDS, SmokeConfig
-from ascend.smoke.report import CheckResult, SmokeReport, render_table, to_json, to_junit, write_atomic
+from ascend.smoke.report import CheckResult, SmokeReport, render_table, to_json, to_junit
 from ascend.smoke.suite import config_from_recipe, run_smoke, validate_config, wait_ready
 from ascend.smoke.wire import Endpoint
 
@@ -28,5 +28,4 @@ __all__ = [
     "to_junit",
     "validate_config",
     "wait_ready",
-    "write_atomic",
 ]

@@ -7,12 +7,11 @@ A check ends in exactly one of three states: ``pass``, ``fail`` (with what went 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
+
+from ascend.fileio import write_atomic  # noqa: F401  (old name for branches in flight; use ascend.fileio)
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -64,25 +63,6 @@ class SmokeReport:
             "seconds": round(self.seconds, 3),
             "checks": [asdict(r) | {"seconds": round(r.seconds, 3)} for r in self.results],
         }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SmokeReport":
-        results = [CheckResult(**{k: c[k] for k in ("name", "status", "detail", "seconds", "metrics")}) for c in data["checks"]]
-        return cls(data["base_url"], data["model"], results, data.get("seconds", 0.0))
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file + rename (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_json(report: SmokeReport) -> str:

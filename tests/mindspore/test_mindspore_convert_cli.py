@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ascend.checkpoint.mindspore_io import require_mindspore
-from ascend.checkpoint.mindspore_layout import convert_hf_to_mindspore
+from ascend.interop.mindspore.io import require_mindspore
 from ascend.cli.main import main
 from ascend.errors import BackendUnavailable
 
@@ -21,6 +20,8 @@ try:
     require_mindspore()
 except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
+
+from ms_twin import convert_hf_to_mindspore  # noqa: E402  (after the skip)
 
 FAMILIES = ("deepseek_v3", "deepseek_v32", "glm_moe_dsa", "glm4_moe")
 IDS = [5, 17, 99, 3, 250, 7, 1000, 12]
@@ -109,7 +110,7 @@ def test_mindspore_layout_from_fp8_mtp_drop_and_refusals(tmp_path, capsys):
 
     # verify rebuilds every MindSpore tensor from the source: one changed value (file rewritten and
     # re-recorded in the manifest, so only the numbers check can see it) makes it fail
-    from ascend.checkpoint.mindspore_io import read_mindspore, write_mindspore
+    from ascend.interop.mindspore.io import read_mindspore, write_mindspore
 
     victim = sorted((tmp_path / "ms").glob("model-*.safetensors"))[0]
     tensors = dict(read_mindspore(victim))

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from ascend.checkpoint.mindspore_io import require_mindspore
-from ascend.checkpoint.mindspore_layout import MindSporeSource, convert_hf_to_mindspore
+from ascend.interop.mindspore.io import require_mindspore
+from ascend.interop.mindspore.layout import MindSporeSource
 from ascend.errors import BackendUnavailable
 
 try:
     require_mindspore()
 except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
+
+from ms_twin import convert_hf_to_mindspore  # noqa: E402  (after the skip)
 
 
 @pytest.mark.slow

@@ -8,8 +8,7 @@ import pytest
 
 import torch
 
-from ascend.checkpoint.mindspore_io import NAME_MAP_FILE, list_mindspore, read_mindspore, require_mindspore, write_mindspore
-from ascend.checkpoint.mindspore_layout import convert_hf_to_mindspore, convert_mindspore_to_hf
+from ascend.interop.mindspore.io import NAME_MAP_FILE, list_mindspore, read_mindspore, require_mindspore, write_mindspore
 from ascend.errors import BackendUnavailable, ConvertError
 
 # Not pytest.importorskip("mindspore"): under pytest this very directory imports as an empty
@@ -20,6 +19,7 @@ except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
 
 from ms_fixtures import FAMILIES, load_hf  # noqa: E402  (after the skip)
+from ms_twin import convert_hf_to_mindspore, convert_mindspore_to_hf  # noqa: E402
 
 # bf16 bit patterns that a float round trip would lose or canonicalise: +0, -0, +inf, -inf,
 # quiet NaN with payload, signalling NaN, smallest subnormal, 1.0, all-ones NaN, arbitrary.
@@ -89,8 +89,8 @@ def test_overwrite_is_atomic_replace(tmp_path):
 
 @pytest.mark.parametrize("op", ["experts_fc1", "experts_fc2", "interleave", "qkv"])
 def test_lean_builder_equals_plain_transform_and_inverts(op):
-    from ascend.checkpoint.mindspore_layout import build_mindspore_tensor, from_mindspore, to_mindspore
-    from ascend.models.mindspore_names import MsRule
+    from ascend.interop.mindspore.layout import build_mindspore_tensor, from_mindspore, to_mindspore
+    from ascend.interop.mindspore.names import MsRule
 
     g = torch.Generator().manual_seed(0)
     shapes = {

@@ -26,7 +26,7 @@ def _assert_install_line(err: BackendUnavailable) -> None:
 
 
 def test_require_mindspore_names_the_extra(no_mindspore):
-    from ascend.checkpoint.mindspore_io import require_mindspore
+    from ascend.interop.mindspore.io import require_mindspore
 
     with pytest.raises(BackendUnavailable) as info:
         require_mindspore()
@@ -37,8 +37,8 @@ def test_require_mindspore_names_the_extra(no_mindspore):
 def test_read_and_write_fail_before_touching_files(no_mindspore, tmp_path):
     import torch
 
-    from ascend.checkpoint.mindspore_io import read_mindspore, write_mindspore
-    from ascend.checkpoint.mindspore_layout import convert_hf_to_mindspore
+    from ascend.interop.mindspore.io import read_mindspore, write_mindspore
+    from ascend.interop.mindspore.layout import MindSporeSource
 
     with pytest.raises(BackendUnavailable) as info:
         read_mindspore(tmp_path / "missing.safetensors")
@@ -47,7 +47,7 @@ def test_read_and_write_fail_before_touching_files(no_mindspore, tmp_path):
         write_mindspore(tmp_path / "x.safetensors", {"w": torch.zeros(2)})
     _assert_install_line(info.value)
     with pytest.raises(BackendUnavailable):
-        convert_hf_to_mindspore(tmp_path, tmp_path / "out")
+        MindSporeSource(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -97,7 +97,7 @@ def test_convert_and_verify_cli_name_the_extra(no_mindspore, tmp_path, capsys):
 
 
 def _have_mindspore() -> bool:
-    from ascend.checkpoint.mindspore_io import require_mindspore
+    from ascend.interop.mindspore.io import require_mindspore
 
     try:
         require_mindspore()

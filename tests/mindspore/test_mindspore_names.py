@@ -6,7 +6,7 @@ import pytest
 
 from ascend.errors import CheckpointError
 from ascend.models.args import ModelArgs
-from ascend.models.mindspore_names import (
+from ascend.interop.mindspore.names import (
     FAMILY_BLOCKS,
     aliases_of,
     hf_name_map,

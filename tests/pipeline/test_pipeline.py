@@ -1,4 +1,4 @@
-"""`ascend run` orchestration with stand-in stages: ordering, skipping, unavailable and failed
+"""`ascend run` orchestration with stand-in stages: ordering, skipping, blocked and failed
 stages, --from/--until, exit codes and the report files. The real stages run in tests/e2e."""
 
 from __future__ import annotations
@@ -52,26 +52,14 @@ def test_all_stages_in_order_and_report_files(recipe, fake_stages, tmp_path):
     assert (tmp_path / "recipe.yaml").read_text().startswith("name: tiny-glm5-cpu")
 
 
-def test_unavailable_stage_blocks_only_its_dependents(recipe, fake_stages, tmp_path):
+def test_smoke_without_a_service_is_blocked_not_faked(recipe, fake_stages, tmp_path):
+    """``--from smoke``: the real smoke stage has no service to test and says so."""
     funcs, ran = fake_stages
-
-    def missing(ctx):
-        raise st.StageUnavailable("ascend.convert.verify is not built yet")
-
-    funcs["verify"] = missing
-    report, error = run_pipeline(recipe, run_dir=tmp_path)
-    assert error is None  # exit 0: nothing that ran failed
-    assert statuses(report)["verify"] == "unavailable"
-    assert statuses(report)["serve"] == "ok" and "smoke" in ran  # serve needs convert, not verify
-    assert report.verdict().startswith("PARTIAL: stages not built yet: verify")
-
-    funcs["verify"] = funcs["plan"]
-    funcs["source"] = missing
-    report, _ = run_pipeline(recipe, run_dir=tmp_path)
-    s = statuses(report)
-    assert s["source"] == "unavailable" and s["convert"] == s["verify"] == s["serve"] == s["smoke"] == "blocked"
-    blocked = {r.stage: r.summary for r in report.stages}
-    assert blocked["convert"] == "needs source, which is not built yet"
+    funcs["smoke"] = st.stage_smoke
+    report, error = run_pipeline(recipe, run_dir=tmp_path, start="smoke")
+    smoke = next(r for r in report.stages if r.stage == "smoke")
+    assert error is None and smoke.status == "blocked" and "serve stage did not run" in smoke.summary
+    assert not (tmp_path / "smoke.json").exists()
 
 
 def test_failure_stops_the_run_and_is_returned(recipe, fake_stages, tmp_path):

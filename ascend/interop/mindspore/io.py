@@ -15,7 +15,7 @@ Memory, honestly:
   Prefer MindSpore safetensors for large checkpoints (MindSpore's ``ckpt_to_safetensors``).
 - Writing: ``save_checkpoint`` takes whole tensors. Measured (512 MiB BF16 tensor): safetensors
   need about one more copy of the file while serialising, ``.ckpt`` about three; stacked expert
-  tensors are built one expert at a time (``mindspore_layout.build_mindspore_tensor``); files are capped at
+  tensors are built one expert at a time (``layout.build_mindspore_tensor``); files are capped at
   ``max_file_bytes`` (a single larger tensor gets a file of its own).
 
 BF16 has no NumPy dtype of its own, so tensors cross the torch <-> MindSpore boundary as raw
@@ -34,8 +34,9 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 
-from ascend.checkpoint.safetensors_io import DTYPES, file_sha256, fsync_dir, read_header
+from ascend.checkpoint.safetensors_io import DTYPES, file_sha256, read_header
 from ascend.errors import BackendUnavailable, CheckpointError, ConvertError
+from ascend.fileio import fsync_file, publish
 
 INSTALL_HINT = 'pip install "ascend-recipes[mindspore]"'
 FORMATS = ("safetensors", "ckpt")
@@ -281,19 +282,14 @@ def write_mindspore(
     try:
         ms.save_checkpoint([{"name": name, "data": to_ms_tensor(t)} for name, t in items], str(tmp), format=format)
         os.chmod(tmp, 0o644)  # MindSpore leaves its files read-only
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fsync_file(tmp)
+        publish(tmp, path)
     except OSError as err:
         _remove(tmp)
         raise ConvertError(f"cannot write {path}", why=err.strerror) from None
     except (ValueError, TypeError, RuntimeError) as err:
         _remove(tmp)
         raise ConvertError(f"MindSpore could not write {path}", why=str(err).strip().splitlines()[0]) from None
-    fsync_dir(path.parent)
     return path.stat().st_size, file_sha256(path)
 
 

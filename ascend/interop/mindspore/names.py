@@ -47,7 +47,7 @@ Provenance (what is published by MindSpore Transformers and what is ours):
   fused ``linear_qkv`` (+ ``linear_qkv.bias`` grouped the same way), interleaved ``linear_fc1``,
   stacked experts; MTP names as for DeepSeek-V3.
 
-Nothing here imports torch; ``ascend.checkpoint.mindspore_io`` executes the transforms.
+Nothing here imports torch; ``ascend.interop.mindspore.io`` executes the transforms.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Adapters between the toolkit and other frameworks' checkpoint formats (``mindspore``)."""
