@@ -260,7 +260,7 @@ def suggestions(inputs: PlanInputs, model: ModelArgs | ModelTables, chip: ChipPr
     if uses_wide and chip.supports("w8a8"):
         plan = _fits(replace(inputs, precision_default="w8a8", precision_rules=()), args, chip)
         if plan is not None:
-            out.append(f"--set convert.precision.default=w8a8 with no rules (all quantizable tensors int8): "
+            out.append(f"--set convert.precision.default=w8a8 --set convert.precision.rules=[] (all quantizable tensors int8): "
                        f"{plan.kv_tokens} KV tokens per DP group")
     # 3. more nodes, keeping dp and spreading experts over all ranks when they were
     for nodes in range(inputs.nodes + 1, inputs.nodes * 8 + 1):
@@ -271,8 +271,8 @@ def suggestions(inputs: PlanInputs, model: ModelArgs | ModelTables, chip: ChipPr
             ep = max(d for d in range(1, world + 1) if world % d == 0 and experts % d == 0)
         plan = _fits(replace(inputs, nodes=nodes, ep=ep), args, chip)
         if plan is not None:
-            out.append(f"--set hardware.nodes={nodes} --set parallel.ep={ep} ({world} ranks): "
-                       f"{plan.kv_tokens} KV tokens per DP group")
+            out.append(f"--set hardware.nodes={nodes} --set parallel.ep={ep} ({world} ranks; to deploy, list the nodes "
+                       f"in hardware.hosts): {plan.kv_tokens} KV tokens per DP group")
             break
     # 4. no MTP draft model
     if inputs.speculative_tokens:
@@ -283,7 +283,7 @@ def suggestions(inputs: PlanInputs, model: ModelArgs | ModelTables, chip: ChipPr
     if inputs.memory_utilization < 0.95:
         plan = _fits(replace(inputs, memory_utilization=0.95), args, chip)
         if plan is not None:
-            out.append(f"--set serve.memory_utilization=0.95: {plan.kv_tokens} KV tokens per DP group")
+            out.append(f"--set serve.memory_utilization=0.95 ({plan.kv_tokens} KV tokens per DP group)")
     return out
 
 
