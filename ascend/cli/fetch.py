@@ -50,6 +50,10 @@ def register(app: typer.Typer) -> None:
         from ascend.fetch.fetch import FetchResult
 
         model_id, src, rev, directory = _resolve_target(target, source, revision, local_dir, overrides)
+        if src != "local" and not offline:
+            from ascend.paths import writable_dir
+
+            writable_dir(directory, "--local-dir" if local_dir is not None else "model.path")
         with _hash_progress(enabled=interactive() and not as_json) as progress:
             if src == "local":
                 report, record = verify_local(directory, include=include, checksum=checksum, hash_workers=workers, progress=progress)

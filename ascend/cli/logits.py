@@ -43,7 +43,10 @@ def register(app: typer.Typer) -> None:
 
         from ascend.reference.runner import compute_logits
 
+        from ascend.paths import writable_file
+
         ids = _parse_ids(input_ids)
+        writable_file(out, "--out")
         logits = compute_logits(model_dir, ids, ranks=ranks, dp=dp, ep=ep)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.tmp")

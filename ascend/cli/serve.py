@@ -75,6 +75,9 @@ def serve(
         from ascend.errors import ServeError
 
         raise ServeError("--json only applies with --dry-run", fix="add --dry-run")
+    from ascend.paths import writable_dir
+
+    writable_dir(log_dir, "--log-dir")
     _launch(rec, dep, node, log_dir)
 
 

@@ -44,7 +44,10 @@ def register(app: typer.Typer) -> None:
 
         if arch not in FAMILIES:
             raise AscendError(f"--arch {arch!r} is not a supported family", fix=f"use one of: {', '.join(FAMILIES)}")
+        from ascend.paths import writable_dir
         from ascend.reference.tiny import write_tiny_checkpoint
+
+        writable_dir(out_dir.parent, "OUT_DIR's parent")  # OUT_DIR is written beside it, then renamed
 
         try:
             if scripted:

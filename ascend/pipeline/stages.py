@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from ascend import __version__
 from ascend.errors import CheckFailed, CheckpointError
+from ascend.paths import writable_dir
 from ascend.pipeline.report import StageResult
 from ascend.smoke.report import write_atomic
 
@@ -146,6 +147,7 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     else:
         write = need("ascend.reference", "write_tiny_checkpoint")
     # Generate beside the target and rename: a killed run never leaves a half-written source.
+    writable_dir(path.parent, "model.path's parent")
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +186,7 @@ def _source_hub(ctx: RunContext) -> StageResult:
         report, _ = verify_local(path)
         if report.complete:
             return StageResult("source", "skipped", f"{m.id} already complete in {path}: {report.summary()}")
+    writable_dir(path, "model.path")
     result = fetch(m.id, local_dir=path, source=m.source, revision=m.revision)
     if not result.complete:
         raise CheckFailed(
@@ -210,7 +213,7 @@ def stage_convert(ctx: RunContext) -> StageResult:
     r = ctx.recipe
     opts = convert_options(r)
     opts.validate()
-    out = Path(r.convert.output)
+    out = writable_dir(r.convert.output, "convert.output")
     result = convert(
         r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
         progress=ctx.progress, log=ctx.log,
