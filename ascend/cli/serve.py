@@ -78,10 +78,10 @@ def serve(
     from ascend.paths import writable_dir
 
     writable_dir(log_dir, "--log-dir")
-    _launch(rec, dep, node, log_dir)
+    _launch(rec, dep, node, log_dir, recipe)
 
 
-def _launch(rec, dep, node: int | None, log_dir: str) -> None:
+def _launch(rec, dep, node: int | None, log_dir: str, ref: str) -> None:
     import signal
 
     from ascend.errors import ServeError
@@ -91,6 +91,9 @@ def _launch(rec, dep, node: int | None, log_dir: str) -> None:
         node = 0 if len(dep.hosts) == 1 else _this_node(dep.hosts)
         if node is None:
             raise ServeError("cannot tell which node of hardware.hosts this machine is", fix="pass --node N")
+    from ascend.serve.preflight import preflight
+
+    preflight(rec, dep.model_dir, ref=ref, node=node)
     stop = {"requested": False}
 
     def _request_stop(signum, _frame):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ascend import __version__
-from ascend.errors import CheckFailed, CheckpointError
+from ascend.errors import CheckFailed, CheckpointError, ConvertError
 from ascend.paths import writable_dir
 from ascend.pipeline.report import StageResult
 from ascend.smoke.report import write_atomic
@@ -214,10 +214,16 @@ def stage_convert(ctx: RunContext) -> StageResult:
     opts = convert_options(r)
     opts.validate()
     out = writable_dir(r.convert.output, "convert.output")
-    result = convert(
-        r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
-        progress=ctx.progress, log=ctx.log,
-    )
+    try:
+        result = convert(
+            r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
+            progress=ctx.progress, log=ctx.log,
+        )
+    except ConvertError as err:  # its advice names `ascend convert`'s --force, which `ascend run` has not
+        if not (err.fix and "pass --force" in err.fix):
+            raise
+        again = f"run `ascend convert {ctx.run_dir / 'recipe.yaml'} --force`"  # this run's resolved recipe
+        raise ConvertError(err.what, why=err.why, fix=err.fix.replace("pass --force", again)) from None
     if not result.complete:
         raise CheckpointError(f"conversion into {out} did not complete", fix="rerun `ascend run` to resume")
     ctx.manifest_sha256 = _manifest_sha(out)
@@ -275,6 +281,7 @@ def stage_serve(ctx: RunContext) -> StageResult:
     Service = need("ascend.serve.launch", "Service")
     r = ctx.recipe
     dep = build_deployment(r)
+    need("ascend.serve.preflight", "preflight")(r, dep.model_dir, ref=r.source_path or r.name)
     log_dir = ctx.run_dir / "logs"
     service = Service(dep, log_dir=log_dir, timeout_s=r.serve.startup_timeout_s)
     t0 = time.monotonic()

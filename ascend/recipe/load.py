@@ -296,6 +296,19 @@ def load_recipe(ref: str | os.PathLike, overrides: Sequence[str] = (), *, check:
     return recipe
 
 
+def check_partial(path: Path) -> list[str]:
+    """Problems of a partial recipe (a `base:` file, see ``is_partial``): unknown keys and wrong
+    types. Missing keys are not problems: the recipes that use it as a base supply them."""
+    problems: list[str] = []
+    data, origins = _load_with_bases(path, problems)
+    if not problems:
+        try:
+            Recipe.model_validate(data)
+        except ValidationError as err:
+            problems.extend(_describe(e, origins, str(path)) for e in err.errors() if e["type"] != "missing")
+    return problems
+
+
 def origin(recipe: Recipe, key: str) -> str:
     """Where ``key`` (dotted) was set: ``file:line``, ``--set ...`` or the recipe file."""
     origins: Origins | None = recipe._origins
