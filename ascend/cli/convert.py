@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ascend.cli.common import interactive, set_option
+from ascend.cli.common import set_option
 
 HELP = """\
 Convert a checkpoint for serving: precision (bf16 | fp8 | w8a8), layout (hf | sharded |
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         writable_dir(out, "convert.output" if recipe is not None and not out_flag else "--out")
         result = convert(
             src, out, opts, workers=workers or 1, force=force, node_rank=node_rank, nnodes=nnodes,
-            finalize_only=finalize, recipe_hash=recipe_hash, progress=interactive(),
+            finalize_only=finalize, recipe_hash=recipe_hash, progress=True,  # a bar, or lines when piped
             log=lambda s: typer.echo(s, err=True),
         )
         state = "complete" if result.complete else "part done"

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         out.print(f"ascend run {recipe}: {r.description or r.name}", style="bold", markup=False)
         report, error = run_pipeline(
             r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
-            hold=hold if until == "serve" else None, progress=show_log,
+            hold=hold if until == "serve" else None, progress=True,  # bars, or plain lines when piped
         )
         style = "bold red" if report.failed else ("bold yellow" if "PARTIAL" in report.verdict() else "bold green")
         out.print(report.verdict(), style=style, markup=False)

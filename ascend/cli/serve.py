@@ -85,6 +85,7 @@ def _launch(rec, dep, node: int | None, log_dir: str, ref: str) -> None:
     import signal
 
     from ascend.errors import ServeError
+    from ascend.progress import heartbeat
     from ascend.serve.launch import RankFailed, Service, readiness_timeout
 
     if node is None:
@@ -106,7 +107,9 @@ def _launch(rec, dep, node: int | None, log_dir: str, ref: str) -> None:
         service.start()
         ranks = ", ".join(f"{r} (pid {p.pid})" for r, p in service.procs.items())
         print(f"started ranks {ranks} on node {node}; logs in {log_dir}/", file=sys.stderr)
-        if service.wait_ready(lambda: stop["requested"]):
+        with heartbeat("serve: waiting for readiness", detail=lambda: _last_line(service.logs.get(0))):
+            ready = service.wait_ready(lambda: stop["requested"])
+        if ready:
             if service.serves_http:
                 print(f"ready: {service.base_url}/v1  model={dep.served_model}  (Ctrl-C stops all ranks)", file=sys.stderr)
             else:
@@ -124,6 +127,14 @@ def _launch(rec, dep, node: int | None, log_dir: str, ref: str) -> None:
         service.stop()
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _last_line(log) -> str:
+    """Rank 0's latest log line (what a readiness wait is waiting on), shortened."""
+    from ascend.serve.launch import log_tail
+
+    line = next((s for s in reversed(log_tail(log, 5)) if s.strip()), "") if log else ""
+    return f"rank 0: {line[-120:]}" if line else ""
 
 
 def register(app: typer.Typer) -> None:

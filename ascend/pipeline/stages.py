@@ -81,6 +81,12 @@ class RunContext:
     def write_record(self, stage: str, data: dict) -> None:
         write_atomic(self.record_path(stage), json.dumps(data, indent=2) + "\n")
 
+    def beat(self, what: str, detail: Callable[[], str] | None = None) -> Any:
+        """Progress of a long step when ``progress`` is on (``ascend.progress.heartbeat``)."""
+        from ascend.progress import heartbeat
+
+        return heartbeat(what, detail) if self.progress else contextlib.nullcontext()
+
 
 def _hash(recipe: Any, sections: list[str]) -> str:
     from ascend.recipe import recipe_hash
@@ -152,7 +158,8 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        write(tmp, m.family, **options)
+        with ctx.beat(f"source: writing the tiny checkpoint {path}"):
+            write(tmp, m.family, **options)
         if path.exists():
             shutil.rmtree(path)
         tmp.rename(path)
@@ -187,7 +194,8 @@ def _source_hub(ctx: RunContext) -> StageResult:
         if report.complete:
             return StageResult("source", "skipped", f"{m.id} already complete in {path}: {report.summary()}")
     writable_dir(path, "model.path")
-    result = fetch(m.id, local_dir=path, source=m.source, revision=m.revision)
+    with ctx.beat(f"source: fetching {m.id} into {path}"):
+        result = fetch(m.id, local_dir=path, source=m.source, revision=m.revision)
     if not result.complete:
         raise CheckFailed(
             f"{m.id} is incomplete in {path}: {result.report.summary()}",
@@ -254,7 +262,8 @@ def stage_verify(ctx: RunContext) -> StageResult:
     rec = ctx.read_record("verify")
     if rec and manifest and rec.get("manifest_sha256") == manifest and rec.get("ok"):
         return StageResult("verify", "skipped", f"{out} already verified: {rec.get('summary', '')}")
-    report = verify(out, against=r.model.path)
+    with ctx.beat(f"verify: checking {out}"):
+        report = verify(out, against=r.model.path)
     data = report.to_json()
     summary = (f"{report.files_checked} files checksummed, {report.tensors_checked}/{report.tensors_total} tensors "
                f"match the source")
@@ -285,7 +294,8 @@ def stage_serve(ctx: RunContext) -> StageResult:
     log_dir = ctx.run_dir / "logs"
     service = Service(dep, log_dir=log_dir, timeout_s=r.serve.startup_timeout_s)
     t0 = time.monotonic()
-    ctx.service = ctx.stack.enter_context(service)
+    with ctx.beat(f"serve: waiting for readiness (logs in {log_dir})"):
+        ctx.service = ctx.stack.enter_context(service)
     ranks = len(dep.node_ranks(0))
     extra = f" (node 0 of {len(dep.hosts)}; start the other nodes with `ascend serve`)" if len(dep.hosts) > 1 else ""
     return StageResult(
