@@ -48,10 +48,10 @@ def register(app: typer.Typer) -> None:
         from ascend.recipe import load_recipe
 
         r = load_recipe(recipe, overrides)
-        if run_dir is not None:
-            from ascend.paths import writable_dir
+        from ascend.paths import writable_dir
+        from ascend.pipeline import default_run_dir
 
-            writable_dir(run_dir, "--run-dir")
+        writable_dir(run_dir or default_run_dir(r), "--run-dir" if run_dir else "run directory (--run-dir default)")
         out = Console(stderr=as_json, highlight=False, soft_wrap=True)
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         show_log = interactive()

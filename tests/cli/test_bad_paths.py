@@ -48,6 +48,13 @@ def test_unwritable_output_paths_exit_2_naming_the_path(cli, tiny_dir, tmp_path,
         assert "internal error" not in res.err and "Traceback" not in res.err
 
 
+def test_default_run_dir_in_an_unwritable_directory(cli, tmp_path, monkeypatch):
+    (tmp_path / "runs").write_text("a file where runs/ would go")
+    monkeypatch.chdir(tmp_path)
+    res = cli("run", "tiny/glm5-cpu", "--until", "plan")
+    assert res.code == 2 and "run directory (--run-dir default) runs/tiny-glm5-cpu" in res.err, res.err
+
+
 def test_output_file_that_is_a_directory(cli, tiny_dir, tmp_path):
     res = cli("logits", str(tiny_dir), "--input-ids", "1,2", "--out", str(tmp_path))
     assert res.code == 2 and f"--out {tmp_path} is a directory" in res.err
