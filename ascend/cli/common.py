@@ -27,5 +27,6 @@ def print_json(obj: Any) -> None:
 
 
 def interactive() -> bool:
-    """Progress bars and colour only on a terminal; pipes stay quiet."""
+    """Colour and per-step detail lines only on a terminal (progress of long stages shows
+    everywhere: ``ascend.progress``)."""
     return sys.stderr.isatty()

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 import typer
 
-from ascend.cli.common import interactive, set_option
+from ascend.cli.common import set_option
 from ascend.recipe.schema import Precision
 
 HELP = """\
@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
         from ascend.errors import ConvertError
 
         recipe_hash = None
+        out_flag = out is not None
         if recipe is not None:
             from ascend.recipe import load_recipe, recipe_hash as hash_of
 
@@ -110,10 +111,12 @@ def register(app: typer.Typer) -> None:
             typer.echo(describe_jobs(conversion_jobs(src, opts), src, out))
             return
         from ascend.convert.pipeline import convert
+        from ascend.paths import writable_dir
 
+        writable_dir(out, "convert.output" if recipe is not None and not out_flag else "--out")
         result = convert(
             src, out, opts, workers=workers or 1, force=force, node_rank=node_rank, nnodes=nnodes,
-            finalize_only=finalize, recipe_hash=recipe_hash, progress=interactive(),
+            finalize_only=finalize, recipe_hash=recipe_hash, progress=True,  # a bar, or lines when piped
             log=lambda s: typer.echo(s, err=True),
         )
         state = "complete" if result.complete else "part done"

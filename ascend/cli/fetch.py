@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
 import typer
 
-from ascend.cli.common import interactive, json_option, print_json, set_option
+from ascend.cli.common import json_option, print_json, set_option
 from ascend.errors import CheckFailed, FetchError
 
 MAX_LISTED = 20
@@ -50,7 +51,11 @@ def register(app: typer.Typer) -> None:
         from ascend.fetch.fetch import FetchResult
 
         model_id, src, rev, directory = _resolve_target(target, source, revision, local_dir, overrides)
-        with _hash_progress(enabled=interactive() and not as_json) as progress:
+        if src != "local" and not offline:
+            from ascend.paths import writable_dir
+
+            writable_dir(directory, "--local-dir" if local_dir is not None else "model.path")
+        with _progress(directory, bars=not as_json) as progress:
             if src == "local":
                 report, record = verify_local(directory, include=include, checksum=checksum, hash_workers=workers, progress=progress)
                 result = FetchResult(model_id, "local", str(directory), None, None, True, report)
@@ -124,26 +129,45 @@ def _resolve_target(target, source, revision, local_dir, overrides):
 
 
 @contextlib.contextmanager
-def _hash_progress(enabled: bool) -> Iterator:
-    """A rich byte progress bar for sha256 hashing on a terminal; None (no bar) otherwise."""
-    if not enabled:
+def _progress(directory: Path, bars: bool) -> Iterator:
+    """On a terminal: the hubs' download bars and a sha256 bar (the hook yielded), if ``bars``.
+    Elsewhere (CI, a pipe): a plain line every few seconds with the bytes on disk so far, and
+    no hook (the hubs' bars are off too: they would fill a log with carriage returns)."""
+    from ascend.progress import ByteProgress, heartbeat, on_terminal
+
+    if not on_terminal():
+        with heartbeat(f"fetch into {directory}", detail=lambda: f"{_bytes_under(directory) / 1e9:.2f} GB on disk"):
+            yield None
+        return
+    if not bars:
         yield None
         return
-    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
+    bar: ByteProgress | None = None
 
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-        TimeRemainingColumn(), transient=True, console=None,
-    ) as bar:
-        task = bar.add_task("sha256", total=0, visible=False)
+    def hook(kind: str, n: int) -> None:
+        nonlocal bar
+        if kind == "total":  # a hashing pass starts (n bytes)
+            if bar is not None:
+                bar.close()
+            bar = ByteProgress("sha256", n) if n else None
+        elif bar is not None:
+            bar.advance(n)
 
-        def hook(kind: str, n: int) -> None:
-            if kind == "total":
-                bar.update(task, total=n, completed=0, visible=n > 0)
-            else:
-                bar.advance(task, n)
-
+    try:
         yield hook
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _bytes_under(directory: Path) -> int:
+    """Bytes of every file under ``directory`` (downloads in progress included)."""
+    total = 0
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def _print_result(result) -> None:

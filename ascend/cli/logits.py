@@ -42,7 +42,10 @@ def register(app: typer.Typer) -> None:
         from ascend.fileio import atomic_path
         from ascend.reference.runner import compute_logits
 
+        from ascend.paths import writable_file
+
         ids = _parse_ids(input_ids)
+        writable_file(out, "--out")
         logits = compute_logits(model_dir, ids, ranks=ranks, dp=dp, ep=ep)
         with atomic_path(out) as tmp:
             save_file({"logits": logits.contiguous()}, str(tmp), metadata={"model_dir": str(model_dir), "input_ids": input_ids})

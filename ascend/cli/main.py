@@ -25,7 +25,7 @@ Examples:
 \b
   ascend recipes                                   # list built-in recipes
   ascend plan glm5/a3-w8a8                         # will it fit? layout + memory per device
-  ascend plan glm5/a3-w8a8 --set serve.max_model_len=131072
+  ascend plan glm5/a3-w8a8 --set serve.max_model_len=131072   # too long: exit 3 + fixes
   ascend run tiny/glm5-cpu                         # the whole chain on CPU, in minutes
 
 

@@ -24,14 +24,14 @@ def register(app: typer.Typer) -> None:
         \b
         Examples:
           ascend plan glm5/a3-w8a8
-          ascend plan glm5/a3-w8a8 --set serve.max_model_len=131072
+          ascend plan glm5/a3-w8a8 --set serve.max_model_len=131072   # too long: exit 3 + fixes
           ascend plan glm5/a3-w8a8 --set hardware.nodes=2 --set parallel.ep=32 --json
           ascend plan my-recipe.yaml --set convert.precision.default=w8a8
         """
         from ascend.plan import plan_recipe, require_fit
         from ascend.recipe import load_recipe
 
-        plan = plan_recipe(load_recipe(recipe, sets))
+        plan = plan_recipe(load_recipe(recipe, sets, deploy=False))  # hosts matter to serve, not to a plan
         if as_json:
             print_json(plan.as_dict())
         else:

@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
         """Check recipes without touching weights or NPUs: schema, then cross-field rules.
 
         Every problem is reported at once, one line each (file:line: key: what — fix). Exit 2 if
-        any recipe has a problem.
+        any recipe has a problem. A partial recipe (in a folder named `_...`, used only through
+        `base:`) is checked for unknown keys and wrong types, not for completeness.
 
         \b
         Examples:
@@ -98,11 +99,19 @@ def register(app: typer.Typer) -> None:
           ascend validate recipes/*/*.yaml
           ascend validate my.yaml --set parallel.ep=8
         """
-        from ascend.recipe import load_recipe
+        from pathlib import Path
+
+        from ascend.recipe import check_partial, is_partial, load_recipe
 
         failed = 0
         for ref in recipes:
             try:
+                if Path(ref).is_file() and is_partial(Path(ref)):
+                    problems = check_partial(Path(ref))
+                    if problems:
+                        raise RecipeError(f"{ref}: {len(problems)} problem(s)", problems=problems)
+                    typer.echo(f"ok: {ref} (partial recipe for `base:`: keys and types)")
+                    continue
                 recipe = load_recipe(ref, sets)
                 problems = model_checks(recipe)
                 if problems:

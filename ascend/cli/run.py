@@ -47,6 +47,10 @@ def register(app: typer.Typer) -> None:
         from ascend.recipe import load_recipe
 
         r = load_recipe(recipe, overrides)
+        from ascend.paths import writable_dir
+        from ascend.pipeline import default_run_dir
+
+        writable_dir(run_dir or default_run_dir(r), "--run-dir" if run_dir else "run directory (--run-dir default)")
         out = Console(stderr=as_json, highlight=False, soft_wrap=True)
         err = Console(stderr=True, highlight=False, soft_wrap=True)
         show_log = interactive()
@@ -73,7 +77,7 @@ def register(app: typer.Typer) -> None:
         out.print(f"ascend run {recipe}: {r.description or r.name}", style="bold", markup=False)
         report, error = run_pipeline(
             r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
-            hold=hold if until == "serve" else None, progress=show_log,
+            hold=hold if until == "serve" else None, progress=True,  # bars, or plain lines when piped
         )
         style = "bold red" if report.failed else "bold green"
         out.print(report.verdict(), style=style, markup=False)

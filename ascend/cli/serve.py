@@ -76,19 +76,26 @@ def serve(
         from ascend.errors import ServeError
 
         raise ServeError("--json only applies with --dry-run", fix="add --dry-run")
-    _launch(rec, dep, node, log_dir)
+    from ascend.paths import writable_dir
+
+    writable_dir(log_dir, "--log-dir")
+    _launch(rec, dep, node, log_dir, recipe)
 
 
-def _launch(rec, dep, node: int | None, log_dir: str) -> None:
+def _launch(rec, dep, node: int | None, log_dir: str, ref: str) -> None:
     import signal
 
     from ascend.errors import ServeError
+    from ascend.progress import heartbeat
     from ascend.serve.launch import RankFailed, Service, readiness_timeout
 
     if node is None:
         node = 0 if len(dep.hosts) == 1 else _this_node(dep.hosts)
         if node is None:
             raise ServeError("cannot tell which node of hardware.hosts this machine is", fix="pass --node N")
+    from ascend.serve.preflight import preflight
+
+    preflight(rec, dep.model_dir, ref=ref, node=node)
     stop = {"requested": False}
 
     def _request_stop(signum, _frame):
@@ -101,7 +108,9 @@ def _launch(rec, dep, node: int | None, log_dir: str) -> None:
         service.start()
         ranks = ", ".join(f"{r} (pid {p.pid})" for r, p in service.procs.items())
         print(f"started ranks {ranks} on node {node}; logs in {log_dir}/", file=sys.stderr)
-        if service.wait_ready(lambda: stop["requested"]):
+        with heartbeat("serve: waiting for readiness", detail=lambda: _last_line(service.logs.get(0))):
+            ready = service.wait_ready(lambda: stop["requested"])
+        if ready:
             if service.serves_http:
                 print(f"ready: {service.base_url}/v1  model={dep.served_model}  (Ctrl-C stops all ranks)", file=sys.stderr)
             else:
@@ -119,6 +128,14 @@ def _launch(rec, dep, node: int | None, log_dir: str) -> None:
         service.stop()
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _last_line(log) -> str:
+    """Rank 0's latest log line (what a readiness wait is waiting on), shortened."""
+    from ascend.serve.launch import log_tail
+
+    line = next((s for s in reversed(log_tail(log, 5)) if s.strip()), "") if log else ""
+    return f"rank 0: {line[-120:]}" if line else ""
 
 
 def register(app: typer.Typer) -> None:

@@ -66,6 +66,11 @@ def smoke(
 
     from ascend.smoke import SmokeConfig, config_from_recipe, render_table, run_smoke, wait_ready
 
+    from ascend.paths import writable_file
+
+    for option, path in (("--json", json_out), ("--junit", junit_out)):
+        if path is not None and str(path) != "-":
+            writable_file(path, option)  # before the suite runs, not after
     if (recipe is None) == (base_url is None):
         raise SmokeError("give either a RECIPE or --base-url (with --model)", fix="e.g. ascend smoke tiny/glm5-cpu")
     if recipe is not None:

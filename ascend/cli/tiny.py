@@ -39,6 +39,13 @@ def register(app: typer.Typer) -> None:
           ascend tiny /tmp/glm45 --arch glm4_moe --layers 2 --experts 16 --no-mtp
           ascend tiny /tmp/glm5-scripted --arch glm_moe_dsa --fp8 --scripted
         """
+        import contextlib
+
+        from ascend.paths import writable_dir
+        from ascend.progress import heartbeat
+
+        writable_dir(out_dir.parent, "OUT_DIR's parent")  # OUT_DIR is written beside it, then renamed
+        beat = contextlib.ExitStack()  # progress while the checkpoint is written; closed in `finally`
         from ascend.errors import AscendError
         from ascend.models.tiny import FAMILIES
 
@@ -46,6 +53,7 @@ def register(app: typer.Typer) -> None:
             raise AscendError(f"--arch {arch!r} is not a supported family", fix=f"use one of: {', '.join(FAMILIES)}")
         from ascend.reference.tiny import write_tiny_checkpoint
 
+        beat.enter_context(heartbeat(f"tiny: writing {out_dir}"))
         try:
             if scripted:
                 import shutil
@@ -66,6 +74,8 @@ def register(app: typer.Typer) -> None:
                                             mtp=mtp, overwrite=overwrite)
         except ValueError as err:  # bad --layers/--experts combination
             raise AscendError(f"cannot build a tiny {arch}", why=str(err)) from None
+        finally:
+            beat.close()
         files = sorted(p.name for p in out.iterdir())
         if as_json:
             print_json({"path": str(out), "family": arch, "fp8": fp8, "seed": seed, "scripted": scripted, "files": files})

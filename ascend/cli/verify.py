@@ -32,10 +32,18 @@ def register(app: typer.Typer) -> None:
         no_logits: bool = typer.Option(False, "--no-logits", help="Skip the reference-logits comparison."),
         as_json: bool = json_option(),
     ) -> None:
-        from ascend.convert.verify import verify
-        from ascend.errors import CheckFailed
+        from pathlib import Path
 
-        report = verify(out_dir, against=against, sample=sample, logits=not no_logits)
+        from ascend.convert.verify import verify
+        from ascend.errors import CheckFailed, CheckpointError
+
+        if not Path(out_dir).is_dir():
+            raise CheckpointError(f"{out_dir} does not exist" if not Path(out_dir).exists() else f"{out_dir} is not a directory",
+                                  fix="pass the converted directory (the recipe's convert.output)")
+        from ascend.progress import heartbeat
+
+        with heartbeat(f"verify: checking {out_dir}"):
+            report = verify(out_dir, against=against, sample=sample, logits=not no_logits)
         if as_json:
             print_json(report.to_json())
         else:

@@ -32,6 +32,7 @@ from ascend.convert.adapters import BOOKKEEPING_FILES, WEIGHT_SUFFIXES, layout_o
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
 from ascend.errors import CheckpointError, ConvertError
 from ascend.fileio import write_atomic, write_json
+from ascend.progress import ByteProgress
 
 # Files we write ourselves, never copied from the source
 OWN_FILES = {"config.json", MANIFEST, SHARDING_FILE, "quant_model_description.json"}
@@ -333,7 +334,7 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
         import torch
 
         global _progress_queue
-        bar = _Progress(total) if progress else None
+        bar = ByteProgress("convert", total) if progress else None
         _progress_queue = _LocalQueue(bar) if bar else None
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # per-chunk ops are memory-bound; thread hand-offs only add latency
@@ -358,7 +359,7 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
     threads = 1  # parallelism comes from the worker processes
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
         pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest, *source) for rel, pieces in jobs}
-        bar = _Progress(total) if progress else None
+        bar = ByteProgress("convert", total) if progress else None
         try:
             while pending:
                 done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
@@ -378,41 +379,11 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
 
 
 class _LocalQueue:
-    def __init__(self, bar: "_Progress"):
+    def __init__(self, bar: ByteProgress):
         self.bar = bar
 
     def put(self, n: int) -> None:
         self.bar.advance(n)
-
-
-class _Progress:
-    """Bytes written and rate, on a terminal only (the caller checks)."""
-
-    def __init__(self, total: int):
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
-
-        self.p = Progress("converting", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                          transient=True)
-        self.p.start()
-        self.task = self.p.add_task("convert", total=total)
-
-    def advance(self, n: int) -> None:
-        self.p.advance(self.task, n)
-
-    def drain(self, queue) -> None:
-        import queue as queue_mod
-
-        n = 0
-        while True:
-            try:
-                n += queue.get_nowait()
-            except (queue_mod.Empty, OSError, ValueError):
-                break
-        if n:
-            self.advance(n)
-
-    def close(self) -> None:
-        self.p.stop()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ascend.doctor.checks import (
     SEVERITIES,
     WARN,
     Finding,
+    busy_ports,
     Target,
     check_cann,
     check_disk,
@@ -34,7 +35,7 @@ from ascend.doctor.host import LocalHost, ReplayHost
 
 __all__ = [
     "ERROR", "INFO", "OK", "SEVERITIES", "WARN", "DoctorReport", "Finding", "LocalHost", "ReplayHost",
-    "Target", "run_doctor", "target_from_recipe",
+    "Target", "busy_ports", "recipe_ports", "run_doctor", "target_from_recipe",
 ]
 
 
@@ -103,10 +104,16 @@ def estimate_output_bytes(recipe) -> tuple[int | None, str | None]:
     return None, None
 
 
+def recipe_ports(recipe) -> list[int]:
+    """The ports node 0 of a deployment listens on: each local rank's --port (xLLM's launch
+    scripts give rank i port + i; rank 0 serves HTTP there) and rank 0's rendezvous master port."""
+    serve = recipe.serve
+    return [serve.port + i for i in range(recipe.hardware.devices_per_node or 1)] + [serve.master_port]
+
+
 def target_from_recipe(recipe, ref: str | None = None) -> Target:
     serve, hw = recipe.serve, recipe.hardware
-    ranks = hw.devices_per_node or 1
-    ports = [serve.port + i for i in range(ranks)] + [serve.master_port]
+    ports = recipe_ports(recipe)
     out_bytes, basis = estimate_output_bytes(recipe)
     memory_mb = None
     if hw.chip != "cpu":

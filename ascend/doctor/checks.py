@@ -434,13 +434,24 @@ def check_hostname(host: LocalHost, target: Target) -> list[Finding]:
     return [Finding("hostname", OK, f"hostname {name!r} resolves to {', '.join(routable)}", None, {"addresses": routable})]
 
 
+def busy_ports(host: LocalHost, ports: list[int]) -> list[str]:
+    """``"18080 (pid 12 (python -m http.server))"`` for each of ``ports`` in use, owner when known."""
+    busy = []
+    for port in sorted(set(ports)):
+        if host.port_in_use(port):
+            owner = host.port_owner(port)
+            busy.append(f"{port} ({owner})" if owner else str(port))
+    return busy
+
+
 def check_ports(host: LocalHost, target: Target) -> list[Finding]:
     if not target.ports:
         return []
-    busy = [p for p in target.ports if host.port_in_use(p)]
+    busy = busy_ports(host, target.ports)
     if busy:
-        return [Finding("ports", ERROR, f"ports in use: {', '.join(map(str, busy))}",
-                        f"stop what listens there (ss -ltnp | grep -E ':({'|'.join(map(str, busy))})\\b') or change serve.port / serve.master_port")]
+        numbers = "|".join(b.split()[0] for b in busy)
+        return [Finding("ports", ERROR, f"ports in use: {', '.join(busy)}",
+                        f"stop what listens there (ss -ltnp | grep -E ':({numbers})\\b') or change serve.port / serve.master_port")]
     return [Finding("ports", OK, f"ports free: {_port_ranges(target.ports)}")]
 
 

@@ -109,12 +109,38 @@ class LocalHost:
         return sorted({info[4][0] for info in infos})
 
     def port_in_use(self, port: int) -> bool:
+        """True when binding ``port`` on all interfaces fails as the engines would see it. They
+        set SO_REUSEADDR (uvicorn, brpc, gloo's store), so connections left in TIME_WAIT by a
+        stopped run do not count; a listening socket on any address does."""
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("0.0.0.0", port))
             except OSError:
                 return True
         return False
+
+    def port_owner(self, port: int) -> str | None:
+        """``pid N (command)`` of the process listening on TCP ``port``, when /proc shows it
+        (/proc/net/tcp{,6} give the socket's inode, /proc/<pid>/fd links name it); else None."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in (self.read(table) or "").splitlines()[1:]:
+                f = line.split()  # sl local_address rem_address st ... inode
+                if len(f) > 9 and f[3] == "0A" and int(f[1].rpartition(":")[2], 16) == port:
+                    inodes.add(f"socket:[{f[9]}]")
+        if not inodes:
+            return None
+        for fd in self.glob("/proc/[0-9]*/fd/*"):
+            try:
+                if os.readlink(self.path(fd)) not in inodes:
+                    continue
+            except OSError:  # gone, or another user's process
+                continue
+            pid = fd.split("/")[-3]
+            cmd = " ".join((self.read(f"/proc/{pid}/cmdline") or "").replace("\0", " ").split())
+            return f"pid {pid}" + (f" ({cmd[:80]})" if cmd else "")
+        return None
 
     def disk_free(self, path: str) -> tuple[str, int] | None:
         """(nearest existing ancestor, free bytes) for ``path`` on the real filesystem."""
@@ -190,6 +216,9 @@ class ReplayHost(LocalHost):
 
     def port_in_use(self, port: int) -> bool:
         return port in self.facts.get("ports_in_use", [])
+
+    def port_owner(self, port: int) -> str | None:
+        return self.facts.get("port_owners", {}).get(str(port))
 
     def disk_free(self, path: str) -> tuple[str, int] | None:
         table = self.facts.get("disk_free", {})

@@ -71,6 +71,10 @@ class RunReport:
 
     def to_text(self) -> str:
         lines = [f"ascend run {self.recipe} (recipe hash {self.recipe_hash}, started {self.started_at})", ""]
-        lines += [s.line() for s in self.stages]
+        for s in self.stages:
+            lines.append(s.line())
+            # the smoke stage's checks, one line each (details["checks"]: name -> status, detail)
+            for name, check in (s.details.get("checks") or {}).items():
+                lines.append(f"{'':9}{name:<24} {check.get('status', '?'):<5} {check.get('detail', '')}".rstrip())
         lines += ["", self.verdict()]
         return "\n".join(lines) + "\n"

@@ -34,8 +34,9 @@ from typing import Any, Callable
 
 from ascend import __version__
 from ascend.checkpoint.files import MANIFEST
-from ascend.errors import CheckFailed, CheckpointError
+from ascend.errors import CheckFailed, CheckpointError, ConvertError
 from ascend.fileio import atomic_dir, write_atomic
+from ascend.paths import writable_dir
 from ascend.pipeline.report import StageResult
 
 
@@ -62,6 +63,12 @@ class RunContext:
 
     def write_record(self, stage: str, data: dict) -> None:
         write_atomic(self.record_path(stage), json.dumps(data, indent=2) + "\n")
+
+    def beat(self, what: str, detail: Callable[[], str] | None = None) -> Any:
+        """Progress of a long step when ``progress`` is on (``ascend.progress.heartbeat``)."""
+        from ascend.progress import heartbeat
+
+        return heartbeat(what, detail) if self.progress else contextlib.nullcontext()
 
 
 def _hash(recipe: Any, sections: list[str]) -> str:
@@ -130,7 +137,8 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     else:
         from ascend.reference import write_tiny_checkpoint as write
     # Generate beside the target and rename: a killed run never leaves a half-written source.
-    with atomic_dir(path) as tmp:
+    writable_dir(path.parent, "model.path's parent")
+    with atomic_dir(path) as tmp, ctx.beat(f"source: writing the tiny checkpoint {path}"):
         write(tmp, m.family, **options)
     ctx.write_record("source", {"key": key, "path": str(path), "family": m.family, "options": options, "scripted": scripted})
     kind = "scripted (constructed weights)" if scripted else "random"
@@ -160,7 +168,9 @@ def _source_hub(ctx: RunContext) -> StageResult:
         report, _ = verify_local(path)
         if report.complete:
             return StageResult("source", "skipped", f"{m.id} already complete in {path}: {report.summary()}")
-    result = fetch(m.id, local_dir=path, source=m.source, revision=m.revision)
+    writable_dir(path, "model.path")
+    with ctx.beat(f"source: fetching {m.id} into {path}"):
+        result = fetch(m.id, local_dir=path, source=m.source, revision=m.revision)
     if not result.complete:
         raise CheckFailed(
             f"{m.id} is incomplete in {path}: {result.report.summary()}",
@@ -188,11 +198,17 @@ def stage_convert(ctx: RunContext) -> StageResult:
 
     r = ctx.recipe
     opts = convert_options(r)
-    out = Path(r.convert.output)
-    result = convert(
-        r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
-        progress=ctx.progress, log=ctx.log,
-    )
+    out = writable_dir(r.convert.output, "convert.output")
+    try:
+        result = convert(
+            r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
+            progress=ctx.progress, log=ctx.log,
+        )
+    except ConvertError as err:  # its advice names `ascend convert`'s --force, which `ascend run` has not
+        if not (err.fix and "pass --force" in err.fix):
+            raise
+        again = f"run `ascend convert {ctx.run_dir / 'recipe.yaml'} --force`"  # this run's resolved recipe
+        raise ConvertError(err.what, why=err.why, fix=err.fix.replace("pass --force", again)) from None
     if not result.complete:
         raise CheckpointError(f"conversion into {out} did not complete", fix="rerun `ascend run` to resume")
     ctx.manifest_sha256 = _manifest_sha(out)
@@ -223,7 +239,8 @@ def stage_verify(ctx: RunContext) -> StageResult:
     rec = ctx.read_record("verify")
     if rec and manifest and rec.get("manifest_sha256") == manifest and rec.get("ok"):
         return StageResult("verify", "skipped", f"{out} already verified: {rec.get('summary', '')}")
-    report = verify(out, against=r.model.path)
+    with ctx.beat(f"verify: checking {out}"):
+        report = verify(out, against=r.model.path)
     data = report.to_json()
     summary = (f"{report.files_checked} files checksummed, {report.tensors_checked}/{report.tensors_total} tensors "
                f"match the source")
@@ -247,14 +264,17 @@ def stage_verify(ctx: RunContext) -> StageResult:
 
 def stage_serve(ctx: RunContext) -> StageResult:
     from ascend.serve.launch import Service
+    from ascend.serve.preflight import preflight
     from ascend.serve.xllm import build_deployment
 
     r = ctx.recipe
     dep = build_deployment(r)
+    preflight(r, dep.model_dir, ref=r.source_path or r.name)
     log_dir = ctx.run_dir / "logs"
     service = Service(dep, log_dir=log_dir, timeout_s=r.serve.startup_timeout_s)
     t0 = time.monotonic()
-    ctx.service = ctx.stack.enter_context(service)
+    with ctx.beat(f"serve: waiting for readiness (logs in {log_dir})"):
+        ctx.service = ctx.stack.enter_context(service)
     ranks = len(dep.node_ranks(0))
     extra = f" (node 0 of {len(dep.hosts)}; start the other nodes with `ascend serve`)" if len(dep.hosts) > 1 else ""
     return StageResult(

@@ -264,7 +264,7 @@ def suggestions(settings: Settings, model: ModelArgs | ModelTables, chip: ChipPr
     if settings.precision != all_int8 and chip.supports("w8a8"):
         plan = _fits(replace(settings, precision=all_int8), args, chip)
         if plan is not None:
-            out.append(f"--set convert.precision.default=w8a8 with no rules (all quantizable tensors int8): "
+            out.append(f"--set convert.precision.default=w8a8 --set convert.precision.rules=[] (all quantizable tensors int8): "
                        f"{plan.kv_tokens} KV tokens per DP group")
     # 3. more nodes, keeping dp and spreading experts over all ranks when they were
     for nodes in range(layout.nodes + 1, layout.nodes * 8 + 1):
@@ -275,8 +275,8 @@ def suggestions(settings: Settings, model: ModelArgs | ModelTables, chip: ChipPr
             ep = max(d for d in range(1, world + 1) if world % d == 0 and experts % d == 0)
         plan = _fits(settings.with_layout(nodes=nodes, ep=ep), args, chip)
         if plan is not None:
-            out.append(f"--set hardware.nodes={nodes} --set parallel.ep={ep} ({world} ranks): "
-                       f"{plan.kv_tokens} KV tokens per DP group")
+            out.append(f"--set hardware.nodes={nodes} --set parallel.ep={ep} ({world} ranks; to deploy, list the nodes "
+                       f"in hardware.hosts): {plan.kv_tokens} KV tokens per DP group")
             break
     # 4. no MTP draft model
     if settings.speculative_tokens:
@@ -287,7 +287,7 @@ def suggestions(settings: Settings, model: ModelArgs | ModelTables, chip: ChipPr
     if serve.memory_utilization < 0.95:
         plan = _fits(settings.with_serve(memory_utilization=0.95), args, chip)
         if plan is not None:
-            out.append(f"--set serve.memory_utilization=0.95: {plan.kv_tokens} KV tokens per DP group")
+            out.append(f"--set serve.memory_utilization=0.95 ({plan.kv_tokens} KV tokens per DP group)")
     return out
 
 

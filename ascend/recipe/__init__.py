@@ -5,14 +5,16 @@
 """
 
 from ascend.recipe.checks import check_recipe_fields
-from ascend.recipe.load import load_recipe, origin, recipe_hash
-from ascend.recipe.registry import builtin_names, builtin_root, resolve_ref
+from ascend.recipe.load import check_partial, load_recipe, origin, recipe_hash
+from ascend.recipe.registry import builtin_names, builtin_root, is_partial, resolve_ref
 from ascend.recipe.schema import Recipe
 
 __all__ = [
     "Recipe",
     "builtin_names",
     "builtin_root",
+    "is_partial",
+    "check_partial",
     "check_recipe_fields",
     "load_recipe",
     "origin",

@@ -10,8 +10,13 @@ from __future__ import annotations
 from ascend.recipe.schema import Recipe
 
 
-def check_recipe_fields(recipe: Recipe) -> list[str]:
-    """Every recipe-level cross-field problem, each prefixed with where the key was set."""
+def check_recipe_fields(recipe: Recipe, *, deploy: bool = True) -> list[str]:
+    """Every recipe-level cross-field problem, each prefixed with where the key was set.
+
+    ``deploy=False`` leaves out the rules about where to deploy (``hardware.hosts``): a plan
+    needs only the node count, so `ascend plan --set hardware.nodes=2` works before the
+    machines exist; every command that deploys (run, serve, validate) still checks them.
+    """
     from ascend.recipe.load import origin
 
     problems: list[str] = []
@@ -23,12 +28,13 @@ def check_recipe_fields(recipe: Recipe) -> list[str]:
     for key, message in recipe.layout.problems():
         problem(key, message)
 
-    if hw.hosts and len(hw.hosts) != hw.nodes:
-        problem("hardware.hosts", f"{len(hw.hosts)} host(s) listed for {hw.nodes} node(s) — list exactly one address per node")
-    elif hw.nodes > 1 and not hw.hosts:
-        problem("hardware.hosts", f"multi-node ({hw.nodes} nodes) needs one address per node — add hosts: [node0-ip, node1-ip, ...]")
-    if len(set(hw.hosts)) != len(hw.hosts):
-        problem("hardware.hosts", "the same address is listed twice — each node needs its own address")
+    if deploy:
+        if hw.hosts and len(hw.hosts) != hw.nodes:
+            problem("hardware.hosts", f"{len(hw.hosts)} host(s) listed for {hw.nodes} node(s) — list exactly one address per node")
+        elif hw.nodes > 1 and not hw.hosts:
+            problem("hardware.hosts", f"multi-node ({hw.nodes} nodes) needs one address per node — add hosts: [node0-ip, node1-ip, ...]")
+        if len(set(hw.hosts)) != len(hw.hosts):
+            problem("hardware.hosts", "the same address is listed twice — each node needs its own address")
 
     if model.source in ("modelscope", "huggingface") and not model.id:
         problem("model.id", f"source '{model.source}' needs a hub id — add model.id, e.g. ZhipuAI/GLM-5-FP8")

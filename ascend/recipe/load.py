@@ -263,11 +263,13 @@ def _describe(err: dict, origins: Origins, default: str) -> str:
 # ----------------------------------------------------------------------------- public API
 
 
-def load_recipe(ref: str | os.PathLike, overrides: Sequence[str] = (), *, check: bool = True) -> Recipe:
+def load_recipe(ref: str | os.PathLike, overrides: Sequence[str] = (), *, check: bool = True,
+                deploy: bool = True) -> Recipe:
     """Load, inherit, override, expand and validate a recipe.
 
     ``ref`` is a YAML path or a built-in name (``glm5/a3-w8a8``). With ``check`` the recipe-level
-    cross-field rules run too. Raises one ``RecipeError`` carrying every problem found.
+    cross-field rules run too (without the deployment-only ones when ``deploy`` is false, see
+    ``check_recipe_fields``). Raises one ``RecipeError`` carrying every problem found.
     """
     path = resolve_ref(str(ref))
     problems: list[str] = []
@@ -287,11 +289,24 @@ def load_recipe(ref: str | os.PathLike, overrides: Sequence[str] = (), *, check:
         if check:
             from ascend.recipe.checks import check_recipe_fields
 
-            problems.extend(check_recipe_fields(recipe))
+            problems.extend(check_recipe_fields(recipe, deploy=deploy))
     if problems:
         raise RecipeError(f"{path}: {len(problems)} problem(s)", problems=problems)
     assert recipe is not None
     return recipe
+
+
+def check_partial(path: Path) -> list[str]:
+    """Problems of a partial recipe (a `base:` file, see ``is_partial``): unknown keys and wrong
+    types. Missing keys are not problems: the recipes that use it as a base supply them."""
+    problems: list[str] = []
+    data, origins = _load_with_bases(path, problems)
+    if not problems:
+        try:
+            Recipe.model_validate(data)
+        except ValidationError as err:
+            problems.extend(_describe(e, origins, str(path)) for e in err.errors() if e["type"] != "missing")
+    return problems
 
 
 def origin(recipe: Recipe, key: str) -> str:

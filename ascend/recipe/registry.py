@@ -36,6 +36,11 @@ def builtin_names() -> list[str]:
     return sorted(names)
 
 
+def is_partial(path: Path) -> bool:
+    """A partial recipe, only used through `base:`: it sits in a folder named `_...`."""
+    return path.resolve().parent.name.startswith("_")
+
+
 def resolve_ref(ref: str) -> Path:
     """A recipe reference (path or built-in name) -> the YAML file."""
     path = Path(ref).expanduser()
