@@ -30,6 +30,7 @@ from ascend.checkpoint.safetensors_io import (
     SafetensorsDir,
     file_sha256,
     partial_name,
+    resolve_source,
     write_atomic,
     write_json,
 )
@@ -290,6 +291,7 @@ def convert(
     log: Callable[[str], None] = lambda s: None,
 ) -> ConvertResult:
     t0 = time.monotonic()
+    src_dir = resolve_source(src_dir)  # a symlink loop: exit 2, naming it
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
     if opts.source_config is not None:  # recorded in the manifest: make it valid from any directory
         opts = replace(opts, source_config=str(Path(opts.source_config).resolve()))
