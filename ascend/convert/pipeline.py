@@ -134,6 +134,7 @@ def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
         if len(f.pieces) > 3:
             lines.append(f"      ... {len(f.pieces) - 3} more")
     lines.append(f"  total {total / 1e9:.3f} GB in {len(jobs.all_files())} weight files")
+    lines += [f"  warning: {w}" for w in jobs.warnings]
     return "\n".join(lines)
 
 
@@ -300,6 +301,8 @@ def convert(
     if out == Path(src_dir):
         raise ConvertError("the output directory is the source directory", fix="choose another --out")
     jobs = conversion_jobs(src_dir, opts)
+    for warning in jobs.warnings:
+        log(f"warning: {warning}")
     digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)
