@@ -21,7 +21,9 @@ W8A8_MARK = ("quantize", "w8a8_dynamic")
 def check_config(out: Path, jobs, manifest: dict[str, Any]) -> list[str]:
     """Problems (one line each) of ``out``'s config.json(s) against ``jobs`` and ``manifest``."""
     problems = []
-    if manifest.get("options") is not None and manifest["options"] != asdict(jobs.options):
+    options = json.loads(json.dumps(asdict(jobs.options)))  # as JSON stores them (tuples become lists)
+    if manifest.get("options") is not None and manifest["options"] != options:
+        # (matters when the jobs are the recorded ones: recomputed jobs take the manifest's options)
         problems.append("the manifest's conversion options differ from the ones its jobs were made with")
     for prefix, sub in (("", jobs), ("mtp/", jobs.draft)):
         if sub is not None:

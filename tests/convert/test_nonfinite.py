@@ -203,3 +203,17 @@ def test_config_of_a_dropped_mtp_layer(ckpt_factory, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["num_nextn_predict_layers"] == 0
     code, stdout, _ = cli(capsys, "verify", out, "--no-logits")
     assert code == 0, stdout
+
+
+def test_manifest_options_must_match_the_recorded_jobs(ckpt_factory, tmp_path, capsys):
+    src = tmp_path / "src"
+    shutil.copytree(ckpt_factory("glm4_moe"), src)
+    out = convert_ok(capsys, src, tmp_path / "o", "--precision", "bf16")
+    shutil.rmtree(src)  # verify falls back to the jobs recorded in the output
+    code, stdout, _ = cli(capsys, "verify", out)
+    assert code == 0, stdout
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["options"]["precision"] = "fp8"
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    code, stdout, _ = cli(capsys, "verify", out)
+    assert code == 3 and "manifest's conversion options differ" in stdout
