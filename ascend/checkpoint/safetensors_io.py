@@ -32,6 +32,7 @@ import torch
 
 from ascend.errors import CheckpointError, ConvertError, first_names
 from ascend.fileio import fsync_dir, publish, write_atomic, write_json  # noqa: F401 (aliases: move callers to ascend.fileio)
+from ascend.fetch.safetensors_header import HeaderError, parse_header, read_raw_header
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -48,7 +49,6 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in DTYPES.items()}
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
 INDEX_FILE = "model.safetensors.index.json"
 
 
@@ -84,50 +84,43 @@ class TensorInfo:
 
 
 def read_header(path: str | Path) -> tuple[dict[str, TensorInfo], dict[str, str], bytes]:
-    """Parse one file's header. Returns (tensors, metadata, raw header bytes).
+    """Parse and validate one file's header. Returns (tensors, metadata, raw header bytes).
 
-    Raises CheckpointError if the file is shorter than its header says (truncated download).
+    Accepts exactly the files the official safetensors library loads (``parse_header``), and only
+    dtypes torch has; raises CheckpointError naming the file otherwise (a truncated download
+    included).
     """
     path = str(path)
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(f"{path} is not a safetensors file", why=f"only {size} bytes", fix="re-download it")
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise CheckpointError(
-                    f"{path} is truncated or not a safetensors file",
-                    why=f"header claims {n} bytes, file has {size}",
-                    fix="re-download it (ascend fetch verifies completeness)",
-                )
-            raw = f.read(n)
+            n, raw = read_raw_header(f)
+        entries, metadata, data_len = parse_header(raw)
+    except HeaderError as err:
+        raise CheckpointError(f"{path} is truncated or not a valid safetensors file", why=str(err),
+                              fix="re-download it (ascend fetch verifies completeness)") from None
     except OSError as err:
         raise CheckpointError(f"cannot read {path}", why=err.strerror, fix="check the path and permissions") from None
-    try:
-        header = json.loads(raw)
-    except ValueError as err:
-        raise CheckpointError(f"{path} has a corrupt safetensors header", why=str(err), fix="re-download it") from None
-    metadata = header.pop("__metadata__", None) or {}
     data_start = 8 + n
+    if data_start + data_len != size:
+        what = "is truncated" if data_start + data_len > size else "has bytes after its last tensor"
+        raise CheckpointError(f"{path} {what}", why=f"its header describes {data_start + data_len} bytes, the file has {size}",
+                              fix="re-download the file (ascend fetch verifies completeness)")
     tensors = {}
-    for name, entry in header.items():
-        begin, end = entry["data_offsets"]
-        dtype = entry["dtype"]
+    for name, (dtype, shape, begin, end) in entries.items():
         if dtype not in DTYPES:
             raise CheckpointError(f"{path}: tensor {name} has unsupported dtype {dtype}")
-        shape = tuple(entry["shape"])
-        if end - begin != numel(shape) * itemsize(dtype):
-            raise CheckpointError(f"{path}: tensor {name} byte range does not match shape {list(shape)} {dtype}")
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{path} is truncated",
-                why=f"tensor {name} ends at byte {data_start + end}, file has {size}",
-                fix="re-download the file (ascend fetch verifies completeness)",
-            )
         tensors[name] = TensorInfo(name, dtype, shape, path, data_start + begin, data_start + end)
     return tensors, metadata, raw
+
+
+def resolve_source(path: str | Path) -> Path:
+    """``path`` absolute with symlinks resolved; CheckpointError (not a crash) on a symlink loop."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as err:  # RuntimeError: Python < 3.13's "Symlink loop"
+        raise CheckpointError(f"cannot resolve the source path {path}", why=str(err),
+                              fix="point --src at a real checkpoint directory (check its symlinks)") from None
 
 
 class SafetensorsDir:

@@ -135,6 +135,7 @@ class ConvertJobs:
     sharding: dict[str, Any] | None  # sharded layout: ascend-sharding.json body
     draft: "ConvertJobs | None" = None  # mtp: export -> the draft model dir (subdir "mtp")
     source_fingerprint: str = ""
+    warnings: list[str] = field(default_factory=list)  # for the user; not part of the digest
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -314,6 +315,31 @@ def inventory(src, specs: dict[str, Any] | None) -> dict[str, SourceTensor]:
     return out
 
 
+def mtp_weights_missing(src, args) -> bool:
+    """config.json declares MTP layers, but the source stores no tensor of any of them.
+
+    transformers' ``save_pretrained`` writes such checkpoints (every fine-tune made with the
+    usual HF tooling): its model classes have no MTP module, yet the config keeps
+    ``num_nextn_predict_layers``.
+    """
+    prefixes = tuple(f"model.layers.{layer}." for layer in args.mtp_layers)
+    return bool(prefixes) and not any(name.startswith(prefixes) for name in src.tensors)
+
+
+def _without_mtp_weights(args, opts: ConvertOptions) -> str | None:
+    """What to tell the user about a source without its MTP weights (``--mtp export`` cannot
+    work: exit 2); None for ``--mtp drop``, which asks for exactly this."""
+    what = "no MTP weights: this looks like a transformers-saved checkpoint"
+    why = (f"config.json declares num_nextn_predict_layers {args.num_nextn_predict_layers}, but no tensor of "
+           f"model.layers.{args.mtp_layers[0]} is stored (transformers' save_pretrained leaves the MTP layer out)")
+    if opts.mtp == "export":
+        raise ConvertError(what, why=why, fix="use --mtp drop (mtp: drop) to convert without a draft model, or "
+                                             "export the MTP layer from the original checkpoint")
+    if opts.mtp == "keep":
+        return f"{what}; converting without MTP (num_nextn_predict_layers 0 in the output) — pass --mtp drop to say so"
+    return None
+
+
 # ---------------------------------------------------------------------------------------------
 # Building the jobs
 
@@ -417,11 +443,17 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
     from ascend.models.tensors import tensor_specs
 
     specs = [s for s in tensor_specs(args, mtp=True) if s.scale_of is None]
+    no_mtp = mtp_weights_missing(src, args)
+    warnings = [w for w in [_without_mtp_weights(args, opts)] if w] if no_mtp else []
+    if no_mtp:
+        specs = [s for s in specs if not s.mtp]
     by_name = {s.name: s for s in specs}
     inv = inventory(src, by_name)
     layout = output_layout(opts.layout)
     if layout is not None:  # another framework's layout plans its own files
-        return layout.build_jobs(src, args, opts, inv)
+        jobs = layout.build_jobs(src, args, opts, inv)
+        jobs.warnings = warnings
+        return jobs
     src_quant = (args.config or {}).get("quantization_config") or None
     scale_fmt = args.quantization.scale_fmt if args.quantization is not None else None
     main_specs = [s for s in specs if not (s.mtp and opts.mtp != "keep")]
@@ -455,12 +487,12 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
         sharding = {
             "format": "ascend-sharded/1",
             "world_size": world, "dp": par.dp, "ep": par.ep, "attn_tp": par.attn_tp, "moe_tp": par.moe_tp,
-            "mtp": opts.mtp, "ranks": ranks,
+            "mtp": "drop" if no_mtp else opts.mtp, "ranks": ranks,
         }
     if {"fp8", "w8a8"} <= _output_formats(files):
         raise ConvertError("one output cannot mix FP8 and W8A8 tensors", fix="pick fp8 or w8a8 in the precision rules, not both")
     config = _output_config(args.config, files, src_quant)
-    if opts.mtp != "keep" and args.num_nextn_predict_layers:
+    if (opts.mtp != "keep" or no_mtp) and args.num_nextn_predict_layers:
         config["num_nextn_predict_layers"] = 0  # the main dir no longer holds the MTP layer
     is_w8a8 = "w8a8" in _output_formats(files)
     jobs = ConvertJobs(
@@ -471,6 +503,7 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
         index_name=f"{W8A8_STEM if is_w8a8 else HF_STEM}.safetensors.index.json" if opts.layout == "hf" else None,
         sharding=sharding,
         source_fingerprint=src.fingerprint(),
+        warnings=warnings,
     )
     if opts.mtp == "export":
         jobs.draft = _draft_jobs(args, specs, inv, pieces_for, opts, src_quant)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from ascend import __version__
 from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, MANIFEST_FORMAT, SHARDING_FILE, STATE_DIR
-from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, partial_name
+from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, partial_name, resolve_source
 from ascend.convert.adapters import BOOKKEEPING_FILES, WEIGHT_SUFFIXES, layout_of_piece, output_layout, source_format
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
 from ascend.errors import CheckpointError, ConvertError
@@ -107,6 +107,7 @@ def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
         if len(f.pieces) > 3:
             lines.append(f"      ... {len(f.pieces) - 3} more")
     lines.append(f"  total {total / 1e9:.3f} GB in {len(jobs.all_files())} weight files")
+    lines += [f"  warning: {w}" for w in jobs.warnings]
     return "\n".join(lines)
 
 
@@ -264,6 +265,7 @@ def convert(
     log: Callable[[str], None] = lambda s: None,
 ) -> ConvertResult:
     t0 = time.monotonic()
+    src_dir = resolve_source(src_dir)  # a symlink loop: exit 2, naming it
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
     if opts.source_config is not None:  # recorded in the manifest: make it valid from any directory
         opts = replace(opts, source_config=str(Path(opts.source_config).resolve()))
@@ -272,6 +274,8 @@ def convert(
     if out == Path(src_dir):
         raise ConvertError("the output directory is the source directory", fix="choose another --out")
     jobs = conversion_jobs(src_dir, opts)
+    for warning in jobs.warnings:
+        log(f"warning: {warning}")
     digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)

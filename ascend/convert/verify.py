@@ -26,9 +26,10 @@ import torch
 from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
-from ascend.convert.adapters import output_layout, source_format
-from ascend.convert.execute import chunk_rows, source_fp32
 from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, STATE_DIR
+from ascend.convert.adapters import output_layout, source_format
+from ascend.convert.config_check import check_config
+from ascend.convert.execute import all_finite, chunk_rows, source_fp32
 from ascend.convert.pipeline import load_source
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs
 from ascend.errors import CheckpointError, CheckFailed
@@ -169,6 +170,8 @@ def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | Non
         if len(shape) < 2:
             a = src.read_rows(p.source, r0, r1) if shape else src.read(p.source)
             b = out.read(main)
+            if not all_finite(b):
+                return "holds NaN or Inf"
             return None if torch.equal(a.view(torch.uint8), b.view(torch.uint8)) else "bytes differ from the source"
         step = chunk_rows(shape[1])
         for a0 in range(r0, r1, step):
@@ -177,6 +180,8 @@ def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | Non
             if p.cols:
                 a = a[:, p.cols[0]:p.cols[1]]
             b = out.read_rows(main, a0 - r0, a1 - r0)
+            if not all_finite(b):
+                return f"holds NaN or Inf in rows [{a0}, {a1})"
             if not torch.equal(a.contiguous().view(torch.uint8), b.view(torch.uint8)):
                 return f"bytes differ from the source in rows [{a0}, {a1})"
         return None
@@ -195,6 +200,8 @@ def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | Non
         if p.op == "dequant":
             want = source_fp32(src, p, a0, a1, dtype=torch.bfloat16)
             got = out.read_rows(main, rows.start, rows.stop)
+            if not all_finite(got):
+                return f"holds NaN or Inf in rows [{a0}, {a1})"
             if not torch.equal(want.contiguous().view(torch.int16), got.view(torch.int16)):
                 return f"BF16 differs from the exact FP8 dequantization in rows [{a0}, {a1})"
             continue
@@ -211,10 +218,12 @@ def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | Non
             s = scale[rows]
             got = dequantize_w8a8(q, s)
             bound = w8a8_error_bound(s).expand_as(got)
+        if not all_finite(got):  # (comparisons with NaN are False: the bound check below would pass)
+            return f"reconstructs to NaN or Inf in rows [{a0}, {a1})"
         err = (got - ref).abs()
         ratio = float((err / bound).max()) if err.numel() else 0.0
         worst = max(worst, ratio)
-        if ratio > 1.0:
+        if not ratio <= 1.0:
             return f"reconstruction error {float(err.max()):.3g} exceeds the {p.op} bound ({ratio:.2f}x the bound)"
     return None
 
@@ -281,8 +290,11 @@ def _check_logits(out: Path, jobs: ConvertJobs, src_dir: str, args_params: int, 
     top1 = float((ref.argmax(-1) == got.argmax(-1)).float().mean())
     report.logits = {"tokens": len(ids), "max_abs_error": max_err, "max_rel_error": max_err / scale,
                      "top1_agreement": top1, "class": kind, "bounds": bound}
+    for what, t in (("output", got), ("source", ref)):
+        if not bool(torch.isfinite(t).all()):
+            report.problems.append(f"logits: the {what}'s logits hold NaN or Inf (the error and top-1 figures are meaningless)")
     max_rel = bound["max_rel_error"]
-    if (max_rel is not None and max_err / scale > max_rel) or top1 < bound["min_top1"]:
+    if (max_rel is not None and not max_err / scale <= max_rel) or top1 < bound["min_top1"]:
         limit = "max error not enforced" if max_rel is None else f"max error {max_rel:.1%}"
         report.problems.append(
             f"logits: max error {max_err:.3g} ({max_err / scale:.2%} of max |logit|), top-1 agreement {top1:.0%}; "
@@ -301,6 +313,7 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
     jobs, src = _load_jobs(out, manifest, against, report)
     if jobs is None:
         return report
+    report.problems += check_config(out, jobs, manifest)
     layout = output_layout(jobs.options.layout)
     if layout is not None:  # another framework's layout checks its own files
         sampled = {(name, p.outputs[0][0]) for name, p in _sample([(f.name, p) for f in jobs.files for p in f.pieces], sample)}

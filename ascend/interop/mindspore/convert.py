@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ascend.checkpoint.fp8 import dequantize_fp8_block
+from ascend.convert.execute import all_finite
 from ascend.convert.jobs import ConvertJobs, ConvertOptions, OutputFile, Piece, SourceTensor
 from ascend.convert.jobs import _output_config as output_config  # the config of any layout's files
 from ascend.errors import CheckpointError, ConvertError
@@ -37,9 +38,13 @@ def read_hf_as_written(src, name: str) -> torch.Tensor:
     """Whole HF tensor ``name`` as the MindSpore layout stores it: block-FP8 dequantized to BF16
     (MindSpore has no float8), everything else as is."""
     scale = name + SCALE_INV
+    t = src.read(name)
     if src.tensors[name].dtype.startswith("F8") and scale in src:
-        return dequantize_fp8_block(src.read(name), src.read(scale), dtype=torch.bfloat16)
-    return src.read(name)
+        t = dequantize_fp8_block(t, src.read(scale), dtype=torch.bfloat16)
+    if not all_finite(t):
+        raise CheckpointError(f"source tensor {name} holds NaN or Inf values (or its {scale} does)",
+                              fix="the checkpoint is damaged: re-download it, or repair that tensor")
+    return t
 
 
 class _Source:
