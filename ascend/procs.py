@@ -1,0 +1,121 @@
+"""Process hygiene shared by convert, fetch, run and serve.
+
+- :func:`dir_lock`: one writer per directory. An ``flock`` on a lock file inside the directory,
+  held for the whole run; the kernel drops it when the holder exits, even on ``kill -9``, so a
+  stale lock never blocks a rerun. The holder's pid is written into the lock file for the
+  message the second process prints (exit 2).
+- :func:`die_with_parent`: a child (a rank, a conversion worker) asks Linux to kill it when its
+  parent dies, so ``kill -9`` of the parent leaves no orphan holding ports or writing files.
+
+Shared filesystems: on Linux NFS (v3 with lockd, v4) ``flock`` is carried out as a whole-file
+POSIX lock on the server, so it excludes writers on other hosts too. Filesystems mounted with
+host-local locks (NFS ``local_lock=flock``/``all``, Lustre ``localflock``, some FUSE mounts)
+only exclude writers on the same host.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import functools
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ascend.errors import AscendError
+
+LOCK_NAME = ".ascend.lock"
+
+
+class Busy(AscendError):
+    """Another process holds the directory's lock."""
+
+
+class DirLock:
+    """An ``flock`` on ``path`` (created if needed); ``shared`` lets several holders in at once.
+
+    Re-entrant within one process (a second lock on the same file by the same process is a
+    no-op), since ``flock`` would otherwise make a process conflict with itself.
+    """
+
+    _held: dict[Path, int] = {}  # lock file -> nesting depth, this process
+
+    def __init__(self, path: Path, what: str, where: Path, *, shared: bool = False):
+        self.path, self.what, self.where, self.shared = Path(path).resolve(), what, where, shared
+        self.file = None
+        self.nested = False
+
+    def acquire(self) -> "DirLock":
+        if self.path in DirLock._held:
+            DirLock._held[self.path] += 1
+            self.nested = True
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")  # never truncates a holder's pid before we own the lock
+        try:
+            fcntl.flock(f, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            pid = f.read().strip() or "?"
+            f.close()
+            raise Busy(f"another {self.what} (pid {pid}) is writing here: {self.where}",
+                       fix="wait for it to finish or stop it, or choose another directory") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self.file = f
+        DirLock._held[self.path] = 1
+        return self
+
+    def release(self) -> None:
+        if self.nested:
+            DirLock._held[self.path] -= 1
+            self.nested = False
+        elif self.file is not None:
+            del DirLock._held[self.path]
+            self.file.close()  # closing the descriptor drops the flock
+            self.file = None
+
+    def __enter__(self) -> "DirLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def dir_lock(directory: str | Path, what: str, *, name: str = LOCK_NAME, shared: bool = False) -> DirLock:
+    """The lock of ``directory`` (file ``name`` inside it), not yet taken: use ``with``."""
+    directory = Path(directory)
+    return DirLock(directory / name, what, directory, shared=shared)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+@functools.cache
+def _prctl():
+    return ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """In a child: get ``sig`` when the parent dies (Linux; elsewhere a no-op).
+
+    Linux sends the signal when the *thread* that forked this process exits, so fork such
+    children from a thread that lives as long as they should (the main thread). If the parent
+    died before this call, exit now.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return
+    prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), sig)
+
+
+def child_dies_with_me(sig: int = signal.SIGKILL):
+    """A ``preexec_fn`` for ``subprocess.Popen``: the child gets ``sig`` when this process dies.
+    libc is loaded here, in the parent, so the forked child only makes the system call."""
+    parent, _ = os.getpid(), _prctl()
+    return lambda: die_with_parent(parent, sig)
