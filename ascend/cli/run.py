@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from rich.console import Console
 
-        from ascend.pipeline import run_pipeline
+        from ascend.pipeline import Interrupted, run_pipeline
         from ascend.pipeline.report import STYLE
         from ascend.recipe import load_recipe
 
@@ -72,10 +72,14 @@ def register(app: typer.Typer) -> None:
                 pass
 
         out.print(f"ascend run {recipe}: {r.description or r.name}", style="bold", markup=False)
-        report, error = run_pipeline(
-            r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
-            hold=hold if until == "serve" else None, progress=show_log,
-        )
+        try:
+            report, error = run_pipeline(
+                r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
+                hold=hold if until == "serve" else None, progress=show_log,
+            )
+        except Interrupted as stopped:  # Ctrl-C: one line (the report records the stage), exit 130
+            err.print(f"{stopped}", markup=False)
+            raise typer.Exit(130) from None
         style = "bold red" if report.failed else ("bold yellow" if "PARTIAL" in report.verdict() else "bold green")
         out.print(report.verdict(), style=style, markup=False)
         out.print(f"report: {Path(report.run_dir) / 'report.txt'} (JSON: report.json)", markup=False)
