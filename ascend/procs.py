@@ -34,23 +34,13 @@ class Busy(AscendError):
 
 class DirLock:
     """An ``flock`` on ``path`` (created if needed); ``shared`` lets several holders in at once.
-
-    Re-entrant within one process (a second lock on the same file by the same process is a
-    no-op), since ``flock`` would otherwise make a process conflict with itself.
-    """
-
-    _held: dict[Path, int] = {}  # lock file -> nesting depth, this process
+    Locks conflict per open file, so a second lock of one file conflicts even in one process."""
 
     def __init__(self, path: Path, what: str, where: Path, *, shared: bool = False):
-        self.path, self.what, self.where, self.shared = Path(path).resolve(), what, where, shared
+        self.path, self.what, self.where, self.shared = Path(path), what, where, shared
         self.file = None
-        self.nested = False
 
     def acquire(self) -> "DirLock":
-        if self.path in DirLock._held:
-            DirLock._held[self.path] += 1
-            self.nested = True
-            return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+")  # never truncates a holder's pid before we own the lock
         try:
@@ -66,15 +56,10 @@ class DirLock:
         f.write(f"{os.getpid()}\n")
         f.flush()
         self.file = f
-        DirLock._held[self.path] = 1
         return self
 
     def release(self) -> None:
-        if self.nested:
-            DirLock._held[self.path] -= 1
-            self.nested = False
-        elif self.file is not None:
-            del DirLock._held[self.path]
+        if self.file is not None:
             self.file.close()  # closing the descriptor drops the flock
             self.file = None
 
