@@ -6,6 +6,8 @@
   message the second process prints (exit 2).
 - :func:`die_with_parent`: a child (a rank, a conversion worker) asks Linux to kill it when its
   parent dies, so ``kill -9`` of the parent leaves no orphan holding ports or writing files.
+- :func:`ignore_sigint_in`, :func:`sigint_deferred`: start helper processes that ignore Ctrl-C,
+  and start children without losing track of one, so the parent stops them all itself.
 
 Shared filesystems: on Linux NFS (v3 with lockd, v4) ``flock`` is carried out as a whole-file
 POSIX lock on the server, so it excludes writers on other hosts too. Filesystems mounted with
@@ -15,13 +17,16 @@ only exclude writers on the same host.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import functools
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 from ascend.errors import AscendError
 
@@ -104,3 +109,35 @@ def child_dies_with_me(sig: int = signal.SIGKILL):
     libc is loaded here, in the parent, so the forked child only makes the system call."""
     parent, _ = os.getpid(), _prctl()
     return lambda: die_with_parent(parent, sig)
+
+
+def ignore_sigint_in(start: Callable[[], Any]) -> Any:
+    """Call ``start`` (which starts a helper process, e.g. multiprocessing's fork server) with
+    SIGINT ignored: Python keeps an ignored SIGINT ignored at start-up, and so do the processes
+    it forks. Ctrl-C then reaches only this process, which stops its children itself. Outside
+    the main thread (no signal handling there) ``start`` runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        return start()
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return start()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold a Ctrl-C that arrives inside the block until its end (then KeyboardInterrupt): for
+    starting child processes, so the parent knows every child it must stop. Main thread only;
+    elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if caught:
+        raise KeyboardInterrupt

@@ -1,7 +1,7 @@
-"""`ascend run` as a process: Ctrl-C during convert, two runs of one recipe.
+"""`ascend run` as a process: Ctrl-C during convert or verify, two runs of one recipe.
 
-The conversion is held mid-write at a gate (tests/gate_hook), so the signal or the second run
-arrives while convert is deterministically in progress.
+The conversion (or verify's reference ranks) is held at a gate (tests/gate_hook), so the signal or
+the second run arrives while the stage is deterministically in progress.
 """
 
 from __future__ import annotations
@@ -64,6 +64,29 @@ def test_ctrl_c_during_convert_exits_130_with_one_line_and_an_interrupted_report
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "run" / "report.json").read_text())["ok"] is True
+
+
+def test_ctrl_c_during_verify_stops_the_reference_ranks_quietly(tmp_path):
+    args = recipe_args("glm5-cpu", tmp_path) + ["--until", "verify"]
+    gate = Gate(tmp_path / "gate")
+    proc = subprocess.Popen([sys.executable, "-m", "ascend", "run", *args], cwd=tmp_path,
+                            env=gate.env(ASCEND_TEST_GATE_STAGE="verify"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ranks: list[int] = []
+    try:
+        ranks = gate.wait_started(2, proc, timeout=240)  # both reference ranks are in their forward pass
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop(proc, gate)
+        for pid in ranks:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted during verify; rerun to resume"], err
+    assert wait_dead(ranks, timeout=10) == []
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert {s["stage"]: s["status"] for s in report["stages"]}["verify"] == "interrupted" and report["ok"] is False
 
 
 def test_second_run_of_one_run_dir_is_refused(tmp_path):

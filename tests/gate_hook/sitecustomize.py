@@ -1,25 +1,28 @@
-"""Test hook: hold every converted file at a gate, so a test acts while a conversion is
-deterministically in progress (see convert_gate.py). Python imports this module at start-up when its
-directory is on PYTHONPATH; it does nothing unless ASCEND_TEST_CONVERT_GATE is set. Forked and
-spawned conversion workers inherit it."""
+"""Test hook: hold work at a gate, so a test acts while a stage is deterministically in progress
+(see convert_gate.py). Python imports this module at start-up when its directory is on
+PYTHONPATH; it does nothing unless ASCEND_TEST_CONVERT_GATE is set. ASCEND_TEST_GATE_STAGE picks
+what waits: ``convert`` (each converted file, default) or ``verify`` (each reference rank's
+forward pass). Forked, spawned and fork-server children inherit it."""
 
 import os
 
 _GATE = os.environ.get("ASCEND_TEST_CONVERT_GATE")
 if _GATE:
+    import importlib
     import time
     from pathlib import Path
 
-    import ascend.convert.execute as _execute
+    _MODULE, _NAME = {"convert": ("ascend.convert.execute", "write_file"),
+                      "verify": ("ascend.reference.runner", "run_batch")}[os.environ.get("ASCEND_TEST_GATE_STAGE", "convert")]
+    _module = importlib.import_module(_MODULE)
+    _real = getattr(_module, _NAME)
 
-    _real_write_file = _execute.write_file
-
-    def _gated_write_file(*args, **kwargs):
+    def _gated(*args, **kwargs):
         gate = Path(_GATE)
-        (gate / f"started-{os.getpid()}").touch()  # one marker per writing process
+        (gate / f"started-{os.getpid()}").touch()  # one marker per waiting process
         deadline = time.monotonic() + 120  # never hang a test run for good
         while not (gate / "open").exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        return _real_write_file(*args, **kwargs)
+        return _real(*args, **kwargs)
 
-    _execute.write_file = _gated_write_file
+    setattr(_module, _NAME, _gated)
