@@ -17,7 +17,7 @@ the full report goes to RUN_DIR/report.json and report.txt (default RUN_DIR: run
 
 Exit 0 when every stage that ran passed (stages not built in this installation are reported
 as such), 3 when a check failed (plan does not fit, verify mismatch, smoke failure), 2 for a
-bad recipe or input.
+bad recipe or input (or another run using RUN_DIR), 130 after Ctrl-C (the report names the stage).
 
 Examples:
 
