@@ -1,8 +1,8 @@
 """Is a checkpoint directory whole? Sizes from the hub listing, lengths from safetensors headers,
 the shard list from every ``*.safetensors.index.json``, and (optionally) sha256 from the hub.
 
-The check never trusts "the folder is not empty" (what ModelScope's ``local_files_only`` does), nor a hash
-from an earlier run (see ``hashing.Hashes``).
+The check never trusts "the folder is not empty" (what ModelScope's ``local_files_only`` does),
+nor a hash from an earlier run (see ``hashing.Hashes``).
 """
 
 from __future__ import annotations

@@ -3,12 +3,13 @@
 Flow of :func:`fetch` (online):
   1. list the revision's files on the hub (size, sha256) — the pin;
   2. check the local dir against that listing (sizes, safetensors header lengths, index shards,
-     sha256 with ``checksum``; cached hashes are reused);
+     sha256 with ``checksum``, every file read);
   3. delete files at their final name that are wrong (short, too long, bad header, wrong sha256,
      or whose hub sha256 changed since the last fetch), then ask the hub client for exactly the
      files that are not complete — so a finished 1.5 TB folder costs one listing and a stat per file,
      and an interrupted one resumes (modelscope-hub resumes ``*.incomplete`` files by HTTP Range);
   4. write ``.ascend-fetch.json`` (source, id, revision, commit, the listing) and check again.
+Steps 2-4 hold the directory's lock (``.cache/ascend-fetch.lock``): one fetch per directory.
 
 Offline (:func:`fetch` with ``offline=True`` or :func:`verify_local`) uses the listing pinned in
 ``.ascend-fetch.json`` when present, else index files and safetensors headers only.
