@@ -21,6 +21,7 @@ import hashlib
 import json
 import mmap
 import os
+import socket
 import struct
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -402,7 +403,12 @@ def _clear_o_direct(fd: int) -> bool:
 
 
 def partial_name(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+    """``<name>.<host>-<pid>.partial``: unique per process, also across the hosts of a shared
+    filesystem, so two writers of one file never rename or delete each other's temp file."""
+    return path.with_name(f"{path.name}.{_HOST}-{os.getpid()}.partial")
+
+
+_HOST = socket.gethostname().split(".")[0] or "host"
 
 
 class SafetensorsWriter:

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         local_dir: Optional[Path] = typer.Option(None, "--local-dir", help="Where the files go (required with a MODEL_ID)."),
         include: list[str] = typer.Option([], "--include", metavar="GLOB", help="Only repository paths matching GLOB (repeatable)."),
         offline: bool = typer.Option(False, "--offline", help="No network: check what is on disk against the pinned listing and safetensors headers."),
-        checksum: bool = typer.Option(False, "--checksum", help="Also compare sha256 with the hub listing (cached per file by size+mtime)."),
+        checksum: bool = typer.Option(False, "--checksum", help="Also compare sha256 with the hub listing (reads every file, every time)."),
         endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Hub endpoint URL (mirror); default from MODELSCOPE_ENDPOINT / HF_ENDPOINT."),
         workers: int = typer.Option(4, "--workers", min=1, help="Parallel downloads and hash workers."),
         overrides: list[str] = set_option(),

@@ -16,7 +16,8 @@ this recipe is skipped, so a rerun resumes where the last one stopped. One line 
 the full report goes to RUN_DIR/report.json and report.txt (default RUN_DIR: runs/<recipe name>).
 
 Exit 0 when every stage that ran passed, 3 when a check failed (plan does not fit, verify
-mismatch, smoke failure), 2 for a bad recipe or input.
+mismatch, smoke failure), 2 for a bad recipe or input (or another run using RUN_DIR), 130 after
+Ctrl-C (the report names the stage).
 
 Examples:
 
@@ -42,7 +43,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from rich.console import Console
 
-        from ascend.pipeline import run_pipeline
+        from ascend.pipeline import Interrupted, run_pipeline
         from ascend.pipeline.report import STYLE
         from ascend.recipe import load_recipe
 
@@ -75,11 +76,15 @@ def register(app: typer.Typer) -> None:
                 pass
 
         out.print(f"ascend run {recipe}: {r.description or r.name}", style="bold", markup=False)
-        report, error = run_pipeline(
-            r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
-            hold=hold if until == "serve" else None, progress=True,  # bars, or plain lines when piped
-        )
-        style = "bold red" if report.failed else "bold green"
+        try:
+            report, error = run_pipeline(
+                r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
+                hold=hold if until == "serve" else None, progress=True,  # bars, or plain lines when piped
+            )
+        except Interrupted as stopped:  # Ctrl-C: one line (the report records the stage), exit 130
+            err.print(f"{stopped}", markup=False)
+            raise typer.Exit(130) from None
+        style = "bold red" if report.failed or report.interrupted else "bold green"
         out.print(report.verdict(), style=style, markup=False)
         out.print(f"report: {Path(report.run_dir) / 'report.txt'} (JSON: report.json)", markup=False)
         if as_json:

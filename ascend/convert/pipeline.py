@@ -14,8 +14,11 @@ Memory: ``ascend.convert.memory.peak_rss_bytes(workers)``, independent of checkp
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import multiprocessing as mp
+import os
 import shutil
 import sys
 import threading
@@ -23,7 +26,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ascend import __version__
 from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, MANIFEST_FORMAT, SHARDING_FILE, STATE_DIR
@@ -33,6 +36,7 @@ from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, 
 from ascend.errors import CheckpointError, ConvertError
 from ascend.fileio import write_atomic, write_json
 from ascend.progress import ByteProgress
+from ascend.procs import die_with_parent, dir_lock
 
 # Files we write ourselves, never copied from the source
 OWN_FILES = {"config.json", MANIFEST, SHARDING_FILE, "quant_model_description.json"}
@@ -199,6 +203,13 @@ def _is_done(out: Path, rel: str, digest: str, check_hash: bool = True) -> bool:
     return not check_hash or file_sha256(path) == rec.get("sha256")
 
 
+def _partials(path: Path) -> list[Path]:
+    """Partial files of ``path`` any process may have left: ``<name>[.<host>-<pid>].partial``
+    (``partial_name``) and MindSpore's ``<stem>.partial<suffix>``."""
+    return [*path.parent.glob(glob.escape(path.name) + "*.partial"),
+            *path.parent.glob(glob.escape(path.stem) + ".partial" + glob.escape(path.suffix))]
+
+
 def files_for_node(jobs: ConvertJobs, node_rank: int, nnodes: int) -> list[tuple[str, OutputFile]]:
     """Deterministic disjoint subset: file i goes to node i mod nnodes (in jobs order)."""
     return [(rel, f) for i, (rel, f) in enumerate(jobs.all_files()) if i % nnodes == node_rank]
@@ -211,10 +222,14 @@ def files_for_node(jobs: ConvertJobs, node_rank: int, nnodes: int) -> list[tuple
 _progress_queue = None
 
 
-def _init_worker(queue, threads: int) -> None:
+def _init_worker(queue, threads: int, parent: int) -> None:
+    import signal
+
     import torch
 
     global _progress_queue
+    die_with_parent(parent)  # kill -9 of the parent must not leave workers writing into --out
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops the pool, no worker tracebacks
     _progress_queue = queue
     torch.set_num_threads(threads)
 
@@ -276,6 +291,32 @@ def convert(
     jobs = conversion_jobs(src_dir, opts)
     for warning in jobs.warnings:
         log(f"warning: {warning}")
+    with _output_lock(out, node_rank, nnodes, finalize_only):
+        return _convert_into(src_dir, out, jobs, opts, workers=workers, force=force, node_rank=node_rank,
+                             nnodes=nnodes, finalize_only=finalize_only, recipe_hash=recipe_hash, progress=progress,
+                             log=log, t0=t0)
+
+
+@contextlib.contextmanager
+def _output_lock(out: Path, node_rank: int, nnodes: int, finalize_only: bool) -> Iterator[None]:
+    """One conversion writes into ``out`` at a time: an exclusive lock on ``.ascend-convert/lock``.
+    A part of a multi-node conversion (``--nnodes > 1``) writes a disjoint set of files: it
+    shares that lock with the other parts and holds its own part's lock exclusively, so two runs
+    of one part, or a single-node run beside the parts, still exclude each other."""
+    lock, what = f"{STATE_DIR}/lock", "ascend convert"
+    if nnodes == 1 or finalize_only:
+        with dir_lock(out, what, name=lock):
+            yield
+        return
+    with dir_lock(out, what, name=lock, shared=True), \
+            dir_lock(out, f"{what} --node-rank {node_rank}", name=f"{lock}.part-{node_rank}-of-{nnodes}"):
+        yield
+
+
+def _convert_into(src_dir: str, out: Path, jobs: ConvertJobs, opts: ConvertOptions, *, workers: int, force: bool,
+                  node_rank: int, nnodes: int, finalize_only: bool, recipe_hash: str | None, progress: bool,
+                  log: Callable[[str], None], t0: float) -> ConvertResult:
+    """The conversion proper, under the output lock."""
     digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)
@@ -294,9 +335,8 @@ def convert(
         mine = files_for_node(jobs, node_rank, nnodes)
         todo = []
         for rel, f in mine:
-            for p in (partial_name(out / rel), (out / rel).with_name(f"{Path(rel).stem}.partial{Path(rel).suffix}")):
-                if p.exists():
-                    p.unlink()  # left by a killed run (ours, or MindSpore's writer)
+            for p in _partials(out / rel):
+                p.unlink(missing_ok=True)  # left by a killed run (ours, or MindSpore's writer)
             if not force and _is_done(out, rel, digest):
                 skipped.append(rel)
             else:
@@ -361,7 +401,10 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
     ctx = mp.get_context("fork" if fork else "spawn")
     queue = ctx.Queue() if progress else None
     threads = 1  # parallelism comes from the worker processes
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(queue, threads)) as pool:
+    # The pool is created, and so its workers forked, in this thread: the workers' parent-death
+    # signal fires when the forking thread ends (see ascend.procs.die_with_parent).
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(queue, threads, os.getpid())) as pool:
         pending = {pool.submit(_convert_one, src_dir, str(out), rel, pieces, digest, *source) for rel, pieces in jobs}
         bar = ByteProgress("convert", total) if progress else None
         try:
@@ -371,9 +414,12 @@ def _run_files(src_dir: str, out: Path, todo: list[tuple[str, OutputFile]], dige
                     bar.drain(queue)
                 for fut in done:
                     fut.result()  # re-raise a worker's error here
-        except BaseException:
+        except BaseException as err:
             for fut in pending:
                 fut.cancel()
+            if isinstance(err, KeyboardInterrupt):  # stop now; a rerun resumes (partials are removed)
+                for proc in list(pool._processes.values()):  # no public way to stop busy workers before 3.14
+                    proc.kill()
             raise
         finally:
             if bar:

@@ -1,8 +1,8 @@
 """Is a checkpoint directory whole? Sizes from the hub listing, lengths from safetensors headers,
 the shard list from every ``*.safetensors.index.json``, and (optionally) sha256 from the hub.
 
-The check never trusts "the folder is not empty" (what ModelScope's ``local_files_only`` does) and
-never re-hashes unchanged files (see ``hashing.HashCache``).
+The check never trusts "the folder is not empty" (what ModelScope's ``local_files_only`` does),
+nor a hash from an earlier run (see ``hashing.Hashes``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ascend.fetch.hashing import HashCache
+from ascend.fetch.hashing import Hashes
 from ascend.fetch.safetensors_header import HeaderError, expected_length
 
 # Files this toolkit or the hub clients keep next to the weights; never part of the model.
@@ -57,7 +57,7 @@ class CompletenessReport:
     root: str
     files: list[FileCheck] = field(default_factory=list)
     checked_sha256: int = 0
-    hashed_now: int = 0  # files read this run (the rest came from the hash cache)
+    hashed_now: int = 0  # files read by this check (the rest were read or verified earlier in the same fetch)
     index_files: list[str] = field(default_factory=list)
 
     @property
@@ -150,13 +150,15 @@ def check_dir(
     hash_workers: int = 4,
     on_hash_bytes: Callable[[int], None] | None = None,
     on_hash_total: Callable[[int], None] | None = None,
+    hashes: Hashes | None = None,
 ) -> CompletenessReport:
     """Check ``root`` against the hub listing ``remote`` (path -> RemoteFile), if known.
 
     Expected files: every listed file matching ``include`` (all if empty), plus every shard named
     by an index file. Without a listing (offline, hand-made folder) the expected set is the
     index shards plus the safetensors files present, and lengths come from the headers.
-    ``checksum`` compares sha256 with the listing for files whose size is already right.
+    ``checksum`` compares sha256 with the listing for files whose size is already right, reading
+    every such file except those whose hash ``hashes`` already holds from this same fetch call.
     """
     root = Path(root)
     include = list(include)
@@ -213,19 +215,18 @@ def check_dir(
 
     if checksum:
         to_hash = [r for r, c in checks.items() if c.state == OK and expected[r].sha256]
-        cache = HashCache(root)
+        hashes = hashes or Hashes(root)
+        read_before = len(hashes.hashed)
         if on_hash_total is not None:
-            on_hash_total(sum(checks[r].actual_size or 0 for r in to_hash if cache.cached(r) is None))
-        digests = cache.hash_many(to_hash, workers=hash_workers, on_bytes=on_hash_bytes)
+            on_hash_total(sum(checks[r].actual_size or 0 for r in to_hash if r not in hashes.known))
+        digests = hashes.hash_many(to_hash, workers=hash_workers, on_bytes=on_hash_bytes)
         report.checked_sha256 = len(to_hash)
-        report.hashed_now = len(cache.hashed)
+        report.hashed_now = len(hashes.hashed) - read_before
         for rel in to_hash:
             want = expected[rel].sha256.lower()
             if digests[rel] != want:
                 checks[rel].state = BAD_SHA256
                 checks[rel].detail = f"sha256 {digests[rel][:12]}… but the hub lists {want[:12]}…"
-                cache.forget(rel)
-        cache.save()
 
     if not checks:
         checks["*.safetensors"] = FileCheck(

@@ -3,12 +3,13 @@
 Flow of :func:`fetch` (online):
   1. list the revision's files on the hub (size, sha256) — the pin;
   2. check the local dir against that listing (sizes, safetensors header lengths, index shards,
-     sha256 with ``checksum``; cached hashes are reused);
+     sha256 with ``checksum``, every file read);
   3. delete files at their final name that are wrong (short, too long, bad header, wrong sha256,
      or whose hub sha256 changed since the last fetch), then ask the hub client for exactly the
      files that are not complete — so a finished 1.5 TB folder costs one listing and a stat per file,
      and an interrupted one resumes (modelscope-hub resumes ``*.incomplete`` files by HTTP Range);
   4. write ``.ascend-fetch.json`` (source, id, revision, commit, the listing) and check again.
+Steps 2-4 hold the directory's lock (``.cache/ascend-fetch.lock``): one fetch per directory.
 
 Offline (:func:`fetch` with ``offline=True`` or :func:`verify_local`) uses the listing pinned in
 ``.ascend-fetch.json`` when present, else index files and safetensors headers only.
@@ -36,10 +37,12 @@ from ascend.fetch.completeness import (
     check_dir,
     matches_any,
 )
-from ascend.fetch.hashing import HashCache
+from ascend.fetch.hashing import Hashes
 from ascend.fetch.hubs import DownloadFailed, Listing, make_hub
+from ascend.procs import dir_lock
 
 RECORD_NAME = ".ascend-fetch.json"
+LOCK_NAME = ".cache/ascend-fetch.lock"  # under .cache: never taken for a model file, nor copied by convert
 
 # A file at its final name in any of these states is removed before the download: the hub
 # clients resume from their own partial files (``*.incomplete``), never from the final name, and
@@ -203,11 +206,23 @@ def fetch(
             )
 
     local_dir.mkdir(parents=True, exist_ok=True)
-    before = check_dir(local_dir, wanted, include=include, checksum=checksum, hash_workers=hash_workers, **_hooks(progress))
+    with dir_lock(local_dir, "ascend fetch", name=LOCK_NAME):
+        return _fetch_into(local_dir, hub, model_id, revision, listing, wanted, include, stale, notes, checksum,
+                           max_workers, hash_workers, progress)
+
+
+def _fetch_into(local_dir: Path, hub, model_id: str, revision: str, listing: Listing, wanted: dict[str, RemoteFile],
+                include: list[str], stale: set[str], notes: list[str], checksum: bool, max_workers: int,
+                hash_workers: int, progress: Callable | None) -> FetchResult:
+    """Steps 2-4 of the flow, under the directory's lock."""
+    hashes = Hashes(local_dir)
+    before = check_dir(local_dir, wanted, include=include, checksum=checksum, hash_workers=hash_workers,
+                       hashes=hashes, **_hooks(progress))
     removed = []
     for f in before.files:
         if f.path in wanted and (f.state in _REPLACE or (f.path in stale and f.state == OK)):
             (local_dir / f.path).unlink(missing_ok=True)
+            hashes.forget(f.path)
             removed.append(f.path)
     need = sorted({f.path for f in before.problems if f.path in wanted} | set(removed))
 
@@ -218,9 +233,11 @@ def fetch(
         except DownloadFailed as err:
             download_error = str(err)
         if hub.verifies_sha256:
-            _trust_client_hashes(local_dir, {p: wanted[p] for p in need})
+            _trust_client_hashes(hashes, {p: wanted[p] for p in need})
 
-    after = check_dir(local_dir, wanted, include=include, checksum=checksum, hash_workers=hash_workers, **_hooks(progress))
+    after = check_dir(local_dir, wanted, include=include, checksum=checksum, hash_workers=hash_workers,
+                      hashes=hashes, **_hooks(progress))
+    after.hashed_now = len(hashes.hashed)  # every file this call read, before and after the download
     _write_record(local_dir, model_id, hub.name, listing, include, after.complete)
     return FetchResult(
         model_id, hub.name, str(local_dir), revision, listing.commit, False, after,
@@ -228,19 +245,17 @@ def fetch(
     )
 
 
-def _trust_client_hashes(local_dir: Path, downloaded: dict[str, RemoteFile]) -> None:
-    """Seed the hash cache with sha256 the hub client verified while streaming.
+def _trust_client_hashes(hashes: Hashes, downloaded: dict[str, RemoteFile]) -> None:
+    """Take the sha256 the hub client verified while streaming the files it just wrote.
 
     modelscope-hub hashes every byte it writes and refuses to rename a file whose sha256 differs
-    from the listing, so a file now at the listed size carries the listed hash; recording it saves
-    one full re-read of every new file on the next ``--checksum``.
+    from the listing, so a file now at the listed size carries the listed hash; taking it saves
+    reading every new file again in this same call's final check.
     """
-    cache = HashCache(local_dir)
     for rel, rf in downloaded.items():
-        path = local_dir / rel
+        path = hashes.root / rel
         if rf.sha256 and rf.size is not None and path.is_file() and path.stat().st_size == rf.size:
-            cache.remember(rel, rf.sha256, source="verified by the hub client while downloading")
-    cache.save()
+            hashes.remember(rel, rf.sha256)
 
 
 def _hooks(progress: Callable | None) -> dict:

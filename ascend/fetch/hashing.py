@@ -1,24 +1,17 @@
-"""sha256 of many large files, in parallel, remembered across runs.
+"""sha256 of many large files, in parallel (hashing releases the GIL, so threads suffice).
 
-Hashing 1.5 TB takes hours, so a verified hash is cached in ``.ascend-fetch-hashes.json`` next to
-the files, keyed by relative path and valid only while the file's size and mtime (ns) are
-unchanged. Any write to a file (a redownload, a bit flip fixed by hand) changes its mtime and
-forces a re-hash; nothing else does.
+Nothing is remembered across runs: an earlier version cached hashes keyed on size and mtime in
+``.ascend-fetch-hashes.json``, which let bit rot with an unchanged (or restored) mtime pass as
+verified; such a file is now ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ascend.fileio import write_json
-
-HASH_CACHE_NAME = ".ascend-fetch-hashes.json"
 _CHUNK = 8 * 1024 * 1024
 
 
@@ -33,88 +26,35 @@ def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> st
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class _Stamp:
-    size: int
-    mtime_ns: int
+class Hashes:
+    """sha256 of the files of one directory, established during one ``fetch`` call.
 
-
-def _stamp(path: Path) -> _Stamp:
-    st = path.stat()
-    return _Stamp(st.st_size, st.st_mtime_ns)
-
-
-class HashCache:
-    """Per-directory cache of file sha256 keyed by (size, mtime_ns)."""
+    ``--checksum`` reads every file it vouches for: a hash from an earlier run says nothing about
+    the bytes on disk now (bit rot leaves size and mtime alone; ``cp -a`` and ``touch -r``
+    restore an mtime). Within one call a file is read at most once: the check after the download
+    reuses the hashes read by the check before it, and the hashes the hub client verified while
+    streaming the files it just wrote (see ``fetch._trust_client_hashes``).
+    """
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.path = self.root / HASH_CACHE_NAME
-        self._entries: dict[str, dict] = {}
-        self._lock = threading.Lock()
-        self.hashed: list[str] = []  # files actually read this run (tests and reports use it)
-        try:
-            loaded = json.loads(self.path.read_text())
-            if isinstance(loaded, dict) and isinstance(loaded.get("files"), dict):
-                self._entries = loaded["files"]
-        except (OSError, ValueError):
-            pass
+        self.known: dict[str, str] = {}
+        self.hashed: list[str] = []  # files actually read (tests and reports use it)
 
-    def cached(self, rel: str) -> str | None:
-        """The cached hash of ``rel`` if the file is unchanged since it was hashed."""
-        entry = self._entries.get(rel)
-        if not entry:
-            return None
-        try:
-            stamp = _stamp(self.root / rel)
-        except OSError:
-            return None
-        if entry.get("size") == stamp.size and entry.get("mtime_ns") == stamp.mtime_ns:
-            return entry.get("sha256")
-        return None
-
-    def hash_many(
-        self,
-        rels: Iterable[str],
-        workers: int = 4,
-        on_bytes: Callable[[int], None] | None = None,
-    ) -> dict[str, str]:
-        """sha256 for each relative path, from the cache where valid, else by reading the file."""
-        rels = list(rels)
-        result: dict[str, str] = {}
-        todo: list[str] = []
-        for rel in rels:
-            hit = self.cached(rel)
-            if hit:
-                result[rel] = hit
-            else:
-                todo.append(rel)
-
-        def one(rel: str) -> tuple[str, str, _Stamp]:
-            path = self.root / rel
-            before = _stamp(path)
-            digest = sha256_file(path, on_bytes)
-            return rel, digest, before
-
-        if todo:
-            with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-                for rel, digest, stamp in pool.map(one, todo):
-                    result[rel] = digest
-                    with self._lock:
-                        self.hashed.append(rel)
-                        self._entries[rel] = {"size": stamp.size, "mtime_ns": stamp.mtime_ns, "sha256": digest}
-            self.save()
-        return result
-
-    def remember(self, rel: str, sha256: str, source: str) -> None:
-        """Record a hash established elsewhere (e.g. verified by the hub client while streaming)."""
-        stamp = _stamp(self.root / rel)
-        with self._lock:
-            self._entries[rel] = {"size": stamp.size, "mtime_ns": stamp.mtime_ns, "sha256": sha256.lower(), "source": source}
+    def remember(self, rel: str, sha256: str) -> None:
+        self.known[rel] = sha256.lower()
 
     def forget(self, rel: str) -> None:
-        with self._lock:
-            self._entries.pop(rel, None)
+        self.known.pop(rel, None)
 
-    def save(self) -> None:
-        write_json(self.path, {"version": 1, "files": self._entries}, indent=1, sort_keys=True)
+    def hash_many(self, rels: Iterable[str], workers: int = 4,
+                  on_bytes: Callable[[int], None] | None = None) -> dict[str, str]:
+        """sha256 for each relative path: read from disk unless already known in this call."""
+        rels = list(rels)
+        todo = [rel for rel in rels if rel not in self.known]
+        if todo:
+            with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+                for rel, digest in zip(todo, pool.map(lambda r: sha256_file(self.root / r, on_bytes), todo)):
+                    self.known[rel] = digest
+                    self.hashed.append(rel)
+        return {rel: self.known[rel] for rel in rels}

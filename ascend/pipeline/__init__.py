@@ -23,6 +23,7 @@ from typing import Any, Callable
 from ascend.errors import AscendError, CheckFailed, RecipeError
 from ascend.pipeline.report import STAGES, RunReport, StageResult
 from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, stop_service
+from ascend.procs import dir_lock
 
 ORDER = [s for s in STAGES if s != "stop"]
 NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve"}
@@ -68,7 +69,7 @@ def run_pipeline(
         raise RecipeError(f"--from {start} comes after --until {until}", fix="swap them")
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    lock = dir_lock(run_dir, "ascend run").acquire()  # two runs of one recipe would share its logs and reports
     report = RunReport(
         recipe=recipe.source_path or recipe.name,
         recipe_hash=recipe_hash(recipe),
@@ -86,6 +87,7 @@ def run_pipeline(
         echo(result)
 
     try:
+        write_atomic(run_dir / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         for i, name in enumerate(ORDER):
             dep = NEEDS.get(name)
             if not first <= i <= last:
@@ -105,6 +107,9 @@ def run_pipeline(
                 result, error = err.result, error or err
             except AscendError as err:
                 result, error = StageResult(name, "failed", err.line()), error or err
+            except KeyboardInterrupt:  # recorded, then the CLI exits 130 with one line
+                add(StageResult(name, "interrupted", "interrupted; rerun to resume", time.monotonic() - t0))
+                raise Interrupted(f"interrupted during {name}; rerun to resume") from None
             result.seconds = time.monotonic() - t0
             add(result)
         if hold is not None and ctx.service is not None and error is None:
@@ -119,7 +124,12 @@ def run_pipeline(
         report.seconds = time.monotonic() - t_run
         write_atomic(run_dir / "report.json", report.to_json())
         write_atomic(run_dir / "report.txt", report.to_text())
+        lock.release()
     return report, error
 
 
-__all__ = ["ORDER", "RunReport", "StageResult", "default_run_dir", "run_pipeline", "stage_name"]
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage; the message names the stage (the report records it too)."""
+
+
+__all__ = ["ORDER", "Interrupted", "RunReport", "StageResult", "default_run_dir", "run_pipeline", "stage_name"]

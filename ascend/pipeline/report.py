@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 # ok: ran and passed. skipped: its artifact was already complete for this recipe (or the recipe
 # needs no such step). failed: ran and did not pass. blocked: not run because an earlier stage
-# failed or did not run. not-run: outside --from/--until.
-StageStatus = Literal["ok", "skipped", "failed", "blocked", "not-run"]
+# failed or did not run. not-run: outside --from/--until. interrupted: stopped by Ctrl-C while running.
+StageStatus = Literal["ok", "skipped", "failed", "blocked", "not-run", "interrupted"]
 
 STAGES = ("plan", "source", "convert", "verify", "serve", "smoke", "stop")
 
-MARK = {"ok": "ok", "skipped": "skip", "failed": "FAIL", "blocked": "-", "not-run": "-"}
-STYLE = {"ok": "green", "skipped": "cyan", "failed": "bold red", "blocked": "dim", "not-run": "dim"}
+MARK = {"ok": "ok", "skipped": "skip", "failed": "FAIL", "blocked": "-", "not-run": "-", "interrupted": "INT"}
+STYLE = {"ok": "green", "skipped": "cyan", "failed": "bold red", "blocked": "dim", "not-run": "dim", "interrupted": "bold red"}
 
 
 @dataclass
@@ -45,13 +45,22 @@ class RunReport:
         return [s for s in self.stages if s.status == "failed"]
 
     @property
+    def interrupted(self) -> list[StageResult]:
+        return [s for s in self.stages if s.status == "interrupted"]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
 
     def verdict(self) -> str:
         done = [s.stage for s in self.stages if s.status in ("ok", "skipped")]
         asked = [s for s in self.stages if s.status != "not-run"]
-        head = f"FAILED at {self.failed[0].stage}" if self.failed else "OK"
+        if self.interrupted:
+            head = f"INTERRUPTED during {self.interrupted[0].stage}"
+        elif self.failed:
+            head = f"FAILED at {self.failed[0].stage}"
+        else:
+            head = "OK"
         return f"{head} — {len(done)} of {len(asked)} stages done in {self.seconds:.1f} s"
 
     def to_dict(self) -> dict[str, Any]:

@@ -50,6 +50,7 @@ import json
 import multiprocessing as mp
 import tempfile
 import traceback
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Sequence as Seq
 
@@ -59,6 +60,7 @@ import torch.distributed as dist
 from ascend import errors
 from ascend.checkpoint.files import SHARDING_FILE
 from ascend.errors import AscendError
+from ascend.procs import ignore_sigint_in, sigint_deferred
 from ascend.reference.model import ReferenceModel, Sequence, check_layout
 from ascend.reference.parallel import Parallel, destroy_parallel, free_port, init_parallel
 
@@ -325,6 +327,7 @@ def _rank_context():
     once (importing torch costs seconds per process; plain fork is unsafe after OpenMP use)."""
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["ascend.reference.runner"])
+    ignore_sigint_in(forkserver.ensure_running)  # Ctrl-C: the parent stops the ranks, none prints a traceback
     return ctx
 
 
@@ -345,8 +348,9 @@ def _spawn(model_dir, batch, ranks: int, dp: int, ep: int, timeout_s: float) -> 
         procs = [ctx.Process(target=_rank_main, args=(r, ranks, dp, ep, port, str(model_dir), batch, tmp), daemon=True)
                  for r in range(ranks)]
         try:
-            for p in procs:
-                p.start()
+            with sigint_deferred():  # a Ctrl-C here must not leave a started rank unknown to the finally
+                for p in procs:
+                    p.start()
             for p in procs:
                 p.join(timeout_s)
         finally:

@@ -26,6 +26,7 @@ import httpx
 
 from ascend.errors import ServeError
 from ascend.fileio import write_json
+from ascend.procs import DirLock, child_dies_with_me, dir_lock
 from ascend.serve.xllm import CPU_ENGINE_BINARY, Deployment
 from ascend.serve.xllm_flags import READY_LINE
 
@@ -89,6 +90,7 @@ class Service:
         self.base_url = f"http://{health_host}:{deployment.port}"
         self._log_seen = False  # readiness line found in rank 0's log
         self._log_offset = 0
+        self._lock: DirLock | None = None
 
     @property
     def served_model(self) -> str:
@@ -103,17 +105,19 @@ class Service:
         ranks = self.dep.node_ranks(self.node)
         if not ranks:
             raise ServeError(f"node {self.node} has no ranks in this deployment ({len(self.dep.hosts)} nodes)")
-        self._write_rank_table()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        # One service per log directory: a second one would truncate this one's rank logs.
+        self._lock = dir_lock(self.log_dir, "ascend serve").acquire()
         base_env = {k: v for k, v in os.environ.items() if k not in self.dep.unset_env}
         try:
+            self._write_rank_table()
             for r in ranks:
                 prefix = resolve_binary(r.argv[0])
                 log_path = self.log_dir / f"rank-{r.rank}.log"
                 with open(log_path, "wb") as log:
+                    # Ranks die with this process (kill -9 included), so none is left holding the ports.
                     self.procs[r.rank] = subprocess.Popen(
                         prefix + r.argv[1:], env={**base_env, **r.env}, stdout=log, stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL, start_new_session=True)
+                        stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=child_dies_with_me())
                 self.logs[r.rank] = log_path
         except BaseException:
             self.stop()
@@ -204,6 +208,9 @@ class Service:
             if proc.poll() is None:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         return {r: p.returncode for r, p in self.procs.items()}
 
     def __enter__(self) -> "Service":

@@ -3,8 +3,8 @@
 The server speaks the endpoints modelscope 1.40 / modelscope-hub 0.5.1 call (see
 ``ascend/fetch/hubs.py``): the recursive file listing with ``Size`` and ``Sha256``, the file
 download with HTTP Range resume, and repo info. Faults are injected per file: ``cut`` closes the
-connection after half the body (an interrupted transfer), ``corrupt`` serves the right number of
-wrong bytes (sha256 mismatch).
+connection after half the body (an interrupted transfer), ``hold`` waits for ``release`` (a download
+in progress), ``corrupt`` serves the right number of wrong bytes (sha256 mismatch).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class FakeModelScope:
         self.faults: dict[str, list[str]] = {}  # path -> faults consumed one per download request
         self.requests: list[tuple[str, str, str | None]] = []  # (kind, path, Range header)
         self.lock = threading.Lock()
+        self.release = threading.Event()  # fault "hold": the response waits for this
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -112,6 +113,8 @@ class FakeModelScope:
                         self.end_headers()
                         return
                 body = data[start:]
+                if fault == "hold":  # a download in progress until the test releases it
+                    hub.release.wait(timeout=60)
                 if fault == "corrupt":
                     body = bytes(b ^ 0xFF for b in body)
                 self.send_response(206 if rng else 200)

@@ -112,18 +112,36 @@ def test_corruption_on_disk_is_found_by_checksum_and_repaired(hub, tmp_path):
     _same_as_hub(hub, out)
 
 
-def test_checksum_reuses_cached_hashes_until_a_file_changes(hub, tmp_path):
+def test_checksum_reads_every_file_each_run(hub, tmp_path):
     out = tmp_path / "out"
-    assert _fetch(hub, out).complete
-    first, _ = verify_local(out, checksum=True)
-    assert first.complete and first.checked_sha256 == len(hub.files)
-    # The modelscope client verified sha256 while streaming, so nothing was re-read.
-    assert first.hashed_now == 0
+    first = _fetch(hub, out, checksum=True)
+    # The modelscope client verified sha256 while streaming: this call read nothing twice.
+    assert first.complete and first.report.hashed_now == 0
+    again = _fetch(hub, out, checksum=True)  # nothing to download: every file is read, once
+    assert again.complete and again.requested == [] and again.report.hashed_now == len(hub.files)
+    offline, _ = verify_local(out, checksum=True)
+    assert offline.complete and offline.checked_sha256 == offline.hashed_now == len(hub.files)
 
-    st = (out / SHARD).stat()
-    os.utime(out / SHARD, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    second, _ = verify_local(out, checksum=True)
-    assert second.complete and second.hashed_now == 1  # only the touched file
+
+def test_checksum_catches_bit_rot_behind_an_unchanged_mtime(hub, tmp_path):
+    """Bit rot (or a corrupt `cp -a` copy) keeps size and mtime: --checksum must still see it."""
+    out = tmp_path / "out"
+    assert _fetch(hub, out, checksum=True).complete
+    assert verify_local(out, checksum=True)[0].complete
+    path = out / SHARD
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # as `cp -a` or `touch -r` would leave it
+    assert path.stat().st_mtime_ns == st.st_mtime_ns and path.stat().st_size == st.st_size
+
+    report, _ = verify_local(out, checksum=True)
+    assert [(f.path, f.state) for f in report.problems] == [(SHARD, BAD_SHA256)]
+    assert "sha256 verified" not in report.summary()
+    repaired = _fetch(hub, out, checksum=True)
+    assert repaired.removed == [SHARD] and repaired.complete
+    _same_as_hub(hub, out)
 
 
 def test_changed_hub_file_with_same_size_is_refetched(hub, tmp_path):
