@@ -72,8 +72,9 @@ def script_by_prompt(tokenizer: Tokenizer, answers: dict[str, str], default: str
 
 @contextmanager
 def scripted_server(model_dir: Path, answers: dict[str, str], *, flags: dict | None = None, delay_s: float = 0.0,
-                    api_key: str | None = None):
-    """Yield ``(base_url, state, generator)`` of a CPU-engine server on 127.0.0.1; always stopped."""
+                    api_key: str | None = None, max_model_len: int | None = None):
+    """Yield ``(base_url, state, generator)`` of a CPU-engine server on 127.0.0.1; always stopped.
+    ``max_model_len``: what the engine's ASCEND_XLLM_CPU_MAX_MODEL_LEN would give."""
     from ascend.serve.cpu_engine.flags import parse_flags
     from ascend.serve.cpu_engine.generator import ScriptedGenerator
     from ascend.serve.cpu_engine.main import build_state, make_server
@@ -86,7 +87,7 @@ def scripted_server(model_dir: Path, answers: dict[str, str], *, flags: dict | N
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     gen = ScriptedGenerator(tok.get_vocab_size(), tok.token_to_id("<|endoftext|>"), script_by_prompt(tok, answers),
                             delay_s=delay_s)
-    state = build_state(gen, parsed, api_key=api_key)
+    state = build_state(gen, parsed, api_key=api_key, max_model_len=max_model_len)
     server = make_server(state, host="127.0.0.1", port=port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -81,6 +81,12 @@ class Request:
         self.cancelled.set()
 
 
+def _unique(reqs: list[Request]) -> list[Request]:
+    """``reqs`` without repeats (admitted requests may already be in ``running``)."""
+    seen: set[int] = set()
+    return [r for r in reqs if not (id(r) in seen or seen.add(id(r)))]
+
+
 class Scheduler:
     def __init__(self, generator: Generator, eos_ids: set[int], *, max_seqs: int, max_tokens_per_batch: int,
                  step_timeout_s: float = STEP_TIMEOUT_S):
@@ -118,6 +124,8 @@ class Scheduler:
         """None when serving works, else why not (thread-safe: reads state only)."""
         if self.failed:
             return self.failed
+        if not self.stopping and self.thread.ident is not None and not self.thread.is_alive():
+            return "the scheduler thread has stopped (see the log)"
         started = self.step_started
         if started is not None and time.monotonic() - started > self.step_timeout_s:
             return (f"a model step has been running for {time.monotonic() - started:.0f} s "
@@ -170,14 +178,14 @@ class Scheduler:
                 self._step(admitted)
             except AscendError as err:  # the runner refused this batch's input; the job stays usable
                 log.error("batch rejected: %s", err.line())
-                for req in dict.fromkeys(self.running + admitted):  # admitted may already be in running
+                for req in _unique(self.running + admitted):
                     if req.seq_id is not None:
                         self.generator.free(req.seq_id)
                         req.seq_id = None
                     req.emit("rejected", err.line())
                 self.running = []
             except Exception as err:  # the forward failed: fail its batch; the generator says if it is broken
-                for req in dict.fromkeys(self.running + admitted):
+                for req in _unique(self.running + admitted):
                     self._fail(req, "model step", err)
                 self.running = []
                 broken = getattr(self.generator, "broken", None)

@@ -125,13 +125,13 @@ def validation_error(errors: list[dict]) -> ApiError:
         expected = _EXPECTED.get(kind.split("_")[0], "another type")
         return ApiError(400, f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
                         param=param, code="invalid_type")
-    bounds = {"greater_than_equal": ("below minimum", ">=", "ge"), "greater_than": ("below minimum", ">", "gt"),
-              "less_than_equal": ("above maximum", "<=", "le"), "less_than": ("above maximum", "<", "lt")}
+    bounds = {"greater_than_equal": ("below", "minimum", ">=", "ge"), "greater_than": ("below", "minimum", ">", "gt"),
+              "less_than_equal": ("above", "maximum", "<=", "le"), "less_than": ("above", "maximum", "<", "lt")}
     if kind in bounds:
-        where, op, key = bounds[kind]
+        side, limit, op, key = bounds[kind]
         number = "integer" if isinstance(value, int) else "decimal"
-        return ApiError(400, f"Invalid '{param}': {number} {where} value. Expected a value {op} {ctx[key]}, but got "
-                        f"{value} instead.", param=param, code=f"{number}_{where.replace(' ', '_')}_value")
+        return ApiError(400, f"Invalid '{param}': {number} {side} {limit} value. Expected a value {op} {ctx[key]}, but "
+                        f"got {value} instead.", param=param, code=f"{number}_{side}_{limit[:3]}_value")
     if kind == "too_long":
         return ApiError(400, f"Invalid '{param}': array too long. Expected an array with maximum length "
                         f"{ctx['max_length']}, but got an array with length {ctx['actual_length']} instead.",
