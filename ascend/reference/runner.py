@@ -177,7 +177,7 @@ class ModelRunner:
         return out
 
     def free(self, seq_id: int) -> None:
-        if self._closed:  # nothing left to free (e.g. a scheduler draining after shutdown)
+        if self._closed or self.broken:  # nothing left to free (a scheduler draining after shutdown or a failure)
             return
         self._require_driver("free")
         self._live.pop(int(seq_id), None)

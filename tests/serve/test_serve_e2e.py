@@ -64,7 +64,7 @@ serve:
   tool_call_parser: glm5
   reasoning_parser: glm5
   startup_timeout_s: 150
-  extra_args: ["--health_check_interval_ms=500"]  # a silent rank shows in /health after 2.5 s
+  extra_args: ["--health_check_interval_ms=1000"]  # a silent rank shows in /health after 5 s
 """
     path = tmp / "recipe.yaml"
     path.write_text(text)

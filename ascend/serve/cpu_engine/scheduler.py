@@ -144,13 +144,13 @@ class Scheduler:
         req.emit(kind, reason)
 
     def _fail(self, req: Request, what: str, err: Exception) -> None:
-        """This request failed; the others go on."""
-        log.exception("%s failed", what)
+        """End this request with an error; the others go on (the caller logs the traceback)."""
+        message = f"{what} failed: {type(err).__name__}: {err}"
         try:
-            self._finish(req, f"{what} failed: {type(err).__name__}: {err}", "error")
+            self._finish(req, message, "error")
         except Exception:  # freeing failed too: the request still gets its answer
             req.seq_id = None
-            req.emit("error", f"{what} failed: {type(err).__name__}: {err}")
+            req.emit("error", message)
 
     def _loop(self) -> None:
         while True:
@@ -185,6 +185,7 @@ class Scheduler:
                     req.emit("rejected", err.line())
                 self.running = []
             except Exception as err:  # the forward failed: fail its batch; the generator says if it is broken
+                log.exception("model step failed")
                 for req in _unique(self.running + admitted):
                     self._fail(req, "model step", err)
                 self.running = []
@@ -209,6 +210,7 @@ class Scheduler:
                 if req.params.seed is not None:
                     req.rng = torch.Generator().manual_seed(int(req.params.seed))
             except Exception as err:
+                log.exception("starting a request failed")
                 admitted.remove(req)
                 self._fail(req, "starting the request", err)
         batch = self.running + admitted
@@ -222,6 +224,7 @@ class Scheduler:
             try:
                 token = sample(logits[row], req.params, req.rng)
             except Exception as err:
+                log.exception("sampling failed")
                 self._fail(req, "sampling", err)
                 continue
             req.last_token = token
