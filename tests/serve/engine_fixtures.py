@@ -57,6 +57,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses of the LISTEN sockets on ``port``, hex as /proc/net/tcp{,6} write them
+    (127.0.0.1 is ``0100007F``; every interface ``00000000`` or ``000…0`` for IPv6)."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                out.append(local.rpartition(":")[0])
+    return out
+
+
 def script_by_prompt(tokenizer: Tokenizer, answers: dict[str, str], default: str = "Hello there."):
     """Answer with ``answers[key]`` when ``key`` occurs in the last turn of the decoded prompt
     (after the last ``<|user|>`` / ``<|observation|>``), else ``default``."""

@@ -147,26 +147,16 @@ def test_max_model_len_env(monkeypatch, tmp_path):
 
 
 # --- issue 16 #9: the rendezvous store listens on the master address only
-def _listeners(port: int) -> list[str]:
-    """Local addresses of the LISTEN sockets on ``port`` (from /proc/net/tcp and tcp6)."""
-    out = []
-    for name in ("tcp", "tcp6"):
-        for line in open(f"/proc/net/{name}").read().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            addr, _, hexport = local.partition(":")
-            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
-                out.append(addr)
-    return out
-
-
 def test_rendezvous_store_binds_the_master_address_only():
+    from engine_fixtures import listening_addresses
+
     from ascend.errors import ServeError
     from ascend.reference.parallel import free_port, rendezvous_store
 
     port = free_port()
     store = rendezvous_store("127.0.0.1", port, rank=0, world_size=1, timeout_s=10)
     store.set("k", "v")
-    assert _listeners(port) == ["0100007F"]  # 127.0.0.1, not 0.0.0.0 or ::
+    assert listening_addresses(port) == ["0100007F"]  # 127.0.0.1, not 0.0.0.0 or ::
     del store
     with pytest.raises(ServeError, match="cannot serve the rendezvous store on 192.0.2.1"):
         rendezvous_store("192.0.2.1", free_port(), rank=0, world_size=2, timeout_s=10)  # not this machine's address

@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from engine_fixtures import free_port
+from engine_fixtures import free_port, listening_addresses
 
 pytestmark = pytest.mark.slow
 from ascend.reference import scripted  # noqa: E402
@@ -193,23 +193,12 @@ def test_tools(client):
         [(scripted.WEATHER_TOOL_NAME, {"city": "Paris"})]
 
 
-def _listeners(port: int) -> list[str]:
-    """Local addresses (hex, as /proc/net/tcp{,6} write them) of the LISTEN sockets on ``port``."""
-    out = []
-    for name in ("tcp", "tcp6"):
-        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A" and int(local.rpartition(":")[2], 16) == port:
-                out.append(local.rpartition(":")[0])
-    return out
-
-
 def test_rendezvous_store_listens_on_the_master_address_only(service):
     """Single node: the gloo store (served by rank 0, unauthenticated) is not reachable from other hosts."""
     argv = Path(f"/proc/{service.pids[0]}/cmdline").read_text().split("\0")
     master = next(a for a in argv if a.startswith("--master_node_addr=")).split("=", 1)[1]
     assert master.startswith("127.0.0.1:")
-    assert _listeners(int(master.rpartition(":")[2])) == ["0100007F"]  # 127.0.0.1 only, not 0.0.0.0 or ::
+    assert listening_addresses(int(master.rpartition(":")[2])) == ["0100007F"]  # 127.0.0.1 only, not 0.0.0.0 or ::
 
 
 def test_stuck_rank_turns_health_503_and_requests_fail_fast(service, client):

@@ -115,13 +115,13 @@ def validation_error(errors: list[dict]) -> ApiError:
     before type errors: in a union, the type errors are the other members')."""
     if not errors:
         return ApiError(400, "invalid request body")
-    err = sorted(errors, key=lambda e: e["type"].endswith("_type"))[0]
+    err = min(errors, key=lambda e: e["type"].endswith("_type"))
     kind, ctx, value, param = err["type"], err.get("ctx") or {}, err.get("input"), _param(tuple(err.get("loc", ())))
     if kind == "json_invalid":
         return ApiError(400, f"request body is not valid JSON: {ctx.get('error', '')}".strip())
     if kind == "missing":
         return ApiError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    if kind.endswith("_type") or kind.endswith("_parsing") or kind == "int_from_float":
+    if kind.endswith(("_type", "_parsing")) or kind == "int_from_float":
         expected = _EXPECTED.get(kind.split("_")[0], "another type")
         return ApiError(400, f"Invalid type for '{param}': expected {expected}, but got {_kind(value)} instead.",
                         param=param, code="invalid_type")
