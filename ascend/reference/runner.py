@@ -226,7 +226,10 @@ class ModelRunner:
                     self._closed = True
                     if on_release is not None:
                         on_release()
-                    self.par.store.add(RELEASED_KEY, 1)
+                    try:
+                        self.par.store.add(RELEASED_KEY, 1)
+                    except RuntimeError:  # rank 0 stopped waiting and left: nobody to tell
+                        pass
                     destroy_parallel(self.par)
                     return
         finally:
