@@ -4,6 +4,7 @@ in-process CPU-engine server driven by a ScriptedGenerator, for HTTP-level tests
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -52,6 +53,19 @@ def write_model_dir(path: Path, *, max_context: int = 512, template: str = GLM_T
 
 
 def free_port() -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range: a port the kernel hands out
+    (bind to 0) can be taken again by any outgoing connection — the ranks' own gloo and store
+    connections included — before the server binds it."""
+    range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    first_ephemeral = int(range_file.read_text().split()[0]) if range_file.is_file() else 32768
+    for _ in range(200):
+        port = random.randrange(20000, max(20001, first_ephemeral))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
