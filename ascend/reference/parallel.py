@@ -15,12 +15,18 @@ At an MoE layer the tokens of every DP group are first gathered to every rank; a
 partial outputs are summed over the world and each DP group takes back its rows (``moe.py``).
 
 With ``world == 1`` every collective is a no-op, so the same model code runs unsharded.
+
+The rendezvous store (a ``TCPStore`` served by rank 0, unauthenticated) listens on the master
+address only, never on every interface. ``Heartbeat`` uses it to tell rank 0 which ranks are
+still alive.
 """
 
 from __future__ import annotations
 
 import datetime
 import socket
+import threading
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +45,8 @@ class Parallel:
     ep: int = 1
     attn_group: object | None = field(default=None, repr=False)  # this rank's DP group (attention TP)
     ep_group: object | None = field(default=None, repr=False)  # the ep ranks sharing this MoE-TP index
+    store: object | None = field(default=None, repr=False)  # the rendezvous store (world > 1)
+    master: tuple[str, int] = ("127.0.0.1", 0)  # the store's address
 
     def __post_init__(self) -> None:
         self.layout = ParallelLayout(1, self.world_size, self.dp, self.ep).check()
@@ -136,17 +144,13 @@ def init_parallel(
 
     Every rank must call this with the same ``world_size``, ``dp``, ``ep``, address and port.
     """
-    par = Parallel(rank=rank, world_size=world_size, dp=dp, ep=ep)
+    par = Parallel(rank=rank, world_size=world_size, dp=dp, ep=ep, master=(master_addr, master_port))
     if world_size == 1:
         return par
     if not dist.is_initialized():
-        dist.init_process_group(
-            "gloo",
-            init_method=f"tcp://{master_addr}:{master_port}",
-            rank=rank,
-            world_size=world_size,
-            timeout=datetime.timedelta(seconds=timeout_s),
-        )
+        par.store = rendezvous_store(master_addr, master_port, rank, world_size, timeout_s)
+        dist.init_process_group("gloo", store=par.store, rank=rank, world_size=world_size,
+                                timeout=datetime.timedelta(seconds=timeout_s))
     # new_group is collective: every rank creates every group, in the same order
     for g in range(dp):
         ranks = list(range(g * par.attn_tp, (g + 1) * par.attn_tp))
@@ -159,6 +163,82 @@ def init_parallel(
         if j == par.moe_tp_rank:
             par.ep_group = group
     return par
+
+
+def rendezvous_store(host: str, port: int, rank: int, world_size: int, timeout_s: float) -> dist.TCPStore:
+    """The gloo rendezvous store: rank 0 serves it on ``host`` alone (torch's own server would
+    listen on every interface), the other ranks connect to it."""
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if rank != 0:
+        return dist.TCPStore(host, port, world_size, False, timeout)
+    from ascend.errors import ServeError
+
+    sock = None
+    try:
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as err:
+        if sock is not None:
+            sock.close()
+        raise ServeError(f"rank 0 cannot serve the rendezvous store on {host}:{port}", why=err.strerror or str(err),
+                         fix="rank 0 must run on the master address's host, and the master port must be free") from None
+    # the store's server owns the socket from here (detach: Python must not close it)
+    return dist.TCPStore(host, port, world_size, True, timeout, master_listen_fd=sock.detach())
+
+
+class Heartbeat:
+    """Rank liveness over the rendezvous store, from a daemon thread on its own connection: every
+    rank but 0 bumps its counter each ``interval_s``; rank 0 watches the counters, and
+    ``verdict`` names the ranks whose counter has not moved for ``STALE_BEATS`` intervals
+    (a dead rank, or one stopped as a whole)."""
+
+    STALE_BEATS = 5
+
+    def __init__(self, par: Parallel, interval_s: float):
+        self.rank, self.world_size, self.interval_s = par.rank, par.world_size, interval_s
+        host, port = par.master
+        self.store = dist.TCPStore(host, port, None, False, datetime.timedelta(seconds=max(10.0, 3 * interval_s)))
+        self.verdict: str | None = None  # rank 0: why the ranks are not all alive
+        self._stop = threading.Event()
+        target = self._watch if self.rank == 0 else self._beat
+        self.thread = threading.Thread(target=target, name="heartbeat", daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def key(rank: int) -> str:
+        return f"ascend/heartbeat/{rank}"
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.store.add(self.key(self.rank), 1)
+            except Exception:  # rank 0 (which serves the store) is gone: nobody to tell
+                return
+            self._stop.wait(self.interval_s)
+
+    def _watch(self) -> None:
+        seen = {r: (-1, time.monotonic()) for r in range(1, self.world_size)}  # rank -> (count, when it moved)
+        while not self._stop.wait(self.interval_s):
+            now = time.monotonic()
+            try:
+                for r, (count, _) in seen.items():
+                    new = self.store.add(self.key(r), 0)
+                    if new != count:
+                        seen[r] = (new, now)
+            except Exception as err:
+                self.verdict = f"cannot read the ranks' heartbeats: {err}"
+                continue
+            late = [f"rank {r} has sent no heartbeat for {now - when:.0f} s" for r, (_, when) in seen.items()
+                    if now - when > self.STALE_BEATS * self.interval_s]
+            self.verdict = "; ".join(late) + " (stuck or dead)" if late else None
 
 
 def destroy_parallel(par: Parallel) -> None:

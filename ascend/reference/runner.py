@@ -15,8 +15,10 @@ address. Construction joins the gloo process group (blocking until all W ranks h
 ``timeout_s``), then loads this rank's weights. Bad input raises ``CheckpointError`` (bad dir) or
 ``PlanError`` (dp/ep do not divide the world, heads or experts) on every rank.
 
-Rank 0 (``runner.is_driver``) drives; every other rank calls ``runner.follow()``, which executes
-the commands rank 0 broadcasts and returns after ``shutdown()``.
+Rank 0 (``runner.is_driver``) drives; every other rank calls ``runner.follow(on_release=None)``,
+which executes the commands rank 0 broadcasts and returns after ``shutdown()``; ``on_release``
+runs when the shutdown command arrives, before the acknowledgement (the CPU engine ignores
+SIGTERM from there on, so a launcher's late SIGTERM cannot cut its clean exit short).
 
 Rank 0 API (single-threaded: call from one thread only):
 
@@ -31,8 +33,11 @@ Rank 0 API (single-threaded: call from one thread only):
   total length above ``max_model_len``): ``AscendError`` (exit code 2), and the job stays usable.
 - ``free(seq_id)``: drop a sequence's caches on every rank (unknown ids are ignored; a no-op after
   ``shutdown()``).
-- ``shutdown()``: tell the followers to return, leave the process group. Idempotent. Also run by
-  ``close()`` / the context manager.
+- ``shutdown()``: tell the followers to return, wait (a few seconds at most) until each has
+  acknowledged, leave the process group. Idempotent. Also run by ``close()`` / the context manager.
+- ``health() -> str | None``: None while every rank is alive and in step; else why not (a rank
+  silent for 5 heartbeats, with ``heartbeat_s`` given; or ``broken``: a forward failed after its
+  command went out, so the ranks are out of step for good). Thread-safe.
 
 Attributes on every rank: ``rank``, ``world_size``, ``is_driver``, ``config`` (config.json dict),
 ``args`` (``ModelArgs``), ``vocab_size``, ``max_model_len`` (``max_position_embeddings``),
@@ -49,6 +54,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import tempfile
+import time
 import traceback
 from multiprocessing import forkserver
 from pathlib import Path
@@ -62,7 +68,10 @@ from ascend.checkpoint.files import SHARDING_FILE
 from ascend.errors import AscendError
 from ascend.procs import ignore_sigint_in, sigint_deferred
 from ascend.reference.model import ReferenceModel, Sequence, check_layout
-from ascend.reference.parallel import Parallel, destroy_parallel, free_port, init_parallel
+from ascend.reference.parallel import Heartbeat, Parallel, destroy_parallel, free_port, init_parallel
+
+RELEASED_KEY = "ascend/released"  # followers that acknowledged the shutdown command
+RELEASE_WAIT_S = 5.0
 
 
 def run_batch(model: ReferenceModel, seqs_by_id: dict[int, Sequence], seq_ids: list[int],
@@ -118,9 +127,12 @@ class ModelRunner:
     """See the module docstring for the contract."""
 
     def __init__(self, model_dir: str | Path, *, rank: int = 0, world_size: int = 1, dp: int = 1, ep: int = 1,
-                 master_addr: str = "127.0.0.1", master_port: int = 0, timeout_s: float = 300.0):
+                 master_addr: str = "127.0.0.1", master_port: int = 0, timeout_s: float = 300.0,
+                 heartbeat_s: float | None = None):
         self.par: Parallel = init_parallel(rank, world_size, dp, ep, master_addr, master_port, timeout_s)
         self.model = _load_on_every_rank(model_dir, self.par)
+        self._heartbeat = Heartbeat(self.par, heartbeat_s) if heartbeat_s and self.par.distributed else None
+        self.broken: str | None = None
         self.args = self.model.args
         self.config = self.args.config
         eos = self.config.get("eos_token_id")
@@ -156,27 +168,40 @@ class ModelRunner:
         if unknown:
             raise AscendError(f"forward: unknown or freed sequence id {unknown[0]}", fix="call new_sequence() first")
         self.model.check_tokens(token_lists, [self._live[s] for s in seq_ids])
-        self._broadcast({"op": "forward", "seq_ids": seq_ids, "tokens": token_lists})
-        out = run_batch(self.model, self._seqs, seq_ids, token_lists, all_positions=False)
+        try:
+            self._broadcast({"op": "forward", "seq_ids": seq_ids, "tokens": token_lists})
+            out = run_batch(self.model, self._seqs, seq_ids, token_lists, all_positions=False)
+        except Exception as err:
+            if self.par.distributed:  # the other ranks may be mid-step: they are out of step for good
+                self.broken = f"{type(err).__name__}: {err}"
+            raise
         for sid, toks in zip(seq_ids, token_lists):
             self._live[sid] += len(toks)
         return out
 
     def free(self, seq_id: int) -> None:
-        if self._closed:  # nothing left to free (e.g. a scheduler draining after shutdown)
+        if self._closed or self.broken:  # nothing left to free (a scheduler draining after shutdown or a failure)
             return
         self._require_driver("free")
         self._live.pop(int(seq_id), None)
         self._broadcast({"op": "free", "seq_ids": [int(seq_id)]})
         self._seqs.pop(int(seq_id), None)
 
+    def health(self) -> str | None:
+        return self.broken or (self._heartbeat.verdict if self._heartbeat else None)
+
     def shutdown(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self.is_driver:
-            self._broadcast({"op": "shutdown"})
-        destroy_parallel(self.par)
+        try:
+            if self.is_driver and self.par.distributed:
+                self._broadcast({"op": "shutdown"})
+                self._wait_released()
+        finally:
+            if self._heartbeat:
+                self._heartbeat.stop()
+            destroy_parallel(self.par)
 
     close = shutdown
 
@@ -187,22 +212,32 @@ class ModelRunner:
         self.shutdown()
 
     # --- other ranks -------------------------------------------------------------------------
-    def follow(self) -> None:
-        """Execute rank 0's commands until it shuts down (non-zero ranks only)."""
+    def follow(self, on_release=None) -> None:
+        """Execute rank 0's commands until it shuts down (non-zero ranks only); see the contract."""
         if self.is_driver:
             raise AscendError("follow() is for ranks other than 0; rank 0 drives with forward()")
-        while True:
-            cmd = self._receive()
-            op = cmd["op"]
-            if op == "forward":
-                run_batch(self.model, self._seqs, cmd["seq_ids"], cmd["tokens"], all_positions=False)
-            elif op == "free":
-                for sid in cmd["seq_ids"]:
-                    self._seqs.pop(sid, None)
-            elif op == "shutdown":
-                self._closed = True
-                destroy_parallel(self.par)
-                return
+        try:
+            while True:
+                cmd = self._receive()
+                op = cmd["op"]
+                if op == "forward":
+                    run_batch(self.model, self._seqs, cmd["seq_ids"], cmd["tokens"], all_positions=False)
+                elif op == "free":
+                    for sid in cmd["seq_ids"]:
+                        self._seqs.pop(sid, None)
+                elif op == "shutdown":
+                    self._closed = True
+                    if on_release is not None:
+                        on_release()
+                    try:
+                        self.par.store.add(RELEASED_KEY, 1)
+                    except RuntimeError:  # rank 0 stopped waiting and left: nobody to tell
+                        pass
+                    destroy_parallel(self.par)
+                    return
+        finally:
+            if self._heartbeat:
+                self._heartbeat.stop()
 
     # --- plumbing ----------------------------------------------------------------------------
     def _require_driver(self, what: str) -> None:
@@ -210,6 +245,13 @@ class ModelRunner:
             raise AscendError(f"{what}() is rank 0's; other ranks call follow()")
         if self._closed:
             raise AscendError(f"{what}(): the runner was shut down")
+
+    def _wait_released(self) -> None:
+        """Until every follower has acknowledged the shutdown (or RELEASE_WAIT_S passed): rank 0
+        exiting first would let a launcher signal followers that are already on their way out."""
+        deadline = time.monotonic() + RELEASE_WAIT_S
+        while self.par.store.add(RELEASED_KEY, 0) < self.par.world_size - 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def _broadcast(self, cmd: dict) -> None:
         if self.par.world_size == 1:

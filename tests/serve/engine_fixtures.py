@@ -4,6 +4,7 @@ in-process CPU-engine server driven by a ScriptedGenerator, for HTTP-level tests
 from __future__ import annotations
 
 import json
+import random
 import socket
 import threading
 import time
@@ -52,9 +53,34 @@ def write_model_dir(path: Path, *, max_context: int = 512, template: str = GLM_T
 
 
 def free_port() -> int:
+    """A free port on 127.0.0.1 below the kernel's ephemeral range: a port the kernel hands out
+    (bind to 0) can be taken again by any outgoing connection — the ranks' own gloo and store
+    connections included — before the server binds it."""
+    range_file = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    first_ephemeral = int(range_file.read_text().split()[0]) if range_file.is_file() else 32768
+    for _ in range(200):
+        port = random.randrange(20000, max(20001, first_ephemeral))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def listening_addresses(port: int) -> list[str]:
+    """Local addresses of the LISTEN sockets on ``port``, hex as /proc/net/tcp{,6} write them
+    (127.0.0.1 is ``0100007F``; every interface ``00000000`` or ``000…0`` for IPv6)."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and int(local.rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                out.append(local.rpartition(":")[0])
+    return out
 
 
 def script_by_prompt(tokenizer: Tokenizer, answers: dict[str, str], default: str = "Hello there."):
@@ -72,8 +98,9 @@ def script_by_prompt(tokenizer: Tokenizer, answers: dict[str, str], default: str
 
 @contextmanager
 def scripted_server(model_dir: Path, answers: dict[str, str], *, flags: dict | None = None, delay_s: float = 0.0,
-                    api_key: str | None = None):
-    """Yield ``(base_url, state, generator)`` of a CPU-engine server on 127.0.0.1; always stopped."""
+                    api_key: str | None = None, max_model_len: int | None = None):
+    """Yield ``(base_url, state, generator)`` of a CPU-engine server on 127.0.0.1; always stopped.
+    ``max_model_len``: what the engine's ASCEND_XLLM_CPU_MAX_MODEL_LEN would give."""
     from ascend.serve.cpu_engine.flags import parse_flags
     from ascend.serve.cpu_engine.generator import ScriptedGenerator
     from ascend.serve.cpu_engine.main import build_state, make_server
@@ -86,7 +113,7 @@ def scripted_server(model_dir: Path, answers: dict[str, str], *, flags: dict | N
     tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
     gen = ScriptedGenerator(tok.get_vocab_size(), tok.token_to_id("<|endoftext|>"), script_by_prompt(tok, answers),
                             delay_s=delay_s)
-    state = build_state(gen, parsed, api_key=api_key)
+    state = build_state(gen, parsed, api_key=api_key, max_model_len=max_model_len)
     server = make_server(state, host="127.0.0.1", port=port)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

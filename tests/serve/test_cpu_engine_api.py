@@ -222,3 +222,179 @@ def test_api_key(model_dir):
         assert ok.models.list().data[0].id == "tiny"
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
+
+
+# --- issue 16 #5: every sampling field validated as OpenAI does; one request cannot break the engine
+HI = [{"role": "user", "content": "hi"}]
+
+
+def _still_serving(url: str, client) -> None:
+    assert httpx.get(url + "/health").status_code == 200
+    assert client.chat.completions.create(model="tiny", messages=HI).choices[0].message.content
+
+
+@pytest.mark.parametrize("fields,param,code", [
+    ({"seed": 2**64}, "seed", "integer_above_max_value"),
+    ({"seed": -(2**63) - 1}, "seed", "integer_below_min_value"),
+    ({"seed": 1.5}, "seed", "invalid_type"),
+    ({"temperature": 2.5}, "temperature", "decimal_above_max_value"),
+    ({"temperature": -0.5}, "temperature", "decimal_below_min_value"),
+    ({"temperature": True}, "temperature", "invalid_type"),
+    ({"temperature": "0.5"}, "temperature", "invalid_type"),
+    ({"top_p": 1.5}, "top_p", "decimal_above_max_value"),
+    ({"top_k": -2}, "top_k", "integer_below_min_value"),
+    ({"n": 2}, "n", "integer_above_max_value"),
+    ({"max_tokens": 0}, "max_tokens", "integer_below_min_value"),
+    ({"max_tokens": 1.5}, "max_tokens", "invalid_type"),
+    ({"presence_penalty": 2.5}, "presence_penalty", "decimal_above_max_value"),
+    ({"frequency_penalty": -2.5}, "frequency_penalty", "decimal_below_min_value"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "array_above_max_length"),
+    ({"stop": 5}, "stop", "invalid_type"),
+    ({"stream": "yes"}, "stream", "invalid_type"),
+])
+def test_bad_sampling_fields_get_openai_errors(server, client, fields, param, code):
+    url, _, _ = server
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model="tiny", messages=HI, extra_body=fields)
+    assert exc.value.status_code == 400
+    assert set(exc.value.body) == {"message", "type", "param", "code"}  # the client unwraps {"error": {...}}
+    assert (exc.value.type, exc.value.param, exc.value.code) == ("invalid_request_error", param, code)
+    assert param in exc.value.message
+    _still_serving(url, client)
+
+
+@pytest.mark.parametrize("route,body,param", [
+    ("chat/completions", '{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}',
+     "messages[0].content"),
+    ("completions", '{"model": "tiny", "prompt": "x\\udfff"}', "prompt[0]"),
+    ("chat/completions", '{"model": "ti\\ud800ny", "messages": [{"role": "user", "content": "hi"}]}', "model"),
+    ("chat/completions", '{"model": "tiny", "temperature": NaN, "messages": [{"role": "user", "content": "hi"}]}',
+     "temperature"),
+])
+def test_unencodable_text_and_nan_get_400_json(server, client, route, body, param):
+    url, _, _ = server
+    r = httpx.post(f"{url}/v1/{route}", content=body.encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
+    _still_serving(url, client)
+
+
+def test_tiny_temperature_is_greedy(server, client):
+    kwargs = dict(model="tiny", messages=[{"role": "user", "content": "count"}], max_tokens=12,
+                  extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    greedy = client.chat.completions.create(**kwargs).choices[0].message.content
+    for t in (1e-40, 5e-324, 1e-6):
+        assert client.chat.completions.create(temperature=t, **kwargs).choices[0].message.content == greedy
+    _still_serving(server[0], client)
+
+
+# --- issue 16 #6: big bodies never block the event loop; the served max model length is enforced
+BODY_LIMIT = 256 << 10  # the engine's documented limit for a 512-token model: max(256 KiB, 32 B per token)
+
+
+def test_body_over_the_limit_gets_413_at_once(server, client):
+    url, _, _ = server
+    big = json.dumps({"model": "tiny", "prompt": "x" * (BODY_LIMIT + 1)}).encode()
+    t0 = time.monotonic()
+    r = httpx.post(url + "/v1/completions", content=big, headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large", r.text
+    assert time.monotonic() - t0 < 5  # refused before tokenizing
+
+    def chunked():  # no Content-Length: counted while read
+        for i in range(0, len(big), 65536):
+            yield big[i:i + 65536]
+
+    r = httpx.post(url + "/v1/completions", content=chunked(), headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "invalid_request_error"
+    _still_serving(url, client)
+
+
+POLL_HEALTH = """
+import sys, time, httpx
+url, seconds, worst = sys.argv[1], float(sys.argv[2]), 0.0
+with httpx.Client() as http:
+    print("ready", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.monotonic()
+        assert http.get(url + "/health", timeout=120).status_code == 200
+        worst = max(worst, time.monotonic() - t)
+        time.sleep(0.05)
+print(worst)
+"""
+
+
+def test_long_prompt_is_tokenized_off_the_event_loop(server, client):
+    """/health is timed from another process (the server shares this one's GIL)."""
+    import subprocess
+    import sys
+
+    url, state, _ = server
+    text = "hello world, " * (BODY_LIMIT // 14)  # just under the body limit
+    t0 = time.monotonic()
+    state.codec.tokenizer.encode(text)
+    encode_s = time.monotonic() - t0
+    poller = subprocess.Popen([sys.executable, "-c", POLL_HEALTH, url, str(encode_s + 3)], stdout=subprocess.PIPE,
+                              text=True)
+    assert poller.stdout.readline().strip() == "ready"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model="tiny", prompt=text, max_tokens=1)
+    worst = float(poller.communicate(timeout=120)[0])
+    assert exc.value.code == "context_length_exceeded" and exc.value.param == "prompt"
+    assert "maximum context length is 512 tokens" in exc.value.body["message"]
+    assert worst < max(0.5, encode_s / 4), (worst, encode_s)  # /health never waited for the tokenizer
+
+
+def test_served_max_model_len_is_enforced(model_dir):
+    with scripted_server(model_dir, {"": DEFAULT}, max_model_len=64) as (url, state, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+        assert client.completions.create(model="tiny", prompt="y" * 40, max_tokens=10).choices[0].text
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.completions.create(model="tiny", prompt="y" * 70, max_tokens=1)
+        assert exc.value.code == "context_length_exceeded" and exc.value.param == "prompt"
+        assert exc.value.body["message"].startswith("This model's maximum context length is 64 tokens. However, "
+                                                    "your prompt resulted in 70 tokens.")
+        with pytest.raises(openai.BadRequestError) as exc:
+            client.chat.completions.create(model="tiny", messages=HI, max_tokens=60)
+        assert exc.value.code == "context_length_exceeded" and exc.value.param == "messages"
+        assert "in the messages, 60 in the completion" in exc.value.message
+    with scripted_server(model_dir, {"": DEFAULT}, max_model_len=100000) as (url, state, _):
+        assert state.codec.max_context == 512  # capped at the model's max_position_embeddings
+
+
+# --- issue 16 #7: a stuck step turns /health 503, and requests end with a clear error, not a hang
+def test_stuck_step_makes_health_503_and_requests_fail_fast(model_dir):
+    import threading
+
+    with scripted_server(model_dir, {"": DEFAULT}, delay_s=0.05) as (url, state, gen):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=20)
+        state.scheduler.step_timeout_s = 1.0
+        stuck, release, forward = threading.Event(), threading.Event(), gen.forward
+
+        def forward_or_hang(seq_ids, token_lists):  # a rank that stops answering, until released
+            if stuck.is_set():
+                release.wait(30)
+            return forward(seq_ids, token_lists)
+
+        gen.forward = forward_or_hang
+        try:
+            chunks = iter(client.chat.completions.create(model="tiny", messages=HI, stream=True))
+            next(chunks)
+            stuck.set()
+            t0 = time.monotonic()
+            with pytest.raises(openai.APIError, match="stuck"):  # an error event ends the started stream
+                for _ in chunks:
+                    pass
+            with pytest.raises(openai.InternalServerError) as exc:
+                client.chat.completions.create(model="tiny", messages=HI)
+            assert exc.value.status_code == 503 and time.monotonic() - t0 < 10
+            assert "a model step has been running" in exc.value.message
+            health = httpx.get(url + "/health")
+            assert health.status_code == 503 and "stuck" in health.json()["reason"]
+        finally:
+            release.set()
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        stuck.clear()
+        _still_serving(url, client)  # the step finished: healthy again

@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from engine_fixtures import free_port
+from engine_fixtures import free_port, listening_addresses
 
 pytestmark = pytest.mark.slow
 from ascend.reference import scripted  # noqa: E402
@@ -64,6 +64,7 @@ serve:
   tool_call_parser: glm5
   reasoning_parser: glm5
   startup_timeout_s: 150
+  extra_args: ["--health_check_interval_ms=1000"]  # a silent rank shows in /health after 5 s
 """
     path = tmp / "recipe.yaml"
     path.write_text(text)
@@ -192,8 +193,45 @@ def test_tools(client):
         [(scripted.WEATHER_TOOL_NAME, {"city": "Paris"})]
 
 
+def test_rendezvous_store_listens_on_the_master_address_only(service):
+    """Single node: the gloo store (served by rank 0, unauthenticated) is not reachable from other hosts."""
+    argv = Path(f"/proc/{service.pids[0]}/cmdline").read_text().split("\0")
+    master = next(a for a in argv if a.startswith("--master_node_addr=")).split("=", 1)[1]
+    assert master.startswith("127.0.0.1:")
+    assert listening_addresses(int(master.rpartition(":")[2])) == ["0100007F"]  # 127.0.0.1 only, not 0.0.0.0 or ::
+
+
+def test_stuck_rank_turns_health_503_and_requests_fail_fast(service, client):
+    """A rank that stops answering (SIGSTOP): /health says so, requests end with 503 instead of
+    hanging; when the rank resumes, the service is healthy again."""
+    health = service.url.removesuffix("/v1") + "/health"
+    os.kill(service.pids[1], signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as exc:
+            openai.OpenAI(base_url=service.url, api_key="none", max_retries=0, timeout=60).chat.completions.create(
+                model=service.model, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert exc.value.status_code == 503 and time.monotonic() - t0 < 30
+        assert "rank 1 has sent no heartbeat" in exc.value.body["message"]
+        r = httpx.get(health, trust_env=False)
+        assert r.status_code == 503 and "rank 1" in r.json()["reason"]
+    finally:
+        os.kill(service.pids[1], signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while httpx.get(health, trust_env=False).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert httpx.get(health, trust_env=False).status_code == 200
+    assert client.chat.completions.create(model=service.model, messages=[{"role": "user", "content": "hi"}],
+                                          max_tokens=4).choices[0].finish_reason in ("stop", "length")
+
+
 def test_ctrl_c_stops_all_ranks(service):
+    """Rank 1 is kept from running (SIGSTOP) while Ctrl-C stops the service, as a loaded machine
+    may: it must still exit on its own with 0, not be cut short by the launcher's SIGTERM."""
+    os.kill(service.pids[1], signal.SIGSTOP)
     service.proc.send_signal(signal.SIGINT)
+    time.sleep(3)  # rank 0 has shut down (or waits for rank 1's acknowledgement)
+    os.kill(service.pids[1], signal.SIGCONT)
     code, err = service.finish()
     assert code == 0, err
     assert "stopped: exit codes {0: 0, 1: 0}" in err, err

@@ -5,7 +5,10 @@ Like xLLM: greedy by default (temperature 0), ``max_tokens`` default 5120 (cappe
 unknown request fields ignored, ``/v1/models`` without a top-level ``object``, thinking on unless
 ``chat_template_kwargs.enable_thinking`` (or ``.thinking``) is false, ``finish_reason`` ``tool_calls``
 when tools were called, SSE ending with ``data: [DONE]``. Unlike xLLM (which answers plain text
-and 500s), client mistakes get OpenAI-style JSON errors with a 4xx status.
+and 500s), every error is OpenAI's error JSON: client mistakes get a 4xx status (validation in
+``validation.py``), a request the engine fails gets 500, an unhealthy engine 503 (``/health``
+then says why: a dead or stuck rank, a step running too long). Prompts are rendered and
+tokenized off the event loop, so a long one never stalls ``/health`` or other streams.
 """
 
 from __future__ import annotations
@@ -20,56 +23,18 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Depends, FastAPI, Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ascend.chat import ChatTemplate, Delta, OutputParser, TemplateError
 from ascend.chat.reasoning import held_back
 from ascend.serve.cpu_engine.scheduler import Request, SamplingParams, Scheduler
 from ascend.serve.cpu_engine.text import Detokenizer, TextCodec
+from ascend.serve.cpu_engine.validation import ApiError, Body, BodyLimit, ChatBody, CompletionBody, check_text, validation_error
 
 XLLM_DEFAULT_MAX_TOKENS = 5120
 CONCURRENCY_LIMIT_MESSAGE = "The number of concurrent requests has reached the limit."
 DISCONNECT_POLL_S = 0.5  # how often a running request checks that its client is still there
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(status_code=self.status, content={
-            "error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}})
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # xLLM drops unknown fields silently
-
-    model: str
-    temperature: float | None = Field(None, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = -1
-    max_tokens: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1, le=1)
-    stream: bool = False
-    stream_options: dict | None = None
-    stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
-    ignore_eos: bool = False
-    seed: int | None = None
-
-
-class ChatBody(_Body):
-    messages: list[dict[str, Any]] = Field(min_length=1)
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-
-
-class CompletionBody(_Body):
-    prompt: str | list[str]
 
 
 @dataclass
@@ -82,6 +47,7 @@ class EngineState:
     tool_call_parser: str | None = None
     max_concurrent_requests: int = 200
     api_key: str | None = None
+    max_body_bytes: int = 1 << 20
     active: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -131,6 +97,7 @@ class Outcome:
 
 def create_app(state: EngineState) -> FastAPI:
     app = FastAPI(title="ascend-xllm-cpu", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodyLimit, limit_bytes=state.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def _api_error(_req, err: ApiError):
@@ -138,12 +105,11 @@ def create_app(state: EngineState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req, err: RequestValidationError):
-        first = err.errors()[0] if err.errors() else {}
-        if first.get("type") == "json_invalid":
-            return ApiError(400, f"request body is not valid JSON: {first.get('ctx', {}).get('error', '')}".strip()).response()
-        loc = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return ApiError(400, f"{loc}: {first.get('msg', 'invalid value')}" if loc else str(first.get("msg")),
-                        param=loc or None).response()
+        return validation_error(list(err.errors())).response()
+
+    @app.exception_handler(Exception)
+    async def _bug(_req, err: Exception):  # still logged by the server; the client gets JSON, not text
+        return ApiError(500, f"internal error: {type(err).__name__}: {err}", type="server_error").response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, err: StarletteHTTPException):
@@ -161,8 +127,9 @@ def create_app(state: EngineState) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        if state.scheduler.failed:
-            return JSONResponse(status_code=503, content={"status": "unhealthy", "reason": state.scheduler.failed})
+        reason = state.scheduler.health()
+        if reason:
+            return JSONResponse(status_code=503, content={"status": "unhealthy", "reason": reason})
         return JSONResponse({"status": "ok"})
 
     @v1.get("/models")
@@ -171,7 +138,7 @@ def create_app(state: EngineState) -> FastAPI:
 
     @v1.post("/chat/completions")
     async def chat(body: ChatBody, http: HttpRequest):
-        _check_model(state, body.model)
+        _check_request(state, body)
         if state.template is None:
             raise ApiError(400, "this model has no chat template; use /v1/completions")
         use_tools = bool(body.tools) and body.tool_choice != "none"
@@ -180,11 +147,15 @@ def create_app(state: EngineState) -> FastAPI:
             thinking = bool(kwargs.get("enable_thinking", kwargs.get("thinking", True)))
             kwargs.setdefault("enable_thinking", thinking)
             kwargs.setdefault("thinking", thinking)  # DeepSeek-V3.1 templates read `thinking`
-        try:
-            prompt = state.template.render(body.messages, tools=body.tools if use_tools else None, **kwargs)
-        except TemplateError as err:
-            raise ApiError(400, str(err), param="messages") from None
-        prompt_ids = state.codec.encode(prompt, add_special_tokens=False)
+
+        def render() -> tuple[str, list[int]]:
+            try:
+                text = state.template.render(body.messages, tools=body.tools if use_tools else None, **kwargs)
+            except TemplateError as err:
+                raise ApiError(400, str(err), param="messages") from None
+            return text, state.codec.encode(text, add_special_tokens=False)
+
+        prompt, prompt_ids = await run_in_threadpool(render)
         params, stops = _sampling(state, body, len(prompt_ids))
 
         def make_parser() -> OutputParser:
@@ -202,13 +173,10 @@ def create_app(state: EngineState) -> FastAPI:
 
     @v1.post("/completions")
     async def completions(body: CompletionBody, http: HttpRequest):
-        _check_model(state, body.model)
-        prompt = body.prompt
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise ApiError(400, "prompt must be a single string", param="prompt")
-            prompt = prompt[0]
-        prompt_ids = state.codec.encode(prompt, add_special_tokens=True)
+        _check_request(state, body)
+        if len(body.prompt) != 1:
+            raise ApiError(400, "prompt must be a single string", param="prompt")
+        prompt_ids = await run_in_threadpool(state.codec.encode, body.prompt[0], add_special_tokens=True)
         if not prompt_ids:
             raise ApiError(400, "prompt is empty", param="prompt")
         params, stops = _sampling(state, body, len(prompt_ids))
@@ -229,22 +197,29 @@ def create_app(state: EngineState) -> FastAPI:
     return app
 
 
-def _check_model(state: EngineState, name: str) -> None:
-    if name != state.served_model:
-        raise ApiError(404, f"The model `{name}` does not exist; this server serves `{state.served_model}`.",
+def _check_request(state: EngineState, body: Body) -> None:
+    check_text(body.model_dump(exclude_none=True))
+    if body.model != state.served_model:
+        raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{state.served_model}`.",
                        type="not_found_error", param="model", code="model_not_found")
 
 
-def _sampling(state: EngineState, body: _Body, prompt_len: int) -> tuple[SamplingParams, list[str]]:
-    ctx = state.codec.max_context
+def _sampling(state: EngineState, body: Body, prompt_len: int) -> tuple[SamplingParams, list[str]]:
+    """Sampling parameters, or OpenAI's context-length error when the prompt (plus ``max_tokens``)
+    does not fit the served max model length."""
+    ctx, what = state.codec.max_context, "messages" if isinstance(body, ChatBody) else "prompt"
     room = ctx - prompt_len
-    if body.max_tokens is not None and prompt_len + body.max_tokens > ctx or room < 1:
-        asked = body.max_tokens or 1
+    if room < 1:
+        raise ApiError(400, f"This model's maximum context length is {ctx} tokens. However, your {what} resulted in "
+                       f"{prompt_len} tokens. Please reduce the length of the {what}.", param=what,
+                       code="context_length_exceeded")
+    if body.max_tokens is not None and body.max_tokens > room:
         raise ApiError(400, f"This model's maximum context length is {ctx} tokens. However, you requested "
-                       f"{prompt_len + asked} tokens ({prompt_len} in the prompt, {asked} for the completion).",
-                       param="messages" if isinstance(body, ChatBody) else "prompt", code="context_length_exceeded")
+                       f"{prompt_len + body.max_tokens} tokens ({prompt_len} in the {what}, {body.max_tokens} in the "
+                       f"completion). Please reduce the length of the {what} or completion.", param=what,
+                       code="context_length_exceeded")
     max_tokens = body.max_tokens if body.max_tokens is not None else min(XLLM_DEFAULT_MAX_TOKENS, room)
-    stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
+    stops = list(body.stop or [])
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature or 0.0, top_p=body.top_p,
                             top_k=body.top_k, seed=body.seed, stop_token_ids=tuple(body.stop_token_ids or ()),
                             ignore_eos=body.ignore_eos)
@@ -259,9 +234,11 @@ def _usage(prompt_tokens: int, outcome: Outcome) -> dict:
 async def _generate(state: EngineState, http: HttpRequest, prompt_ids: list[int], params: SamplingParams,
                     stops: list[str], outcome: Outcome) -> AsyncIterator[str]:
     """Text pieces of one generation; fills ``outcome`` at the end. Enforces the concurrency limit,
-    honours stop strings, and cancels the sequence when the client goes away."""
-    if state.scheduler.failed:
-        raise ApiError(503, state.scheduler.failed, type="server_error")
+    honours stop strings, cancels the sequence when the client goes away, and gives up with 503
+    when the engine turns unhealthy (a dead or stuck rank) instead of waiting forever."""
+    unhealthy = state.scheduler.health()
+    if unhealthy:
+        raise ApiError(503, f"the engine is unhealthy: {unhealthy}", type="server_error", code="engine_unhealthy")
     if state.max_concurrent_requests and state.active >= state.max_concurrent_requests:
         raise ApiError(429, CONCURRENCY_LIMIT_MESSAGE, type="rate_limit_error", code="concurrency_limit")
     state.active += 1
@@ -282,6 +259,11 @@ async def _generate(state: EngineState, http: HttpRequest, prompt_ids: list[int]
                     req.cancel()
                     outcome.finish_reason = "abort"
                     return
+                unhealthy = state.scheduler.health() if kind is None else None
+                if unhealthy:
+                    req.cancel()
+                    raise ApiError(503, f"request abandoned, the engine is unhealthy: {unhealthy}", type="server_error",
+                                   code="engine_unhealthy")
             if kind is None:
                 continue
             if kind == "token":
@@ -301,8 +283,9 @@ async def _generate(state: EngineState, http: HttpRequest, prompt_ids: list[int]
                 return
             elif kind == "rejected":  # the runner refused the input (e.g. a token id outside the vocabulary)
                 raise ApiError(400, str(value))
-            else:  # "error": the model failed
-                raise ApiError(503, str(value), type="server_error")
+            else:  # "error": serving this request failed (the engine itself may still be healthy)
+                unhealthy = state.scheduler.health()
+                raise ApiError(503 if unhealthy else 500, str(value), type="server_error")
     finally:
         outcome.release()
 
@@ -325,6 +308,8 @@ async def _sse(events: AsyncIterator[dict], outcome: Outcome) -> StreamingRespon
             async for event in events:
                 yield fmt(event)
             yield "data: [DONE]\n\n"
+        except ApiError as err:  # after the headers: an error event, as OpenAI's streams carry them
+            yield f"data: {json.dumps(err.body())}\n\n"
         finally:
             outcome.release()  # client gone mid-stream: free the sequence now
 

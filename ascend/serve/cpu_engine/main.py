@@ -8,6 +8,12 @@ reference model sharded over gloo (attention TP = nnodes / dp_size, MoE EP = ep_
 
 Flags the CPU has no use for (devices, HCCL, graphs, memory fractions) are accepted and ignored.
 Optional API key (not an xLLM feature): the environment variable ``ASCEND_XLLM_CPU_API_KEY``.
+Served max model length (xLLM has no flag for it; it serves ``max_position_embeddings``): the
+environment variable ``ASCEND_XLLM_CPU_MAX_MODEL_LEN`` (the recipe's ``serve.max_model_len``),
+capped at the model's; longer prompts get OpenAI's context-length error, and request bodies above
+``max(256 KiB, 32 bytes per token)`` get 413.
+Rank liveness: every rank but 0 sends a heartbeat every ``--health_check_interval_ms``; rank 0's
+``/health`` answers 503 once a rank has been silent for 5 intervals.
 
 Example:
   ascend-xllm-cpu --model=runs/tiny-glm5/w8a8-sharded --port=18080 --nnodes=2 --node_rank=0 \\
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -26,6 +33,8 @@ from ascend.serve.xllm_flags import READY_LINE
 
 log = logging.getLogger("ascend.serve.cpu_engine")
 API_KEY_ENV = "ASCEND_XLLM_CPU_API_KEY"
+MAX_MODEL_LEN_ENV = "ASCEND_XLLM_CPU_MAX_MODEL_LEN"
+BODY_BYTES_PER_TOKEN, MIN_BODY_BYTES = 32, 256 << 10
 
 
 def _setup_logging(rank: int) -> None:
@@ -44,11 +53,25 @@ def load_generator(flags: dict):
                                  fix="install the complete ascend-recipes package") from None
     host, _, port = flags["master_node_addr"].rpartition(":")
     return ModelRunner(flags["model"], rank=flags["node_rank"], world_size=flags["nnodes"], dp=flags["dp_size"],
-                       ep=flags["ep_size"], master_addr=host or "127.0.0.1", master_port=int(port))
+                       ep=flags["ep_size"], master_addr=host or "127.0.0.1", master_port=int(port),
+                       heartbeat_s=max(0.1, flags["health_check_interval_ms"] / 1000))
 
 
-def build_state(generator, flags: dict, *, api_key: str | None = None):
-    """Everything rank 0 needs to serve: tokenizer, chat template, parsers, scheduler."""
+def max_model_len_from_env() -> int | None:
+    """``ASCEND_XLLM_CPU_MAX_MODEL_LEN`` as a positive int, None when unset."""
+    from ascend.errors import ServeError
+
+    raw = os.environ.get(MAX_MODEL_LEN_ENV, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ServeError(f"{MAX_MODEL_LEN_ENV}={raw!r} is not a positive integer", fix="set it to a token count, e.g. 4096")
+    return int(raw)
+
+
+def build_state(generator, flags: dict, *, api_key: str | None = None, max_model_len: int | None = None):
+    """Everything rank 0 needs to serve: tokenizer, chat template, parsers, scheduler.
+    ``max_model_len``: the served context (None: the model's ``max_position_embeddings``)."""
     from ascend.chat import ChatTemplate
     from ascend.chat.reasoning import get_reasoning_grammar
     from ascend.chat.tool_calls import get_tool_grammar
@@ -59,6 +82,12 @@ def build_state(generator, flags: dict, *, api_key: str | None = None):
 
     model_dir = Path(flags["model"])
     codec = TextCodec.from_model_dir(model_dir)
+    if max_model_len is not None:
+        if max_model_len > codec.max_context:
+            log.warning("%s=%d is above the model's max_position_embeddings %d: serving %d", MAX_MODEL_LEN_ENV,
+                        max_model_len, codec.max_context, codec.max_context)
+        codec.max_context = min(max_model_len, codec.max_context)
+    log.info("max model length %d tokens", codec.max_context)
     try:
         template = ChatTemplate.from_model_dir(model_dir)
     except AscendError as err:
@@ -79,7 +108,8 @@ def build_state(generator, flags: dict, *, api_key: str | None = None):
     served = flags.get("model_id") or model_dir.name
     return EngineState(codec=codec, template=template, scheduler=scheduler, served_model=served,
                        reasoning_parser=reasoning, tool_call_parser=tool,
-                       max_concurrent_requests=flags["max_concurrent_requests"], api_key=api_key)
+                       max_concurrent_requests=flags["max_concurrent_requests"], api_key=api_key,
+                       max_body_bytes=max(MIN_BODY_BYTES, BODY_BYTES_PER_TOKEN * codec.max_context))
 
 
 def make_server(state, *, host: str, port: int, num_threads: int = 8, on_shutdown=None):
@@ -89,7 +119,6 @@ def make_server(state, *, host: str, port: int, num_threads: int = 8, on_shutdow
     before ``run()`` returns, and the process then exits normally instead of re-raising the signal.
     """
     import contextlib
-    import signal
     import threading
 
     import uvicorn
@@ -150,11 +179,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         log.info("loading %s as rank %d of %d (dp %d, ep %d)", flags["model"], rank, flags["nnodes"],
                  flags["dp_size"], flags["ep_size"])
+        max_model_len = max_model_len_from_env()  # before the slow part: a bad value fails at once
         generator = load_generator(flags)
         if rank != 0:
-            generator.follow()  # serve rank 0's forward calls until it shuts down
+            # serve rank 0's forward calls until it shuts down; released, this rank exits on its
+            # own, so a launcher's SIGTERM (sent once rank 0 is gone) must not cut that short
+            generator.follow(on_release=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
             return
-        state = build_state(generator, flags, api_key=os.environ.get(API_KEY_ENV) or None)
+        state = build_state(generator, flags, api_key=os.environ.get(API_KEY_ENV) or None,
+                            max_model_len=max_model_len)
         server = make_server(state, host=flags["host"] or "127.0.0.1", port=flags["port"],
                              num_threads=flags["num_threads"], on_shutdown=generator.shutdown)
         try:

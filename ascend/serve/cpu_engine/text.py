@@ -10,6 +10,9 @@ from ascend.errors import CheckpointError
 
 
 class TextCodec:
+    """``max_context``: the served max model length (prompt + completion), at most the model's
+    ``max_position_embeddings``."""
+
     def __init__(self, tokenizer, eos_ids: set[int], max_context: int):
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
@@ -42,7 +45,9 @@ class TextCodec:
         return cls(tok, eos, max_context)
 
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        # encode_batch releases the GIL (encode does not): a long prompt tokenized in a worker
+        # thread then leaves the event loop free
+        return self.tokenizer.encode_batch([text], add_special_tokens=add_special_tokens)[0].ids
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=False)
