@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from ascend.models import ModelArgs
 from ascend.plan.memory import hccl_buffsize
 from ascend.recipe.settings import Settings
-from ascend.serve.xllm_flags import CPU_ENGINE_VERSION_ENV
+from ascend.serve.xllm_flags import CPU_ENGINE_MAX_MODEL_LEN_ENV, CPU_ENGINE_VERSION_ENV
 
 HCCL_IF_BASE_PORT = "43432"  # xLLM launch / multi-machine docs
 
@@ -56,6 +56,7 @@ def rank_environment(settings: Settings, args: ModelArgs | None) -> Environment:
     if serve.engine != "xllm":
         env.common.update(CPU_ENV)
         env.common[CPU_ENGINE_VERSION_ENV] = serve.version  # it accepts exactly this version's flags
+        env.common[CPU_ENGINE_MAX_MODEL_LEN_ENV] = str(serve.max_model_len)  # xLLM has no such flag
         return env
     env.common.update(NPU_ENV_COMMON)
     if layout.nodes > 1:

@@ -63,6 +63,8 @@ REASONING_AUTO: dict[str, dict[str, str]] = {
 
 # ``ascend-xllm-cpu`` accepts exactly the flags of the version named here (set per rank by the generator).
 CPU_ENGINE_VERSION_ENV = "ASCEND_XLLM_VERSION"
+# ... and enforces serve.max_model_len (xLLM has no flag for it; it reads the model's config).
+CPU_ENGINE_MAX_MODEL_LEN_ENV = "ASCEND_XLLM_CPU_MAX_MODEL_LEN"
 
 # Readiness line rank 0 prints once HTTP is up (§5); matched case-insensitively.
 READY_LINE = "Brpc Server started on port"

@@ -43,3 +43,12 @@ def test_generated_cpu_commands_name_the_version():
     assert all(r.env["ASCEND_XLLM_VERSION"] == "0.9.1" for r in dep.ranks)
     for r in dep.ranks:  # and the engine of that version parses them
         parse_flags(r.argv[1:], xllm_version("0.9.1"))
+
+
+def test_generated_cpu_commands_carry_the_served_max_model_len():
+    """The CPU engine enforces serve.max_model_len (xLLM has no flag; the generator passes it in the environment)."""
+    from ascend.recipe import load_recipe
+    from ascend.serve.xllm import build_deployment
+
+    dep = build_deployment(load_recipe("tiny/glm5-cpu", ["serve.max_model_len=300"]))
+    assert {r.env["ASCEND_XLLM_CPU_MAX_MODEL_LEN"] for r in dep.ranks} == {"300"}

@@ -29,11 +29,11 @@ import sys
 from pathlib import Path
 
 from ascend.serve.cpu_engine.flags import FlagError, parse_flags
-from ascend.serve.xllm_flags import READY_LINE
+from ascend.serve.xllm_flags import CPU_ENGINE_MAX_MODEL_LEN_ENV, READY_LINE
 
 log = logging.getLogger("ascend.serve.cpu_engine")
 API_KEY_ENV = "ASCEND_XLLM_CPU_API_KEY"
-MAX_MODEL_LEN_ENV = "ASCEND_XLLM_CPU_MAX_MODEL_LEN"
+MAX_MODEL_LEN_ENV = CPU_ENGINE_MAX_MODEL_LEN_ENV
 BODY_BYTES_PER_TOKEN, MIN_BODY_BYTES = 32, 256 << 10
 
 
