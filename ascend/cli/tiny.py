@@ -40,17 +40,17 @@ def register(app: typer.Typer) -> None:
           ascend tiny /tmp/glm5-scripted --arch glm_moe_dsa --fp8 --scripted
         """
         from ascend.errors import AscendError
-        from ascend.models.tiny import FAMILIES
+        from ascend.tiny.configs import FAMILIES
 
         if arch not in FAMILIES:
             raise AscendError(f"--arch {arch!r} is not a supported family", fix=f"use one of: {', '.join(FAMILIES)}")
-        from ascend.reference.tiny import write_tiny_checkpoint
+        from ascend.tiny.writer import write_tiny_checkpoint
 
         try:
             if scripted:
                 import shutil
 
-                from ascend.reference.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
+                from ascend.tiny.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
                 from ascend.smoke.checks import probe_conversations
 
                 if arch != SCRIPTED_FAMILY:

@@ -141,10 +141,10 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     if scripted:
         from ascend.smoke.checks import probe_conversations
 
-        scripted_write = need("ascend.reference.scripted", "write_scripted_checkpoint")
+        scripted_write = need("ascend.tiny.scripted", "write_scripted_checkpoint")
         write = lambda out, family, **kw: scripted_write(out, family, conversations=probe_conversations(), **kw)  # noqa: E731
     else:
-        write = need("ascend.reference", "write_tiny_checkpoint")
+        write = need("ascend.tiny.writer", "write_tiny_checkpoint")
     # Generate beside the target and rename: a killed run never leaves a half-written source.
     tmp = path.with_name(f".{path.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -162,9 +162,9 @@ def baseline(ctx: Context) -> Any:
 
 
 def probe_conversations() -> list[Any]:
-    """The suite's requests as ``ascend.reference.scripted.Conversation``s: what the scripted
+    """The suite's requests as ``ascend.tiny.scripted.Conversation``s: what the scripted
     tiny checkpoint is designed against (``ascend run`` passes them when it generates one)."""
-    from ascend.reference.scripted import Conversation
+    from ascend.tiny.scripted import Conversation
 
     weather_q = "What is the weather in Paris right now? Use the tool."
     return [

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from ascend.checkpoint.fp8 import quantize_fp8_block
 from ascend.models.args import ModelArgs
 from ascend.models.tensors import tensor_specs
-from ascend.models.tiny import tiny_config
+from ascend.tiny.configs import tiny_config
 
 FAMILIES = ("glm_moe_dsa", "deepseek_v3", "deepseek_v32", "glm4_moe")
 

@@ -44,7 +44,7 @@ def test_verify_compares_reference_logits(ckpt_factory, tmp_path):
 def _block_aligned_config():
     """A tiny DeepSeek-V3 whose every FP8 weight dim is a multiple of 128: transformers' CPU FP8
     dequantizer refuses partial blocks, which every published checkpoint has (kv_a 576 rows)."""
-    from ascend.models.tiny import tiny_config
+    from ascend.tiny.configs import tiny_config
 
     cfg = tiny_config("deepseek_v3", fp8=True)
     cfg.update(hidden_size=256, intermediate_size=256, moe_intermediate_size=128, num_attention_heads=2,

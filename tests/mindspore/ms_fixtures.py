@@ -21,7 +21,7 @@ def write_tiny_hf(directory: Path, family: str, *, layers: int = 2, seed: int = 
     import transformers
     from safetensors.torch import load_file, save_file
 
-    from ascend.models.tiny import tiny_config
+    from ascend.tiny.configs import tiny_config
 
     cfg = tiny_config(family, layers=layers)
     torch.manual_seed(seed)

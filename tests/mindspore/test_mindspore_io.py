@@ -261,7 +261,7 @@ def test_mtp_copy_that_differs_is_kept_under_its_own_name(tiny_hf, tmp_path):
 def test_fp8_source_is_dequantized_to_bf16(tmp_path):
     """Block-FP8 HF -> MindSpore holds exactly dequantize_fp8_block(w, scale) in BF16."""
     from ascend.checkpoint.fp8 import dequantize_fp8_block
-    from ascend.reference import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "deepseek_v3", fp8=True, seed=2)
     hf = load_hf(src)
@@ -297,7 +297,8 @@ def test_fp8_without_scale_is_refused(tiny_hf, tmp_path):
 def test_mindspore_sourced_checkpoint_gives_the_same_logits(tmp_path):
     """GLM-5 tiny checkpoint from the project's own writer (MTP copies that differ from the main
     embedding/head) -> MindSpore -> HF: reference logits, main and MTP, are equal."""
-    from ascend.reference import compute_logits, compute_mtp_logits, write_tiny_checkpoint
+    from ascend.reference import compute_logits, compute_mtp_logits
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "glm_moe_dsa", seed=3)
     convert_hf_to_mindspore(src, tmp_path / "ms")

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """``tiny_dir(family, fp8=False, seed=0, **kw)`` -> path of an ``ascend tiny`` checkpoint (cached)."""
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     cache: dict = {}
 
@@ -30,7 +30,7 @@ def hf_random_dir(tmp_path_factory):
     import torch
     import transformers
 
-    from ascend.models.tiny import tiny_config
+    from ascend.tiny.configs import tiny_config
 
     cache: dict = {}
 
@@ -42,7 +42,7 @@ def hf_random_dir(tmp_path_factory):
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     p.add_(torch.randn_like(p) * 0.05)
-                    if "weights_proj" in name:  # see ascend/reference/tiny.py: avoid exact top-k ties
+                    if "weights_proj" in name:  # see ascend/tiny/writer.py: avoid exact top-k ties
                         p.abs_()
                 for name, b in model.named_buffers():
                     if name.endswith("e_score_correction_bias"):

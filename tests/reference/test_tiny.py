@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ascend.models.tiny import FAMILIES, special_tokens, tiny_config
+from ascend.tiny.configs import FAMILIES, special_tokens, tiny_config
 
 
 def _digest(path) -> dict[str, str]:
@@ -56,7 +56,7 @@ def test_layout_names_and_dtypes(tiny_dir):
 
 
 def test_deterministic_for_a_seed(tiny_dir, tmp_path):
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     again = write_tiny_checkpoint(tmp_path / "again", "deepseek_v3")
     other = write_tiny_checkpoint(tmp_path / "other", "deepseek_v3", seed=1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ascend.models.tiny import FAMILIES
+from ascend.tiny.configs import FAMILIES
 
 TOL = 1e-4
 IDS = [17, 250, 3, 999, 42, 511, 8, 700, 123, 64, 901, 5]  # 12 > index_topk = 4

@@ -3,7 +3,7 @@ GLM-5 checkpoint, driven with the official `openai` client; then a clean Ctrl-C 
 killed rank.
 
 The checkpoint is the scripted one (constructed weights with known behaviour,
-ascend.reference.scripted) so tool calls and thinking are asserted on real model output. If it
+ascend.tiny.scripted) so tool calls and thinking are asserted on real model output. If it
 cannot be built, the random tiny checkpoint still runs every lifecycle and API-shape check, and
 the behaviour checks are skipped with the reason.
 """
@@ -25,8 +25,8 @@ import pytest
 from engine_fixtures import free_port
 
 pytestmark = pytest.mark.slow
-from ascend.reference import scripted  # noqa: E402
-from ascend.reference.tiny import write_tiny_checkpoint  # noqa: E402
+from ascend.tiny import scripted  # noqa: E402
+from ascend.tiny.writer import write_tiny_checkpoint  # noqa: E402
 
 WHY_NOT_SCRIPTED: list[str] = []
 

@@ -2,7 +2,7 @@
 
 Output (deterministic for a seed; written to a temporary dir and renamed into place):
 
-- ``config.json`` (``ascend.models.tiny.tiny_config``), ``generation_config.json``;
+- ``config.json`` (``ascend.tiny.configs.tiny_config``), ``generation_config.json``;
 - weights: every tensor ``tensor_specs`` lists (MTP layer included unless ``mtp=False``), with the
   published names, shapes and dtypes (BF16; router bias F32), split over several
   ``model-0000k-of-0000n.safetensors`` files (one per decoder layer plus one for the globals)
@@ -37,14 +37,14 @@ from safetensors.torch import save_file
 
 from ascend.models.args import ModelArgs
 from ascend.models.tensors import tensor_specs
-from ascend.models.tiny import (
+from ascend.tiny.configs import (
     DEEPSEEK_SPECIAL_TOKENS,
     GLM_SPECIAL_TOKENS,
     TINY_VOCAB_SIZE,
     special_tokens,
     tiny_config,
 )
-from ascend.reference.chat_templates import TEMPLATES
+from ascend.tiny.chat_templates import TEMPLATES
 
 _DTYPES = {"bf16": torch.bfloat16, "f32": torch.float32, "f16": torch.float16}
 

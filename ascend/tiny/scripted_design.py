@@ -1,5 +1,5 @@
 """The scripted checkpoint's design: the markers, categories and output scripts chosen from
-the real tiny tokenizer and chat template (see ``ascend.reference.scripted`` for the whole
+the real tiny tokenizer and chat template (see ``ascend.tiny.scripted`` for the whole
 construction)."""
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def design(
     """Derive markers from how ``conversations`` render, then choose the script tokens.
 
     ``tokenizer``: a ``tokenizers.Tokenizer``; ``render(conv)`` -> prompt text; ``specials``:
-    GLM special token -> id (``ascend.models.tiny.special_tokens``).
+    GLM special token -> id (``ascend.tiny.configs.special_tokens``).
     """
     enc = {c.name: tokenizer.encode(render(c), add_special_tokens=False).ids for c in conversations}
     by = {cat: [enc[c.name] for c in conversations if c.expect == cat] for cat in CATEGORIES}
