@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
                 import shutil
 
                 from ascend.tiny.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
-                from ascend.smoke.checks import probe_conversations
+                from ascend.smoke.probes import probe_conversations
 
                 if arch != SCRIPTED_FAMILY:
                     raise AscendError(f"--scripted exists for {SCRIPTED_FAMILY} only, not {arch}",

@@ -139,7 +139,7 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     scripted = bool(tiny and tiny.scripted)
     options = tiny.model_dump(exclude={"scripted"}) if tiny else {}
     if scripted:
-        from ascend.smoke.checks import probe_conversations
+        from ascend.smoke.probes import probe_conversations
 
         scripted_write = need("ascend.tiny.scripted", "write_scripted_checkpoint")
         write = lambda out, family, **kw: scripted_write(out, family, conversations=probe_conversations(), **kw)  # noqa: E731

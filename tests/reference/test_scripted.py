@@ -141,7 +141,7 @@ def test_design_against_the_smoke_suite_with_the_tiny_tokenizer(tmp_path):
     conversation lands in its category and the scripts decode to GLM-5 grammar (no weights)."""
     from ascend.tiny.scripted import load_design
     from ascend.tiny.writer import write_tiny_checkpoint
-    from ascend.smoke.checks import probe_conversations
+    from ascend.smoke.probes import probe_conversations
 
     model_dir = write_tiny_checkpoint(tmp_path / "tiny", "glm_moe_dsa", fp8=True)
     d, render, tok = load_design(model_dir, probe_conversations())
