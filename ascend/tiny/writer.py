@@ -59,23 +59,33 @@ def write_tiny_checkpoint(
     experts: int | None = None,
     mtp: bool = True,
     overwrite: bool = False,
+    mtp_copies: bool = True,
+    scales_apart: bool = False,
+    overrides: dict | None = None,
 ) -> Path:
-    """Write the checkpoint to ``out_dir`` (must not exist unless ``overwrite``); returns it."""
+    """Write the checkpoint to ``out_dir`` (must not exist unless ``overwrite``); returns it.
+
+    Variations the tests need (the defaults are ``ascend tiny``'s layout):
+    ``mtp_copies=False``: the MTP layer without its own ``embed_tokens`` / ``shared_head.head``
+    (as GLM-4.6 ships it); ``scales_apart=True``: every FP8 ``_scale_inv`` in a last file of its
+    own, so no weight shares a file with its scale (readers must pair them across files);
+    ``overrides``: config keys replacing the tiny ones (e.g. other sizes).
+    """
     out = Path(out_dir)
     if out.exists() and not overwrite:
         from ascend.errors import AscendError
 
         raise AscendError(f"{out} already exists", fix="choose a new directory or pass --overwrite")
-    cfg = tiny_config(family, layers=layers, experts=experts, mtp=mtp, fp8=fp8)
+    cfg = {**tiny_config(family, layers=layers, experts=experts, mtp=mtp, fp8=fp8), **(overrides or {})}
     args = ModelArgs.from_config({k: v for k, v in cfg.items() if k != "quantization_config"})
-    tensors = _draw_weights(args, seed, mtp)
+    tensors = _draw_weights(args, seed, mtp, mtp_copies)
     if fp8:
         tensors = _quantize(tensors, args, scale_fmt=cfg["quantization_config"].get("scale_fmt"))
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        _write_weights(tmp, tensors, args)
+        _write_weights(tmp, tensors, scales_apart)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(_generation_config(cfg), indent=2) + "\n")
         _write_tokenizer(tmp, family)
@@ -89,11 +99,13 @@ def write_tiny_checkpoint(
 
 
 # --- weights ----------------------------------------------------------------------------------
-def _draw_weights(args: ModelArgs, seed: int, mtp: bool) -> dict[str, torch.Tensor]:
+def _draw_weights(args: ModelArgs, seed: int, mtp: bool, mtp_copies: bool) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for spec in tensor_specs(args, mtp=mtp):
         shape, name = spec.shape, spec.name
+        if spec.mtp and not mtp_copies and spec.component in ("embed", "head"):
+            continue
         noise = torch.randn(shape, generator=gen)
         if name.endswith("e_score_correction_bias") or name.endswith(".bias") and len(shape) == 1 and "norm" not in name:
             value = 0.1 * noise
@@ -129,13 +141,18 @@ def _quantize(tensors: dict[str, torch.Tensor], args: ModelArgs, scale_fmt: str 
     return out
 
 
-def _write_weights(dir_: Path, tensors: dict[str, torch.Tensor], args: ModelArgs) -> None:
-    """One file for the global tensors and one per decoder layer (MTP included)."""
+def _write_weights(dir_: Path, tensors: dict[str, torch.Tensor], scales_apart: bool) -> None:
+    """One file for the global tensors and one per decoder layer (MTP included); with
+    ``scales_apart`` the FP8 scales go to one more file, last."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for name, t in tensors.items():
-        key = name.split(".")[2] if name.startswith("model.layers.") else "global"
+        if scales_apart and name.endswith("_scale_inv"):
+            key = "scales"
+        else:
+            key = name.split(".")[2] if name.startswith("model.layers.") else "global"
         groups.setdefault(key, {})[name] = t.contiguous()
-    order = ["global"] + sorted((k for k in groups if k != "global"), key=int)
+    layers = sorted((k for k in groups if k not in ("global", "scales")), key=int)
+    order = ["global", *layers] + (["scales"] if "scales" in groups else [])
     n = len(order)
     weight_map, total = {}, 0
     for i, key in enumerate(order, start=1):

@@ -19,7 +19,7 @@ try:
 except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
 
-from ms_fixtures import FAMILIES, load_hf  # noqa: E402  (after the skip)
+from ms_fixtures import FAMILIES, load_hf, shard_of  # noqa: E402  (after the skip)
 
 # bf16 bit patterns that a float round trip would lose or canonicalise: +0, -0, +inf, -inf,
 # quiet NaN with payload, signalling NaN, smallest subnormal, 1.0, all-ones NaN, arbitrary.
@@ -242,9 +242,9 @@ def test_mtp_copy_that_differs_is_kept_under_its_own_name(tiny_hf, tmp_path):
 
     src = tmp_path / "hf"
     shutil.copytree(tiny_hf("deepseek_v3"), src)
-    (shard,) = src.glob("*.safetensors")
-    sd = load_file(shard)
     mtp = json.loads((src / "config.json").read_text())["num_hidden_layers"]
+    shard = shard_of(src, f"model.layers.{mtp}.shared_head.head.weight")
+    sd = load_file(shard)
     sd[f"model.layers.{mtp}.shared_head.head.weight"][0, 0] += 1
     save_file(sd, shard)
     summary = convert_hf_to_mindspore(src, tmp_path / "ms")
@@ -282,9 +282,9 @@ def test_fp8_without_scale_is_refused(tiny_hf, tmp_path):
 
     src = tmp_path / "hf"
     shutil.copytree(tiny_hf("deepseek_v3"), src)
-    (shard,) = src.glob("*.safetensors")
-    sd = load_file(shard)
     name = "model.layers.0.self_attn.q_a_proj.weight"
+    shard = shard_of(src, name)
+    sd = load_file(shard)
     sd[name] = sd[name].to(torch.float8_e4m3fn)
     save_file(sd, shard)
     with pytest.raises(ConvertError, match="has no _scale_inv") as info:

@@ -198,3 +198,21 @@ def test_fp8_partial_blocks_follow_the_published_formula(tiny_dir):
     same = torch.cat([torch.arange(0, 80), torch.arange(128, 160)])
     assert torch.allclose(theirs[:, same], published[:, same], rtol=1e-2)  # bf16 rounding only
     assert not torch.allclose(theirs[:, 80:128], published[:, 80:128], rtol=1e-2)
+
+
+def test_fixture_variations_scales_apart_no_mtp_copies_overrides(tmp_path):
+    """The variations the conversion and MindSpore fixtures use, on the one writer."""
+    from ascend.models.args import load_model_args
+    from ascend.tiny.writer import write_tiny_checkpoint
+
+    out = write_tiny_checkpoint(tmp_path / "v", "glm4_moe", fp8=True, scales_apart=True, mtp_copies=False,
+                                overrides={"moe_intermediate_size": 32})
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    scales = {n for n in index if n.endswith("_scale_inv")}
+    assert scales and {index[n] for n in scales} == {max(index.values())}  # one file, the last
+    assert not any(index[n[: -len("_scale_inv")]] == index[n] for n in scales)
+    mtp = json.loads((out / "config.json").read_text())["num_hidden_layers"]
+    assert f"model.layers.{mtp}.eh_proj.weight" in index
+    assert not [n for n in index if n.startswith(f"model.layers.{mtp}.") and ("embed_tokens" in n or "shared_head.head" in n)]
+    assert load_model_args(out).moe_intermediate_size == 32
+    assert _tensors(out)["model.layers.1.mlp.experts.0.down_proj.weight"].shape == (160, 32)
