@@ -32,3 +32,20 @@ def cli():
         return CliResult(code, out.getvalue(), err.getvalue())
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """``tiny_dir(family, fp8=False, seed=0, **kw)`` -> path of an ``ascend tiny`` checkpoint (cached)."""
+    from ascend.tiny.writer import write_tiny_checkpoint
+
+    cache: dict = {}
+
+    def make(family: str, **kw):
+        key = (family, tuple(sorted(kw.items())))
+        if key not in cache:
+            name = "-".join([family] + [f"{k}{v}" for k, v in sorted(kw.items())])
+            cache[key] = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / name, family, **kw)
+        return cache[key]
+
+    return make

@@ -47,19 +47,19 @@ def register(app: typer.Typer) -> None:
         writable_dir(out_dir.parent, "OUT_DIR's parent")  # OUT_DIR is written beside it, then renamed
         beat = contextlib.ExitStack()  # progress while the checkpoint is written; closed in `finally`
         from ascend.errors import AscendError
-        from ascend.models.tiny import FAMILIES
+        from ascend.tiny.configs import FAMILIES
 
         if arch not in FAMILIES:
             raise AscendError(f"--arch {arch!r} is not a supported family", fix=f"use one of: {', '.join(FAMILIES)}")
-        from ascend.reference.tiny import write_tiny_checkpoint
+        from ascend.tiny.writer import write_tiny_checkpoint
 
         beat.enter_context(heartbeat(f"tiny: writing {out_dir}"))
         try:
             if scripted:
                 import shutil
 
-                from ascend.reference.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
-                from ascend.smoke.checks import probe_conversations
+                from ascend.tiny.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
+                from ascend.smoke.probes import probe_conversations
 
                 if arch != SCRIPTED_FAMILY:
                     raise AscendError(f"--scripted exists for {SCRIPTED_FAMILY} only, not {arch}",

@@ -240,7 +240,7 @@ def model_args_for_recipe(model: Any) -> ModelArgs:
     """``ModelArgs`` for a recipe's ``model`` section (pydantic model or dict).
 
     Order: ``config.json`` under ``model.path`` when it exists; else the published config of
-    ``model.id``; else, for ``model.source == "tiny"``, ``ascend.models.tiny.tiny_config(family,
+    ``model.id``; else, for ``model.source == "tiny"``, ``ascend.tiny.configs.tiny_config(family,
     **model.tiny)``; else a RecipeError saying how to fix it. The family of the result must equal
     ``model.family``.
     """
@@ -255,7 +255,7 @@ def model_args_for_recipe(model: Any) -> ModelArgs:
     elif model_id and (args := published_model_args(str(model_id))) is not None:
         origin = f"the published config of {model_id}"
     elif source == "tiny":
-        from ascend.models.tiny import tiny_config  # lazy: owned by the reference-models area
+        from ascend.tiny.configs import tiny_config  # lazy: models/ must not import the fixture package at load
 
         accepted = inspect.signature(tiny_config).parameters
         options = {k: v for k, v in _as_dict(_field(model, "tiny")).items() if v is not None and k in accepted}

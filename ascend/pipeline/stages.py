@@ -129,13 +129,13 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     scripted = bool(tiny and tiny.scripted)
     options = tiny.model_dump(exclude={"scripted"}) if tiny else {}
     if scripted:
-        from ascend.smoke.checks import probe_conversations
+        from ascend.smoke.probes import probe_conversations
 
-        from ascend.reference.scripted import write_scripted_checkpoint
+        from ascend.tiny.scripted import write_scripted_checkpoint
 
         write = lambda out, family, **kw: write_scripted_checkpoint(out, family, conversations=probe_conversations(), **kw)  # noqa: E731
     else:
-        from ascend.reference import write_tiny_checkpoint as write
+        from ascend.tiny.writer import write_tiny_checkpoint as write
     # Generate beside the target and rename: a killed run never leaves a half-written source.
     writable_dir(path.parent, "model.path's parent")
     with atomic_dir(path) as tmp, ctx.beat(f"source: writing the tiny checkpoint {path}"):

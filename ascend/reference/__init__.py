@@ -1,11 +1,11 @@
-"""CPU reference models of the supported families, sharded execution and tiny checkpoints.
+"""CPU reference models of the supported families and their sharded execution.
 
 - ``ReferenceModel``: one rank's part of a model loaded from an HF or ``sharded`` dir (``model.py``).
 - ``compute_logits`` / ``compute_mtp_logits``: one forward, spawning ranks when asked (``runner.py``).
 - ``ModelRunner``: the rank-0-driven runtime of the CPU serving engine (contract in ``runner.py``).
-- ``write_tiny_checkpoint``: ``ascend tiny`` (``tiny.py``).
 
 Heavy imports (torch) happen on first attribute access so ``import ascend.reference`` stays cheap.
+Tiny and scripted checkpoints (test fixtures) are in ``ascend.tiny``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ _EXPORTS = {
     "compute_logits": "ascend.reference.runner",
     "compute_mtp_logits": "ascend.reference.runner",
     "ModelRunner": "ascend.reference.runner",
-    "write_tiny_checkpoint": "ascend.reference.tiny",
 }
 
 __all__ = sorted(_EXPORTS)

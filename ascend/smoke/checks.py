@@ -21,6 +21,19 @@ import httpx
 
 from ascend.recipe.schema import SmokeSection
 from ascend.smoke.jsonschema import validate
+from ascend.smoke.probes import (
+    ARITHMETIC,
+    COUNTING,
+    GREETING,
+    TIME_QUESTION,
+    TIME_TOOL,
+    WEATHER_QUESTION,
+    WEATHER_TOOL,
+    long_prompt,
+    story_prompt,
+    tool_result_messages,
+    user,
+)
 from ascend.smoke.wire import Endpoint, SSEError, StreamRecord, stream_chat
 
 
@@ -76,31 +89,6 @@ THRESHOLDS: dict[str, tuple[str, str]] = {
 
 MARKUP = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<arg_key>", "<arg_value>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>")
 
-WEATHER_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "description": "City name, e.g. Paris"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city"],
-        },
-    },
-}
-TIME_TOOL: dict[str, Any] = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "description": "Get the server's current time. Takes no arguments.",
-        "parameters": {"type": "object", "properties": {}},
-    },
-}
-
-
 @dataclass
 class Context:
     ep: Endpoint
@@ -131,13 +119,6 @@ class Context:
             return stream_chat(self.http, self.ep, body)
         except SSEError as err:
             raise Fail(f"stream: {err}") from None
-
-
-def user(text: str) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": text}]
-
-
-GREETING = user("Say hello in one short sentence.")
 
 
 def reasoning_of(message: Any) -> str:
@@ -174,39 +155,6 @@ def baseline(ctx: Context) -> Any:
     if "baseline" not in ctx.memo:
         ctx.memo["baseline"] = ctx.chat(GREETING)
     return ctx.memo["baseline"]
-
-
-def probe_conversations() -> list[Any]:
-    """The suite's requests as ``ascend.reference.scripted.Conversation``s: what the scripted
-    tiny checkpoint is designed against (``ascend run`` passes them when it generates one)."""
-    from ascend.reference.scripted import Conversation
-
-    weather_q = "What is the weather in Paris right now? Use the tool."
-    return [
-        Conversation("chat", GREETING, "answer"),
-        Conversation("thinking-on", user("What is 2 + 3? Answer with one number."), "answer", thinking=True),
-        Conversation("thinking-off", user("What is 2 + 3? Answer with one number."), "answer"),
-        Conversation("max_tokens", user("Count from one to fifty in words, separated by commas."), "answer"),
-        Conversation("long_prompt", user("The quick brown fox jumps over the lazy dog. " * 4 + "Say hello."), "answer"),
-        Conversation("concurrency", user("Write a short story about lighthouse number 1."), "answer"),
-        Conversation("tools", user(weather_q), "call_weather", tools=[WEATHER_TOOL]),
-        Conversation("tools_no_args", user("What time is it on the server? Use the tool."), "call_time", tools=[TIME_TOOL]),
-        Conversation("tools_multi_turn", tool_result_messages(), "after_tool", tools=[WEATHER_TOOL]),
-    ]
-
-
-def tool_result_messages() -> list[dict[str, Any]]:
-    return [
-        {"role": "user", "content": "What is the weather in Paris right now? Use the tool."},
-        {
-            "role": "assistant",
-            "content": "",
-            "tool_calls": [
-                {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_0", "content": '{"city": "Paris", "temperature_c": 18, "condition": "sunny"}'},
-    ]
 
 
 # --- readiness ---------------------------------------------------------------------------------
@@ -266,7 +214,7 @@ def check_stream(ctx: Context) -> tuple[str, dict[str, float]]:
 
 def check_max_tokens(ctx: Context) -> str:
     limit = 4
-    resp = ctx.chat(user("Count from one to fifty in words, separated by commas."), max_tokens=limit)
+    resp = ctx.chat(user(COUNTING), max_tokens=limit)
     choice = resp.choices[0]
     if choice.finish_reason != "length":
         raise Fail(f"max_tokens={limit}: finish_reason {choice.finish_reason!r}, expected 'length'")
@@ -309,7 +257,7 @@ def check_stop(ctx: Context) -> str:
 def check_thinking(ctx: Context) -> str:
     if not ctx.cfg.thinking:
         raise Skip("no reasoning parser configured (serve.reasoning_parser): thinking is returned inline")
-    question = user("What is 2 + 3? Answer with one number.")
+    question = user(ARITHMETIC)
     limit = ctx.budget(ctx.cfg.thinking_max_tokens)
     on = ctx.chat(question, thinking=True, max_tokens=limit).choices[0]
     reasoning, content = reasoning_of(on.message), on.message.content or ""
@@ -376,14 +324,14 @@ def _tool_call_nonstream(ctx: Context, prompt: str, tools: list[dict[str, Any]])
 
 def check_tools(ctx: Context) -> str:
     _need_tools(ctx)
-    name, args = _tool_call_nonstream(ctx, "What is the weather in Paris right now? Use the tool.", [WEATHER_TOOL])
+    name, args = _tool_call_nonstream(ctx, WEATHER_QUESTION, [WEATHER_TOOL])
     return f"{name}({json.dumps(args)}), finish_reason 'tool_calls'"
 
 
 def check_tools_stream(ctx: Context) -> str:
     _need_tools(ctx)
     tools = [WEATHER_TOOL]
-    rec = ctx.stream(user("What is the weather in Paris right now? Use the tool."), tools=tools, tool_choice="auto", max_tokens=ctx.budget(256))
+    rec = ctx.stream(user(WEATHER_QUESTION), tools=tools, tool_choice="auto", max_tokens=ctx.budget(256))
     calls = rec.tool_calls()
     if not calls:
         raise Fail(f"no tool_calls deltas (finish_reason {rec.finish_reason!r}, content {rec.content[:100]!r})")
@@ -398,7 +346,7 @@ def check_tools_stream(ctx: Context) -> str:
 
 def check_tools_no_args(ctx: Context) -> str:
     _need_tools(ctx)
-    name, args = _tool_call_nonstream(ctx, "What time is it on the server? Use the tool.", [TIME_TOOL])
+    name, args = _tool_call_nonstream(ctx, TIME_QUESTION, [TIME_TOOL])
     if args != {}:
         raise Fail(f"{name} takes no arguments, got {json.dumps(args)}")
     return f"{name}({{}}), finish_reason 'tool_calls'"
@@ -426,11 +374,9 @@ def check_long_prompt(ctx: Context) -> str:
     if not length:
         raise Skip("context length unknown: set serve.max_model_len in the recipe or pass --max-model-len")
     out = 8
-    filler = "The quick brown fox jumps over the lazy dog. "
 
     def prompt_tokens(repeats: int) -> int:
-        text = filler * repeats + "Say hello."
-        resp = ctx.chat(user(text), max_tokens=1)
+        resp = ctx.chat(user(long_prompt(repeats)), max_tokens=1)
         return resp.usage.prompt_tokens
 
     p0, p8 = prompt_tokens(0), prompt_tokens(8)
@@ -439,7 +385,7 @@ def check_long_prompt(ctx: Context) -> str:
         raise Fail(f"usage.prompt_tokens does not grow with the prompt ({p0} -> {p8})")
     target = int(0.9 * length) - out
     repeats = max(1, int((target - p0) / per_repeat))
-    resp = ctx.chat(user(filler * repeats + "Say hello."), max_tokens=out)
+    resp = ctx.chat(user(long_prompt(repeats)), max_tokens=out)
     used = resp.usage.prompt_tokens
     if not (0.75 * length <= used <= length):
         raise Fail(f"prompt of {used} tokens is not near max_model_len {length}")
@@ -461,7 +407,7 @@ def check_concurrency(ctx: Context) -> tuple[str, dict[str, float]]:
     max_tokens = ctx.cfg.max_tokens
 
     def one(i: int) -> StreamRecord:
-        return ctx.stream(user(f"Write a short story about lighthouse number {i}."), max_tokens=max_tokens, stream_options={"include_usage": True})
+        return ctx.stream(user(story_prompt(i)), max_tokens=max_tokens, stream_options={"include_usage": True})
 
     start = time.monotonic()
     with ThreadPoolExecutor(max_workers=n) as pool:

@@ -11,7 +11,7 @@ from ascend.recipe import builtin_root
 
 
 def test_run_advises_a_force_that_exists_and_works(cli, tmp_path):
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "src", "glm_moe_dsa", fp8=True, layers=2)
     out = tmp_path / "out"

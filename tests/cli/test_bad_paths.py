@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "glm5", "glm_moe_dsa", layers=2)
 

@@ -19,7 +19,7 @@ import pytest
 from ascend.cli.main import main
 from ascend.convert.pipeline import MANIFEST, STATE_DIR
 
-from convert_fixtures import make_checkpoint
+from convert_fixtures import file_of, make_checkpoint
 
 
 def cli(capsys, *argv):
@@ -60,18 +60,19 @@ def src_copy(ckpt_factory, tmp_path):
 
 def test_truncated_source_file(src_copy, tmp_path, capsys):
     src = src_copy()
-    shard = src / "model-00002-of-00003.safetensors"
+    shard = file_of(src, "model.layers.1.mlp.gate.weight")
     os.truncate(shard, shard.stat().st_size - 100)
     code, _, err = cli(capsys, "convert", "--src", src, "--out", tmp_path / "o", "--precision", "bf16")
-    assert_one_line_error(code, err, "truncated", "model-00002-of-00003.safetensors")
+    assert_one_line_error(code, err, "truncated", shard.name)
     assert_nothing_done(tmp_path / "o")
 
 
 def test_missing_shard(src_copy, tmp_path, capsys):
     src = src_copy()
-    (src / "model-00001-of-00003.safetensors").unlink()
+    shard = file_of(src, "model.embed_tokens.weight")
+    shard.unlink()
     code, _, err = cli(capsys, "convert", "--src", src, "--out", tmp_path / "o", "--precision", "w8a8")
-    assert_one_line_error(code, err, "missing", "model-00001-of-00003.safetensors")
+    assert_one_line_error(code, err, "missing", shard.name)
     assert_nothing_done(tmp_path / "o")
 
 
@@ -79,9 +80,9 @@ def test_fp8_tensor_without_scale(src_copy, tmp_path, capsys):
     from safetensors.torch import load_file, save_file
 
     src = src_copy()
-    scales_file = src / "model-00003-of-00003.safetensors"
-    scales = load_file(str(scales_file))
     victim = "model.layers.1.mlp.experts.5.down_proj.weight_scale_inv"
+    scales_file = file_of(src, victim)
+    scales = load_file(str(scales_file))
     del scales[victim]
     save_file(scales, str(scales_file))
     index = json.loads((src / "model.safetensors.index.json").read_text())

@@ -41,16 +41,11 @@ def test_verify_compares_reference_logits(ckpt_factory, tmp_path):
     assert lg["max_rel_error"] <= lg["bounds"]["max_rel_error"] and lg["top1_agreement"] >= 0.8
 
 
-def _block_aligned_config():
-    """A tiny DeepSeek-V3 whose every FP8 weight dim is a multiple of 128: transformers' CPU FP8
-    dequantizer refuses partial blocks, which every published checkpoint has (kv_a 576 rows)."""
-    from ascend.models.tiny import tiny_config
-
-    cfg = tiny_config("deepseek_v3", fp8=True)
-    cfg.update(hidden_size=256, intermediate_size=256, moe_intermediate_size=128, num_attention_heads=2,
-               num_key_value_heads=2, q_lora_rank=128, kv_lora_rank=128, qk_nope_head_dim=128, qk_rope_head_dim=128,
-               v_head_dim=128, head_dim=128)
-    return cfg
+# A tiny DeepSeek-V3 whose every FP8 weight dim is a multiple of 128: transformers' CPU FP8
+# dequantizer refuses partial blocks, which every published checkpoint has (kv_a 576 rows).
+BLOCK_ALIGNED = dict(hidden_size=256, intermediate_size=256, moe_intermediate_size=128, num_attention_heads=2,
+                     num_key_value_heads=2, q_lora_rank=128, kv_lora_rank=128, qk_nope_head_dim=128,
+                     qk_rope_head_dim=128, v_head_dim=128, head_dim=128)
 
 
 @pytest.mark.slow
@@ -60,8 +55,8 @@ def test_transformers_loads_hf_output(tmp_path, precision):
 
     from ascend.reference import compute_logits
 
-    cfg = _block_aligned_config() if precision == "fp8" else None
-    src = make_checkpoint(tmp_path / "src", "deepseek_v3", fp8=precision == "bf16", config=cfg)
+    # bf16: an FP8 source dequantized; fp8: a block-aligned FP8 source kept FP8
+    src = make_checkpoint(tmp_path / "src", "deepseek_v3", fp8=True, overrides=BLOCK_ALIGNED if precision == "fp8" else None)
     out = tmp_path / precision
     convert(src, out, ConvertOptions.from_flags(precision=precision))
     if precision == "fp8":

@@ -26,7 +26,7 @@ def saved(tmp_path_factory):
     """saved(family) -> (dir written by save_pretrained, its logits on IDS)."""
     import transformers
 
-    from ascend.models.tiny import tiny_config
+    from ascend.tiny.configs import tiny_config
 
     cache: dict = {}
 

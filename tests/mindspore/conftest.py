@@ -11,7 +11,6 @@ from ms_fixtures import write_tiny_hf
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory):
     """``tiny_hf(family) -> Path`` of a tiny HF checkpoint with one MTP layer (built once)."""
-    pytest.importorskip("transformers")
     built: dict[str, Path] = {}
 
     def get(family: str) -> Path:

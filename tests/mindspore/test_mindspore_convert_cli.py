@@ -62,7 +62,8 @@ def test_round_trip_through_ascend_convert(tmp_path, capsys, family, fmt):
     The MindSpore output equals ``convert_hf_to_mindspore`` (the plain loop) file for file and
     verifies; the way back is bit-identical to the source, its weight files equal converting the
     HF checkpoint directly, and its reference logits equal the source's."""
-    from ascend.reference import compute_logits, write_tiny_checkpoint
+    from ascend.reference import compute_logits
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", family, seed=5)
     ms = tmp_path / "ms"
@@ -97,7 +98,7 @@ def test_round_trip_through_ascend_convert(tmp_path, capsys, family, fmt):
 def test_mindspore_layout_from_fp8_mtp_drop_and_refusals(tmp_path, capsys):
     """Block-FP8 source: dequantized as ``convert_hf_to_mindspore`` does; mtp drop leaves no MTP
     tensor; quantized MindSpore output is refused in one line before anything is written."""
-    from ascend.reference import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "deepseek_v3", fp8=True, seed=2)
     code, _, err = cli(capsys, "convert", "--src", src, "--out", tmp_path / "ms", "--precision", "bf16",
@@ -143,7 +144,8 @@ def test_sharded_and_w8a8_from_mindspore_ckpt_without_config(tmp_path, capsys):
     """MindSpore Transformers training output: .ckpt weights only, config given with --config.
     Sharded TP2/EP2 output runs in the reference runtime with the source's logits; a W8A8 output
     verifies against the MindSpore source (explicitly and through the manifest)."""
-    from ascend.reference import compute_logits, write_tiny_checkpoint
+    from ascend.reference import compute_logits
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "glm_moe_dsa", seed=7)
     ms = tmp_path / "ms"

@@ -25,7 +25,7 @@ def test_converter_output_from_mindspore_equals_output_from_hf(tmp_path, fmt):
     from ascend.convert.execute import write_file
     from ascend.convert.jobs import ConvertOptions, build_jobs
     from ascend.models.args import load_model_args
-    from ascend.reference import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "glm_moe_dsa", seed=1)
     convert_hf_to_mindspore(src, tmp_path / "ms", format=fmt, max_file_bytes=200_000)

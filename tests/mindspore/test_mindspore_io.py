@@ -18,7 +18,7 @@ try:
 except BackendUnavailable as err:
     pytest.skip(err.line(), allow_module_level=True)
 
-from ms_fixtures import FAMILIES, load_hf  # noqa: E402  (after the skip)
+from ms_fixtures import FAMILIES, load_hf, shard_of  # noqa: E402  (after the skip)
 from ms_twin import convert_hf_to_mindspore, convert_mindspore_to_hf  # noqa: E402
 
 # bf16 bit patterns that a float round trip would lose or canonicalise: +0, -0, +inf, -inf,
@@ -242,9 +242,9 @@ def test_mtp_copy_that_differs_is_kept_under_its_own_name(tiny_hf, tmp_path):
 
     src = tmp_path / "hf"
     shutil.copytree(tiny_hf("deepseek_v3"), src)
-    (shard,) = src.glob("*.safetensors")
-    sd = load_file(shard)
     mtp = json.loads((src / "config.json").read_text())["num_hidden_layers"]
+    shard = shard_of(src, f"model.layers.{mtp}.shared_head.head.weight")
+    sd = load_file(shard)
     sd[f"model.layers.{mtp}.shared_head.head.weight"][0, 0] += 1
     save_file(sd, shard)
     summary = convert_hf_to_mindspore(src, tmp_path / "ms")
@@ -261,7 +261,7 @@ def test_mtp_copy_that_differs_is_kept_under_its_own_name(tiny_hf, tmp_path):
 def test_fp8_source_is_dequantized_to_bf16(tmp_path):
     """Block-FP8 HF -> MindSpore holds exactly dequantize_fp8_block(w, scale) in BF16."""
     from ascend.checkpoint.fp8 import dequantize_fp8_block
-    from ascend.reference import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "deepseek_v3", fp8=True, seed=2)
     hf = load_hf(src)
@@ -282,9 +282,9 @@ def test_fp8_without_scale_is_refused(tiny_hf, tmp_path):
 
     src = tmp_path / "hf"
     shutil.copytree(tiny_hf("deepseek_v3"), src)
-    (shard,) = src.glob("*.safetensors")
-    sd = load_file(shard)
     name = "model.layers.0.self_attn.q_a_proj.weight"
+    shard = shard_of(src, name)
+    sd = load_file(shard)
     sd[name] = sd[name].to(torch.float8_e4m3fn)
     save_file(sd, shard)
     with pytest.raises(ConvertError, match="has no _scale_inv") as info:
@@ -297,7 +297,8 @@ def test_fp8_without_scale_is_refused(tiny_hf, tmp_path):
 def test_mindspore_sourced_checkpoint_gives_the_same_logits(tmp_path):
     """GLM-5 tiny checkpoint from the project's own writer (MTP copies that differ from the main
     embedding/head) -> MindSpore -> HF: reference logits, main and MTP, are equal."""
-    from ascend.reference import compute_logits, compute_mtp_logits, write_tiny_checkpoint
+    from ascend.reference import compute_logits, compute_mtp_logits
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     src = write_tiny_checkpoint(tmp_path / "hf", "glm_moe_dsa", seed=3)
     convert_hf_to_mindspore(src, tmp_path / "ms")

@@ -104,7 +104,7 @@ def test_glm5_indexer_only_on_full_layers():
 
 @pytest.mark.parametrize("family", sorted(FAMILY_BLOCKS))
 def test_names_are_unique_and_rules_consistent(family):
-    from ascend.models.tiny import tiny_config
+    from ascend.tiny.configs import tiny_config
 
     rules = mindspore_rules(ModelArgs.from_config(tiny_config(family)))
     ms_names = [r.ms for r in rules if r.op != "alias"]

@@ -123,7 +123,7 @@ def test_tiny_source_is_skipped_when_already_generated(recipe, tmp_path, monkeyp
         calls.append(kw)
         return out
 
-    import ascend.reference.scripted as scripted
+    import ascend.tiny.scripted as scripted
 
     monkeypatch.setattr(scripted, "write_scripted_checkpoint", fake_write)
     r = load_recipe("tiny/glm5-cpu", [f"model.path={tmp_path / 'src'}"])

@@ -1,25 +1,8 @@
-"""Fixtures for the reference-model tests: tiny checkpoints built once per session."""
+"""Fixtures for the reference-model tests (``tiny_dir`` is in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import pytest
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory):
-    """``tiny_dir(family, fp8=False, seed=0, **kw)`` -> path of an ``ascend tiny`` checkpoint (cached)."""
-    from ascend.reference.tiny import write_tiny_checkpoint
-
-    cache: dict = {}
-
-    def make(family: str, **kw):
-        key = (family, tuple(sorted(kw.items())))
-        if key not in cache:
-            name = "-".join([family] + [f"{k}{v}" for k, v in sorted(kw.items())])
-            cache[key] = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / name, family, **kw)
-        return cache[key]
-
-    return make
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +13,7 @@ def hf_random_dir(tmp_path_factory):
     import torch
     import transformers
 
-    from ascend.models.tiny import tiny_config
+    from ascend.tiny.configs import tiny_config
 
     cache: dict = {}
 
@@ -42,7 +25,7 @@ def hf_random_dir(tmp_path_factory):
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     p.add_(torch.randn_like(p) * 0.05)
-                    if "weights_proj" in name:  # see ascend/reference/tiny.py: avoid exact top-k ties
+                    if "weights_proj" in name:  # see ascend/tiny/writer.py: avoid exact top-k ties
                         p.abs_()
                 for name, b in model.named_buffers():
                     if name.endswith("e_score_correction_bias"):

@@ -94,4 +94,4 @@ def test_impossible_layout_is_refused_before_spawning(tiny_dir, cli, tmp_path):
         compute_logits(tiny_dir("glm4_moe"), [1, 2], ranks=3)
     res = cli("logits", str(tiny_dir("glm4_moe")), "--input-ids", "1,2", "--ranks", "4", "--dp", "3",
               "--out", str(tmp_path / "l.safetensors"))
-    assert res.code == 2 and "dp=3" in res.err
+    assert res.code == 2 and "dp = 3" in res.err

@@ -132,15 +132,29 @@ def test_max_tokens_stop_and_completions(client):
     assert streamed == "1 2"
 
 
-def test_sampling_seed_is_reproducible(client):
-    kwargs = dict(model="tiny", messages=[{"role": "user", "content": "count"}], max_tokens=12, temperature=2.0,
-                  top_p=1.0, extra_body={"top_k": 50, "chat_template_kwargs": {"enable_thinking": False}})
-    a = client.chat.completions.create(seed=7, **kwargs).choices[0].message.content
-    b = client.chat.completions.create(seed=7, **kwargs).choices[0].message.content
-    c = client.chat.completions.create(seed=8, **kwargs).choices[0].message.content
-    greedy = client.chat.completions.create(model="tiny", messages=kwargs["messages"], max_tokens=12,
-                                            extra_body=kwargs["extra_body"]).choices[0].message.content
-    assert a == b and (a != c or a != greedy)  # logits +20 on the script: temperature 2 leaves real randomness
+# 400 byte-level tokens (the test tokenizer has no merges): long enough that two independent
+# samples at temperature 2 essentially never agree (see the test).
+LONG_ANSWER = ("The lighthouse keeper climbed the stairs every evening and lit the lamp for the ships. " * 5)[:400]
+
+
+def test_sampling_seed_is_reproducible(model_dir):
+    """Same seed -> same text; another seed -> other text; temperature 0 -> the script.
+
+    The script token's logit leads by 20 (10 at temperature 2) over 272 others, so each sampled
+    token leaves the script with p = 272 / (e^10 + 272) ~ 1.2%. Two samples of 400 tokens agree
+    only if neither leaves it (0.988^800 ~ 6e-5) or both leave it identically (far less likely)."""
+    with scripted_server(model_dir, {"long": LONG_ANSWER}) as (url, _, _):
+        client = openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+        kwargs = dict(model="tiny", messages=[{"role": "user", "content": "long"}], max_tokens=400,
+                      extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+
+        def sample(seed):
+            return client.chat.completions.create(seed=seed, temperature=2.0, **kwargs).choices[0].message.content
+
+        a = sample(7)
+        assert sample(7) == a
+        assert sample(8) != a
+        assert client.chat.completions.create(**kwargs).choices[0].message.content == LONG_ANSWER
 
 
 @pytest.mark.parametrize("body,status,fragment", [

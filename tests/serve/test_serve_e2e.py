@@ -3,9 +3,8 @@ GLM-5 checkpoint, driven with the official `openai` client; then a clean Ctrl-C 
 killed rank.
 
 The checkpoint is the scripted one (constructed weights with known behaviour,
-ascend.reference.scripted) so tool calls and thinking are asserted on real model output. If it
-cannot be built, the random tiny checkpoint still runs every lifecycle and API-shape check, and
-the behaviour checks are skipped with the reason.
+ascend.tiny.scripted) so tool calls and thinking are asserted on real model output. If it
+cannot be built, the tests fail: there is no fallback to random weights.
 """
 
 from __future__ import annotations
@@ -25,25 +24,12 @@ import pytest
 from engine_fixtures import free_port, listening_addresses
 
 pytestmark = pytest.mark.slow
-from ascend.reference import scripted  # noqa: E402
-from ascend.reference.tiny import write_tiny_checkpoint  # noqa: E402
-
-WHY_NOT_SCRIPTED: list[str] = []
+from ascend.tiny import scripted  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    base = tmp_path_factory.mktemp("e2e")
-    try:
-        return scripted.write_scripted_checkpoint(base / "scripted", fp8=False, check=False)
-    except scripted.ScriptError as err:
-        WHY_NOT_SCRIPTED.append(f"scripted checkpoint unavailable ({err}); random weights used")
-        return write_tiny_checkpoint(base / "random", "glm_moe_dsa", seed=0)
-
-
-def _needs_behaviour():
-    if WHY_NOT_SCRIPTED:
-        pytest.skip(WHY_NOT_SCRIPTED[0])
+    return scripted.write_scripted_checkpoint(tmp_path_factory.mktemp("e2e") / "scripted", fp8=False, check=False)
 
 
 def _recipe(tmp: Path, checkpoint: Path) -> Path:
@@ -156,7 +142,6 @@ def test_thinking_switch_and_usage(client):
 
 
 def test_chat_thinking_off_and_on(client):
-    _needs_behaviour()
     off = _ask(client, _conv("plain")).choices[0]
     assert off.message.content and "reasoning_content" not in off.message.model_extra
     assert off.finish_reason == "stop"
@@ -177,7 +162,6 @@ def test_streaming_equals_non_streaming(client):
 
 
 def test_tools(client):
-    _needs_behaviour()
     weather = _ask(client, _conv("weather")).choices[0]
     assert weather.finish_reason == "tool_calls"
     call = weather.message.tool_calls[0]

@@ -72,7 +72,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ascend.fileio import atomic_path, write_json
-from ascend.reference.scripted_design import (  # FAMILY and the tool names: public surface
+from ascend.tiny.scripted_design import (  # FAMILY and the tool names: public surface
     CATEGORIES,
     Conversation,
     Design,
@@ -83,7 +83,7 @@ from ascend.reference.scripted_design import (  # FAMILY and the tool names: pub
     design,
     segment,
 )
-from ascend.reference.scripted_weights import encode_tensors, full_tensors, scripted_tensors
+from ascend.tiny.scripted_weights import encode_tensors, full_tensors, scripted_tensors
 
 
 # ------------------------------------------------------------------------------ checkpoint I/O
@@ -112,7 +112,7 @@ def load_design(model_dir: str | Path, conversations: Sequence[Conversation] | N
     from tokenizers import Tokenizer
 
     from ascend.chat.template import ChatTemplate
-    from ascend.models.tiny import special_tokens
+    from ascend.tiny.configs import special_tokens
 
     model_dir = Path(model_dir)
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
@@ -144,7 +144,7 @@ def write_scripted_checkpoint(
     raises ScriptError unless each produces its script.
     """
     from ascend.models.args import load_model_args
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     if family != FAMILY:
         raise ScriptError(f"scripted checkpoints exist for {FAMILY} only, not {family}")
@@ -200,7 +200,7 @@ def describe(d: Design, tokenizer: Any) -> dict[str, Any]:
         "markers": {f: [dec([t]) for t in sorted(ts)] for f, ts in d.markers.items()},
         "reasoning": dec(d.reasoning),
         "scripts": {cat: dec(body) for cat, body in d.bodies.items()},
-        "note": "constructed weights; see ascend/reference/scripted.py",
+        "note": "constructed weights; see ascend/tiny/scripted.py",
     }
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ascend.models.tiny import FAMILIES, special_tokens, tiny_config
+from ascend.tiny.configs import FAMILIES, special_tokens, tiny_config
 
 
 def _digest(path) -> dict[str, str]:
@@ -56,7 +56,7 @@ def test_layout_names_and_dtypes(tiny_dir):
 
 
 def test_deterministic_for_a_seed(tiny_dir, tmp_path):
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     again = write_tiny_checkpoint(tmp_path / "again", "deepseek_v3")
     other = write_tiny_checkpoint(tmp_path / "other", "deepseek_v3", seed=1)
@@ -153,8 +153,9 @@ def test_tokenizer_and_chat_template(family, tiny_dir):
         assert with_tools.endswith("<｜tool▁output▁begin｜>18C<｜tool▁output▁end｜>")
         assert "### get_weather" in with_tools
     # the serving layer's renderer gives the same prompt as transformers
-    chat = pytest.importorskip("ascend.chat.template")
-    mine = chat.ChatTemplate.from_model_dir(path).render(msgs, enable_thinking=False)
+    from ascend.chat.template import ChatTemplate
+
+    mine = ChatTemplate.from_model_dir(path).render(msgs, enable_thinking=False)
     assert mine == off
 
 
@@ -198,3 +199,21 @@ def test_fp8_partial_blocks_follow_the_published_formula(tiny_dir):
     same = torch.cat([torch.arange(0, 80), torch.arange(128, 160)])
     assert torch.allclose(theirs[:, same], published[:, same], rtol=1e-2)  # bf16 rounding only
     assert not torch.allclose(theirs[:, 80:128], published[:, 80:128], rtol=1e-2)
+
+
+def test_fixture_variations_scales_apart_no_mtp_copies_overrides(tmp_path):
+    """The variations the conversion and MindSpore fixtures use, on the one writer."""
+    from ascend.models.args import load_model_args
+    from ascend.tiny.writer import write_tiny_checkpoint
+
+    out = write_tiny_checkpoint(tmp_path / "v", "glm4_moe", fp8=True, scales_apart=True, mtp_copies=False,
+                                overrides={"moe_intermediate_size": 32})
+    index = json.loads((out / "model.safetensors.index.json").read_text())["weight_map"]
+    scales = {n for n in index if n.endswith("_scale_inv")}
+    assert scales and {index[n] for n in scales} == {max(index.values())}  # one file, the last
+    assert not any(index[n[: -len("_scale_inv")]] == index[n] for n in scales)
+    mtp = json.loads((out / "config.json").read_text())["num_hidden_layers"]
+    assert f"model.layers.{mtp}.eh_proj.weight" in index
+    assert not [n for n in index if n.startswith(f"model.layers.{mtp}.") and ("embed_tokens" in n or "shared_head.head" in n)]
+    assert load_model_args(out).moe_intermediate_size == 32
+    assert _tensors(out)["model.layers.1.mlp.experts.0.down_proj.weight"].shape == (160, 32)

@@ -2,7 +2,7 @@
 
 Output (deterministic for a seed; written to a temporary dir and renamed into place):
 
-- ``config.json`` (``ascend.models.tiny.tiny_config``), ``generation_config.json``;
+- ``config.json`` (``ascend.tiny.configs.tiny_config``), ``generation_config.json``;
 - weights: every tensor ``tensor_specs`` lists (MTP layer included unless ``mtp=False``), with the
   published names, shapes and dtypes (BF16; router bias F32), split over several
   ``model-0000k-of-0000n.safetensors`` files (one per decoder layer plus one for the globals)
@@ -35,14 +35,14 @@ from safetensors.torch import save_file
 from ascend.fileio import atomic_dir
 from ascend.models.args import ModelArgs
 from ascend.models.tensors import tensor_specs
-from ascend.models.tiny import (
+from ascend.tiny.configs import (
     DEEPSEEK_SPECIAL_TOKENS,
     GLM_SPECIAL_TOKENS,
     TINY_VOCAB_SIZE,
     special_tokens,
     tiny_config,
 )
-from ascend.reference.chat_templates import TEMPLATES
+from ascend.tiny.chat_templates import TEMPLATES
 
 _DTYPES = {"bf16": torch.bfloat16, "f32": torch.float32, "f16": torch.float16}
 
@@ -57,22 +57,32 @@ def write_tiny_checkpoint(
     experts: int | None = None,
     mtp: bool = True,
     overwrite: bool = False,
+    mtp_copies: bool = True,
+    scales_apart: bool = False,
+    overrides: dict | None = None,
 ) -> Path:
-    """Write the checkpoint to ``out_dir`` (must not exist unless ``overwrite``); returns it."""
+    """Write the checkpoint to ``out_dir`` (must not exist unless ``overwrite``); returns it.
+
+    Variations the tests need (the defaults are ``ascend tiny``'s layout):
+    ``mtp_copies=False``: the MTP layer without its own ``embed_tokens`` / ``shared_head.head``
+    (as GLM-4.6 ships it); ``scales_apart=True``: every FP8 ``_scale_inv`` in a last file of its
+    own, so no weight shares a file with its scale (readers must pair them across files);
+    ``overrides``: config keys replacing the tiny ones (e.g. other sizes).
+    """
     out = Path(out_dir)
     if out.exists() and not overwrite:
         from ascend.errors import AscendError
 
         raise AscendError(f"{out} already exists", fix="choose a new directory or pass --overwrite")
-    cfg = tiny_config(family, layers=layers, experts=experts, mtp=mtp, fp8=fp8)
+    cfg = {**tiny_config(family, layers=layers, experts=experts, mtp=mtp, fp8=fp8), **(overrides or {})}
     args = ModelArgs.from_config({k: v for k, v in cfg.items() if k != "quantization_config"})
-    tensors = _draw_weights(args, seed, mtp)
+    tensors = _draw_weights(args, seed, mtp, mtp_copies)
     if fp8:
         tensors = _quantize(tensors, args, scale_fmt=cfg["quantization_config"].get("scale_fmt"))
 
     with atomic_dir(out) as tmp:
         tmp.mkdir()
-        _write_weights(tmp, tensors, args)
+        _write_weights(tmp, tensors, scales_apart)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         (tmp / "generation_config.json").write_text(json.dumps(_generation_config(cfg), indent=2) + "\n")
         _write_tokenizer(tmp, family)
@@ -80,11 +90,13 @@ def write_tiny_checkpoint(
 
 
 # --- weights ----------------------------------------------------------------------------------
-def _draw_weights(args: ModelArgs, seed: int, mtp: bool) -> dict[str, torch.Tensor]:
+def _draw_weights(args: ModelArgs, seed: int, mtp: bool, mtp_copies: bool) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for spec in tensor_specs(args, mtp=mtp):
         shape, name = spec.shape, spec.name
+        if spec.mtp and not mtp_copies and spec.component in ("embed", "head"):
+            continue
         noise = torch.randn(shape, generator=gen)
         if name.endswith("e_score_correction_bias") or name.endswith(".bias") and len(shape) == 1 and "norm" not in name:
             value = 0.1 * noise
@@ -120,13 +132,18 @@ def _quantize(tensors: dict[str, torch.Tensor], args: ModelArgs, scale_fmt: str 
     return out
 
 
-def _write_weights(dir_: Path, tensors: dict[str, torch.Tensor], args: ModelArgs) -> None:
-    """One file for the global tensors and one per decoder layer (MTP included)."""
+def _write_weights(dir_: Path, tensors: dict[str, torch.Tensor], scales_apart: bool) -> None:
+    """One file for the global tensors and one per decoder layer (MTP included); with
+    ``scales_apart`` the FP8 scales go to one more file, last."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for name, t in tensors.items():
-        key = name.split(".")[2] if name.startswith("model.layers.") else "global"
+        if scales_apart and name.endswith("_scale_inv"):
+            key = "scales"
+        else:
+            key = name.split(".")[2] if name.startswith("model.layers.") else "global"
         groups.setdefault(key, {})[name] = t.contiguous()
-    order = ["global"] + sorted((k for k in groups if k != "global"), key=int)
+    layers = sorted((k for k in groups if k not in ("global", "scales")), key=int)
+    order = ["global", *layers] + (["scales"] if "scales" in groups else [])
     n = len(order)
     weight_map, total = {}, 0
     for i, key in enumerate(order, start=1):

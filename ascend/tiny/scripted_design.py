@@ -1,5 +1,5 @@
 """The scripted checkpoint's design: the markers, categories and output scripts chosen from
-the real tiny tokenizer and chat template (see ``ascend.reference.scripted`` for the whole
+the real tiny tokenizer and chat template (see ``ascend.tiny.scripted`` for the whole
 construction)."""
 
 from __future__ import annotations
@@ -8,6 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+# A request the model is designed for, rendered through the checkpoint's chat template. The smoke
+# suite owns the type (and its requests): this fixture is built to answer the suite, not the reverse.
+from ascend.smoke.probes import TIME_TOOL, WEATHER_TOOL, Conversation
 
 FAMILY = "glm_moe_dsa"
 FLAGS = ("conv", "tools", "weather", "obs")  # layer-0 head f detects flag f
@@ -20,7 +23,7 @@ CONDITIONS: dict[str, list[tuple[str, bool]]] = {
     "call_time": [("obs", False), ("tools", True), ("weather", False)],
     "after_tool": [("obs", True)],
 }
-WEATHER_TOOL_NAME, TIME_TOOL_NAME = "get_weather", "get_time"
+WEATHER_TOOL_NAME, TIME_TOOL_NAME = WEATHER_TOOL["function"]["name"], TIME_TOOL["function"]["name"]
 
 # Texts the model says; the first candidate that tokenizes without repeats is used.
 REASONING_TEXTS = ["The user said hello", "Just say hello", "Easy question"]
@@ -44,20 +47,6 @@ class ScriptError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------ design
-
-
-@dataclass
-class Conversation:
-    """A request the model is designed for: rendered through the checkpoint's chat template.
-
-    ``expect``: ``answer`` | ``call_weather`` | ``call_time`` | ``after_tool``.
-    """
-
-    name: str
-    messages: list[dict[str, Any]]
-    expect: str
-    tools: list[dict[str, Any]] | None = None
-    thinking: bool = False
 
 
 @dataclass
@@ -176,7 +165,7 @@ def design(
     """Derive markers from how ``conversations`` render, then choose the script tokens.
 
     ``tokenizer``: a ``tokenizers.Tokenizer``; ``render(conv)`` -> prompt text; ``specials``:
-    GLM special token -> id (``ascend.models.tiny.special_tokens``).
+    GLM special token -> id (``ascend.tiny.configs.special_tokens``).
     """
     enc = {c.name: tokenizer.encode(render(c), add_special_tokens=False).ids for c in conversations}
     by = {cat: [enc[c.name] for c in conversations if c.expect == cat] for cat in CATEGORIES}

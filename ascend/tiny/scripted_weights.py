@@ -1,6 +1,6 @@
 """The scripted checkpoint's weights: tensors that implement a ``Design`` through attention,
 the DSA indexer, the router, the routed experts and the shared expert (see
-``ascend.reference.scripted`` for the construction)."""
+``ascend.tiny.scripted`` for the construction)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ascend.reference.scripted_design import (
+from ascend.tiny.scripted_design import (
     ATTN_O,
     ATTN_QK,
     CAT_DOWN,
