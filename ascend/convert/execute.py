@@ -17,6 +17,7 @@ from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
 from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir, SafetensorsWriter
 from ascend.checkpoint.w8a8 import quantize_w8a8
 from ascend.convert.memory import CHUNK_BYTES
+from ascend.convert import w8a8_pieces as w8
 from ascend.convert.jobs import FP8_BLOCK, Piece
 
 
@@ -51,8 +52,12 @@ def source_fp32(src: SafetensorsDir, piece: Piece, start: int, stop: int, dtype=
     return _narrow_cols(full[start - a:], cols)
 
 
-def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor], None]) -> None:
-    """Write the piece's outputs, in order, through ``write``."""
+def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor], None], calib=None) -> None:
+    """Write the piece's outputs, in order, through ``write``. ``calib()``: the conversion's
+    calibration (static W8A8 and calibration-provided tensors only)."""
+    if piece.op == w8.CALIB_OP:
+        w8.run_calib(piece, write, calib())
+        return
     info = src.tensors[piece.source]
     shape = info.shape
     r0, r1 = piece.rows if piece.rows is not None else (0, shape[0] if shape else 0)
@@ -65,6 +70,9 @@ def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor],
             write(_narrow_cols(src.read_rows(piece.source, a, min(a + step, r1)), piece.cols))
         return
     step = chunk_rows(shape[1])
+    if piece.op == w8.STATIC_OP:
+        w8.run_static(src, piece, write, calib(), lambda a, b: source_fp32(src, piece, a, b), step)
+        return
     if piece.op == "dequant":
         for a in range(r0, r1, step):
             write(source_fp32(src, piece, a, min(a + step, r1), dtype=torch.bfloat16))
@@ -110,8 +118,8 @@ def open_source(src_dir: str, source_format: str = "hf", config: str | None = No
 
 
 def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: dict[str, str] | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[int, str]:
-    """Write one output file atomically. Returns (size, sha256)."""
+               progress: Callable[[int], None] | None = None, calib=None) -> tuple[int, str]:
+    """Write one output file atomically. Returns (size, sha256). ``calib``: see ``run_piece``."""
     if pieces and pieces[0].op == "mindspore":
         size, sha = write_mindspore_pieces(src, path, pieces)
         if progress is not None:
@@ -126,7 +134,7 @@ def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: d
                 progress(t.numel() * t.element_size())
 
         for piece in pieces:
-            run_piece(src, piece, write)
+            run_piece(src, piece, write, calib)
         return writer.commit()
     except BaseException:
         writer.abort()

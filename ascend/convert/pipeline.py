@@ -89,7 +89,9 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     return SafetensorsDir(src_dir), args
 
 
-def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
+def conversion_jobs(src_dir: str | Path, opts: ConvertOptions, out_dir: str | Path | None = None) -> ConvertJobs:
+    """The jobs; with ``out_dir``, static W8A8 pieces use that output's calibration."""
+    from ascend.convert.w8a8_pieces import calibrated_jobs
     from ascend.errors import PlanError
 
     if opts.layout == "mindspore":
@@ -98,7 +100,8 @@ def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
         require_mindspore()  # without the extra: one install line (exit 2), nothing listed or written
     src, args = load_source(src_dir, opts)
     try:
-        return build_jobs(src, args, opts)
+        jobs = build_jobs(src, args, opts)
+        return calibrated_jobs(jobs, out_dir, lambda calib: build_jobs(src, args, opts, calib))
     except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
         raise ConvertError(err.what, why=err.why, fix=err.fix) from None
     finally:
@@ -248,6 +251,7 @@ def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], diges
                  source_format: str = "hf", source_config: str | None = None) -> tuple[str, int, str]:
     """Worker entry: write one output file and its done record."""
     from ascend.convert.execute import open_source, write_file
+    from ascend.convert.w8a8_pieces import load_calibration
 
     out = Path(out_dir)
     path = out / rel
@@ -262,7 +266,8 @@ def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], diges
                       "rows": tuple(p["rows"]) if p["rows"] else None,
                       "cols": tuple(p["cols"]) if p["cols"] else None}) for p in pieces]
     src = open_source(src_dir, source_format, source_config)
-    size, sha = write_file(src, path, plist, metadata={"format": "pt"}, progress=progress)
+    size, sha = write_file(src, path, plist, metadata={"format": "pt"}, progress=progress,
+                           calib=lambda: load_calibration(out_dir, cached=True))
     write_json(_done_path(out, rel), {"file": rel, "size": size, "sha256": sha, "jobs": digest})
     return rel, size, sha
 
@@ -297,7 +302,7 @@ def convert(
         raise ConvertError(f"--node-rank {node_rank} is outside --nnodes {nnodes}", fix="use 0 <= node-rank < nnodes")
     if out == Path(src_dir):
         raise ConvertError("the output directory is the source directory", fix="choose another --out")
-    jobs = conversion_jobs(src_dir, opts)
+    jobs = conversion_jobs(src_dir, opts, out)
     digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)

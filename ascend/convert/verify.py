@@ -26,6 +26,7 @@ import torch
 from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
+from ascend.convert import w8a8_pieces as w8
 from ascend.convert.execute import chunk_rows, source_fp32
 from ascend.convert.pipeline import MANIFEST, STATE_DIR, load_source
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs
@@ -85,7 +86,9 @@ def _load_jobs(out: Path, manifest: dict, against: str | None, report: VerifyRep
     opts = _options(manifest["options"])
     if src_dir and _source_available(Path(src_dir), opts):
         src, args = load_source(src_dir, opts)  # a MindSpore source opens as MindSporeSource (or exit 2)
-        jobs = build_jobs(src, args, opts)
+        from ascend.convert.w8a8_pieces import calibrated_jobs
+
+        jobs = calibrated_jobs(build_jobs(src, args, opts), out, lambda calib: build_jobs(src, args, opts, calib))
         if jobs.source_fingerprint != manifest.get("source", {}).get("fingerprint"):
             report.problems.append(f"source {src_dir} is not the checkpoint this output was made from (fingerprint differs)")
         elif jobs.digest() != manifest.get("plan_digest"):
@@ -162,8 +165,12 @@ def _sample(pieces: list[tuple[str, Piece]], n: int | None) -> list[tuple[str, P
     return [pieces[int(i * step)] for i in range(n)]
 
 
-def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | None:
-    """None when the output tensors of ``p`` match the source window within the bound, else why."""
+def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece, calib=None) -> str | None:
+    """None when the output tensors of ``p`` match the source window within the bound, else why.
+    ``calib()``: the output's calibration (static W8A8 pieces)."""
+    if p.op in (w8.STATIC_OP, w8.CALIB_OP):
+        return w8.check_piece(src, out, p, calib(), lambda a, b: source_fp32(src, p, a, b),
+                              chunk_rows(src.tensors[p.source].shape[1]) if p.op == w8.STATIC_OP else 0)
     shape = src.tensors[p.source].shape
     main = p.outputs[0][0]
     if p.op == "copy":
@@ -233,7 +240,7 @@ def _check_numbers(out: Path, jobs: ConvertJobs, src: SafetensorsDir, sample: in
         for fname, p in _sample(items, sample):
             try:
                 view = views.get(fname) or views.setdefault(fname, _FileView(out / prefix / fname))
-                why = check_piece(src, view, p)
+                why = check_piece(src, view, p, lambda: w8.load_calibration(out, cached=True))
             except (CheckpointError, KeyError) as err:
                 why = f"cannot read: {err}"
             report.tensors_checked += len(p.outputs)
@@ -296,7 +303,7 @@ class _FileView(SafetensorsDir):
 
 def _logit_class(jobs: ConvertJobs) -> str:
     ops = {p.op for f in jobs.files for p in f.pieces}
-    if ops & {"fp8", "w8a8"}:
+    if ops & {"fp8", *w8.W8A8_OPS}:
         return "quantized"
     if "dequant" in ops:
         return "bf16"
