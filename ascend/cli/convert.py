@@ -48,6 +48,10 @@ def register(app: typer.Typer) -> None:
         dp: int = typer.Option(1, "--dp", help="Attention DP groups (flag mode, sharded)."),
         ep: int = typer.Option(1, "--ep", help="Expert-parallel size; must divide tp x dp (flag mode)."),
         mtp: Optional[str] = typer.Option(None, "--mtp", help="keep | drop | export (flag mode; default keep)."),
+        w8a8_scheme: Optional[str] = typer.Option(
+            None, "--w8a8-scheme",
+            help="w8a8 (default: the family's engine practice, static attention needs calibration) | dynamic "
+                 "(all W8A8_DYNAMIC, data-free; not readable by xLLM) (flag mode)."),
         requantize_misaligned: bool = typer.Option(
             False, "--requantize-misaligned",
             help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
@@ -73,7 +77,8 @@ def register(app: typer.Typer) -> None:
             from ascend.recipe import load_recipe, recipe_hash as hash_of
 
             r = load_recipe(recipe, sets)
-            for flag, value in (("--precision", precision), ("--layout", layout), ("--mtp", mtp)):
+            for flag, value in (("--precision", precision), ("--layout", layout), ("--mtp", mtp),
+                                ("--w8a8-scheme", w8a8_scheme)):
                 if value is not None:
                     raise ConvertError(f"{flag} is a flag-mode option", fix=f"use --set convert.… with a recipe instead of {flag}")
             c = r.convert
@@ -93,7 +98,7 @@ def register(app: typer.Typer) -> None:
                                    fix="e.g. ascend convert --src D --out D2 --precision bf16 (or pass a recipe)")
             opts = ConvertOptions(
                 precision=precision, layout=layout or "hf", tp=tp, dp=dp, ep=ep, mtp=mtp or "keep",
-                misaligned_fp8="requantize" if requantize_misaligned else "refuse",
+                misaligned_fp8="requantize" if requantize_misaligned else "refuse", w8a8_scheme=w8a8_scheme or "w8a8",
             )
         if not src:
             raise ConvertError("no source checkpoint", fix="set model.path in the recipe or pass --src")

@@ -89,8 +89,10 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     return SafetensorsDir(src_dir), args
 
 
-def conversion_jobs(src_dir: str | Path, opts: ConvertOptions, out_dir: str | Path | None = None) -> ConvertJobs:
-    """The jobs; with ``out_dir``, static W8A8 pieces use that output's calibration."""
+def conversion_jobs(src_dir: str | Path, opts: ConvertOptions, out_dir: str | Path | None = None,
+                    before_calibration: Callable | None = None) -> ConvertJobs:
+    """The jobs; with ``out_dir``, static W8A8 pieces use that output's calibration
+    (``w8a8_pieces.calibrated_jobs``)."""
     from ascend.convert.w8a8_pieces import calibrated_jobs
     from ascend.errors import PlanError
 
@@ -101,7 +103,7 @@ def conversion_jobs(src_dir: str | Path, opts: ConvertOptions, out_dir: str | Pa
     src, args = load_source(src_dir, opts)
     try:
         jobs = build_jobs(src, args, opts)
-        return calibrated_jobs(jobs, out_dir, lambda calib: build_jobs(src, args, opts, calib))
+        return calibrated_jobs(jobs, out_dir, lambda calib: build_jobs(src, args, opts, calib), before_calibration)
     except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
         raise ConvertError(err.what, why=err.why, fix=err.fix) from None
     finally:
@@ -302,7 +304,7 @@ def convert(
         raise ConvertError(f"--node-rank {node_rank} is outside --nnodes {nnodes}", fix="use 0 <= node-rank < nnodes")
     if out == Path(src_dir):
         raise ConvertError("the output directory is the source directory", fix="choose another --out")
-    jobs = conversion_jobs(src_dir, opts, out)
+    jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force))
     digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
     _check_ownership(out, digest, recipe_hash, force)

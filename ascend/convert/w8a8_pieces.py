@@ -131,6 +131,13 @@ def load_calibration(out_dir: str | Path, *, cached: bool = False):
     return calib
 
 
+def _calibration_done(out_dir: str | Path) -> bool:
+    try:
+        return (calibration_dir(out_dir) / "calibration.json").is_file()
+    except ConvertError:  # no calibration module: nothing can have been calibrated
+        return False
+
+
 def calibration_fingerprint(out_dir: str | Path) -> str:
     """Digest of the calibration files (so a new calibration re-writes every weight file)."""
     d = calibration_dir(out_dir)
@@ -214,15 +221,20 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
         write(torch.cat(biases))
 
 
-def calibrated_jobs(jobs, out_dir: str | Path | None, rebuild):
+def calibrated_jobs(jobs, out_dir: str | Path | None, rebuild, before: Callable | None = None):
     """``jobs`` again with the calibration of ``out_dir`` when it has static pieces (its replaced
     and added tensors, and its fingerprint in the digest). ``rebuild((calibration, fingerprint))``
-    builds the jobs. ``out_dir`` None (a dry run): ``jobs`` as is.
+    builds the jobs. ``out_dir`` None (a dry run): ``jobs`` as is. ``before(jobs)`` runs first
+    when the output has no finished calibration yet (the ownership check: a foreign directory is
+    refused before anything is calibrated into it).
 
     This is where the conversion needs calibration: the calibration runner
-    (``ascend.quant.calibrate``) runs here, before ``load_calibration``, when the output has none."""
+    (``ascend.quant.calibrate``) runs here, after ``before`` and before ``load_calibration``,
+    when the output has none."""
     if out_dir is None or not needs_calibration([f for _, f in jobs.all_files()]):
         return jobs
+    if before is not None and not _calibration_done(out_dir):
+        before(jobs)
     return rebuild((load_calibration(out_dir), calibration_fingerprint(out_dir)))
 
 
