@@ -339,7 +339,23 @@ def _check_logits(out: Path, jobs: ConvertJobs, src_dir: str, args_params: int, 
             f"bound for {kind} conversions: {limit}, top-1 {bound['min_top1']:.0%}")
 
 
-def verify(out_dir: str | Path, against: str | None = None, sample: int | None = None, logits: bool = True) -> VerifyReport:
+def _check_engine_xllm(out: Path, jobs: ConvertJobs, report: VerifyReport) -> None:
+    from ascend.convert.xllm_contract import check_xllm
+
+    if jobs.options.layout != "hf":
+        report.problems.append(f"xLLM contract: layout {jobs.options.layout}; xLLM loads the hf layout (it shards at load)")
+        return
+    if jobs.quant_description is None:
+        report.notes.append("xLLM contract: not a W8A8 output; nothing engine-specific to check")
+        return
+    problems, notes = check_xllm(out)
+    report.problems += [f"xLLM contract: {p}" for p in problems]
+    report.notes += [f"xLLM contract: {n}" for n in notes]
+
+
+def verify(out_dir: str | Path, against: str | None = None, sample: int | None = None, logits: bool = True,
+           engine: str | None = None) -> VerifyReport:
+    """``engine="xllm"``: also check the output against what xLLM's loader reads (``xllm_contract``)."""
     out = Path(out_dir)
     report = VerifyReport(str(out))
     manifest_path = out / MANIFEST
@@ -362,6 +378,8 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
                             "logits not compared: the reference runtime does not read MindSpore checkpoints")
         return report
     _check_structure(out, jobs, report)
+    if engine == "xllm":
+        _check_engine_xllm(out, jobs, report)
     if src is not None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # many small tensors: thread hand-offs cost more than they save

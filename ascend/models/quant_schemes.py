@@ -127,3 +127,37 @@ def xllm_accepts(family: str, scheme: str) -> str | None:
     """None when xLLM's loader for ``family`` reads ``scheme``; else the reason it cannot."""
     _rules(family, scheme)
     return _XLLM_REFUSES.get((family, scheme))
+
+
+# What xLLM's loader (v0.10.x) reads per linear, as data (reference/quantization.md §3; sources as
+# for _XLLM_REFUSES above): family -> [(pattern after model.layers.N., kinds it accepts)], first
+# match wins; a linear matching none is read as FLOAT. Used by `ascend verify --engine xllm`.
+_MLA_STATIC = ("self_attn.q_a_proj.*", "self_attn.q_b_proj.*", "self_attn.q_proj.*",
+               "self_attn.kv_a_proj_with_mqa.*", "self_attn.o_proj.*")
+_MLP = ("mlp.gate_proj.*", "mlp.up_proj.*", "mlp.down_proj.*", "mlp.shared_experts.*_proj.*",
+        "mlp.experts.*.*_proj.*")
+_DSA_CONTRACT = (
+    ("self_attn.kv_b_proj.*", (FLOAT,)), ("self_attn.indexer.wk.*", (FLOAT,)),
+    *((p, (STATIC, DYNAMIC)) for p in (*_MLA_STATIC, "self_attn.indexer.wq_b.*")),
+    *((p, (DYNAMIC, FLOAT)) for p in _MLP),
+)
+XLLM_CONTRACT: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    # attention hard-codes static W8A8 (quant_bias, deq_scale, input_scale, input_offset); MLP dynamic
+    "deepseek_v3": (("self_attn.kv_b_proj.*", (FLOAT,)), *((p, (STATIC,)) for p in _MLA_STATIC),
+                    *((p, (DYNAMIC,)) for p in _MLP)),
+    # ALL_W8A8_ANTI attention: static q/k/v/o, no weight_scale slot for q/k/v
+    "glm4_moe": (*((f"self_attn.{p}_proj.*", (STATIC,)) for p in "qkvo"), *((p, (DYNAMIC, FLOAT)) for p in _MLP)),
+    # kind per layer from the description; q_a and kv_a must match; wk and kv_b_proj float
+    "glm_moe_dsa": _DSA_CONTRACT,
+    "deepseek_v32": _DSA_CONTRACT,
+}
+# Linears whose kinds xLLM requires to be equal within a layer (fused q_a / kv_a projection).
+XLLM_SAME_KIND = {family: (("self_attn.q_a_proj", "self_attn.kv_a_proj_with_mqa"),)
+                  for family in ("glm_moe_dsa", "deepseek_v32")}
+
+
+def xllm_kinds(family: str, tensor_name: str) -> tuple[str, ...]:
+    """The kinds xLLM's loader for ``family`` accepts for the linear weight ``tensor_name``."""
+    m = _LAYER.fullmatch(tensor_name)
+    rest = m.group(2) if m else ""
+    return next((kinds for pattern, kinds in XLLM_CONTRACT[family] if fnmatch.fnmatchcase(rest, pattern)), (FLOAT,))
