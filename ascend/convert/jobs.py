@@ -164,9 +164,12 @@ class ConvertJobs:
     calibration: str | None = None  # fingerprint of the calibration the static pieces use
 
     def to_json(self) -> dict[str, Any]:
+        options = asdict(self.options)
+        if not any(p.op in w8.W8A8_OPS for _, f in self.all_files() for p in f.pieces):
+            del options["w8a8_scheme"]  # changes nothing without W8A8: digests of such outputs stay as before
         return {
             "format": JOBS_FORMAT,
-            "options": asdict(self.options),
+            "options": options,
             "source_fingerprint": self.source_fingerprint,
             "files": [{"name": f.name, "pieces": [asdict(p) for p in f.pieces]} for f in self.files],
             "config": self.config,

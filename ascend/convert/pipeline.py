@@ -138,6 +138,9 @@ def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
         if len(f.pieces) > 3:
             lines.append(f"      ... {len(f.pieces) - 3} more")
     lines.append(f"  total {total / 1e9:.3f} GB in {len(jobs.all_files())} weight files")
+    static = sum(p.op == "w8a8_static" for _, f in jobs.all_files() for p in f.pieces)
+    if static:
+        lines.append(f"  {static} static W8A8 linear(s) (scheme {o.w8a8_scheme}): calibrated into {out_dir}/{STATE_DIR}/calibration first")
     return "\n".join(lines)
 
 

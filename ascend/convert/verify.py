@@ -71,6 +71,7 @@ class VerifyReport:
 def _options(d: dict[str, Any]) -> ConvertOptions:
     d = dict(d)
     d["rules"] = [tuple(r) for r in d.get("rules", [])]
+    d.setdefault("w8a8_scheme", "dynamic")  # manifests from before the schemes: every W8A8 linear was dynamic
     return ConvertOptions(**d)
 
 

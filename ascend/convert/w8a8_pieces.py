@@ -211,7 +211,7 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
         if bias is not None:
             biases.append(bias)
     deq_stored = torch.cat(deq)
-    if piece.outputs[4][1] == "I64":
+    if piece.outputs[4][1] == "I64":  # planned for a non-BF16 model: int64 holding the fp32 bits
         deq_stored = deq_scale_for(deq_stored, "float16")
     write(torch.cat(quant_bias))
     write(in_scale)

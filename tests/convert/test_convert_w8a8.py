@@ -211,3 +211,15 @@ def test_smoothing_and_added_norm_bias(ckpt_factory, tmp_path):
     with pytest.raises(ConvertError, match="another recipe or with other options"):
         convert(src, out, ConvertOptions(precision="w8a8"))
     reader.close()
+
+
+def test_scheme_leaves_non_w8a8_digests_alone(ckpt_factory):
+    """Outputs without W8A8 keep the plan digest they had before the scheme option existed."""
+    from ascend.convert.pipeline import conversion_jobs
+
+    src = ckpt_factory("deepseek_v3", fp8=True)
+    a = conversion_jobs(src, ConvertOptions(precision="bf16"))
+    b = conversion_jobs(src, ConvertOptions(precision="bf16", w8a8_scheme="dynamic"))
+    assert a.digest() == b.digest() and "w8a8_scheme" not in a.to_json()["options"]
+    c = conversion_jobs(src, ConvertOptions(precision="w8a8", w8a8_scheme="dynamic"))
+    assert c.to_json()["options"]["w8a8_scheme"] == "dynamic"
