@@ -223,3 +223,19 @@ def test_scheme_leaves_non_w8a8_digests_alone(ckpt_factory):
     assert a.digest() == b.digest() and "w8a8_scheme" not in a.to_json()["options"]
     c = conversion_jobs(src, ConvertOptions(precision="w8a8", w8a8_scheme="dynamic"))
     assert c.to_json()["options"]["w8a8_scheme"] == "dynamic"
+
+
+def test_static_resume_rewrites_a_lost_file_byte_identical(ckpt_factory, tmp_path):
+    src = ckpt_factory("deepseek_v3", fp8=True)
+    out = tmp_path / "r"
+    calibrated(src, out, "deepseek_v3")
+    opts = ConvertOptions(precision="w8a8", file_bytes=200_000)
+    assert convert(src, out, opts).complete
+    files = sorted(out.glob("quant_model_weights-*.safetensors"))
+    assert len(files) > 2
+    before = {f.name: f.read_bytes() for f in files}
+    (out / MANIFEST).unlink()
+    files[1].unlink()  # as if the run died before this file and the finalize
+    result = convert(src, out, opts)
+    assert result.complete and result.files_written == [files[1].name]
+    assert {f.name: f.read_bytes() for f in sorted(out.glob("quant_model_weights-*.safetensors"))} == before
