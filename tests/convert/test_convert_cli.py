@@ -228,7 +228,7 @@ def test_sigkill_mid_run_then_rerun_is_byte_identical(tmp_path):
 
     subprocess.run(base + ["--out", str(killed)], env=env, check=True, capture_output=True, timeout=300)
     assert sorted(p.name for p in killed.glob("*.safetensors")) == files
-    for name in files + ["quant_model_weight_w8a8_dynamic.safetensors.index.json", "quant_model_description.json",
+    for name in files + ["quant_model_weights.safetensors.index.json", "quant_model_description.json",
                          "config.json", MANIFEST]:
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
     assert not list(killed.rglob("*.partial"))
