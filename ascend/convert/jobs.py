@@ -474,10 +474,10 @@ def build_jobs(src, args, opts: ConvertOptions, calibration=None) -> ConvertJobs
         bias = spec.name[: -len(".weight")] + ".bias" if fmt == w8.STATIC_OP else None
         pieces = make_pieces(spec.name, out_name, t.dtype, t.shape, t.has_scale, fmt, spec.quantizable,
                              rows, cols, opts, scale_fmt, bias=bias if bias in inv else None)
-        if spec.name in replaced:
+        if spec.name in replaced and pieces[0].op != w8.STATIC_OP:  # a static piece reads it itself
             if pieces[0].op not in ("copy", "dequant"):
-                raise ConvertError(f"calibration replaces {spec.name}, which this conversion quantizes",
-                                   fix="calibration may replace float tensors only (norms, float linears)")
+                raise ConvertError(f"calibration replaces {spec.name}, which this conversion quantizes dynamically",
+                                   fix="calibration may replace float tensors and static W8A8 linears only")
             pieces = [Piece(w8.CALIB_OP, spec.name, pieces[0].outputs[:1], rows=rows, cols=cols)]
         if spec.name in added_after:
             name, shape = added_after[spec.name]

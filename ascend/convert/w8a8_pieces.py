@@ -20,6 +20,7 @@ Calibration is read only through the interface of ``ascend.quant.calibrate`` (``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Callable
@@ -180,11 +181,19 @@ def run_calib(piece, write: Callable[[torch.Tensor], None], calib) -> None:
     write(t.to(DTYPES[piece.outputs[0][1]]).contiguous())
 
 
+def _rows_fp32(t: torch.Tensor, cols, a: int, b: int) -> torch.Tensor:
+    """Rows [a, b) of ``t`` (columns ``cols``) as a fresh fp32 buffer."""
+    rows = t[a:b] if cols is None else t[a:b, cols[0]:cols[1]]
+    return rows.to(torch.float32).clone()
+
+
 def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp32, step: int) -> None:
     """Static W8A8 of one linear window, row chunk by row chunk.
 
-    ``read_fp32(a, b)``: fp32 rows [a, b) of the (windowed) float weight. Smoothing multiplies
-    the weight's input columns by the calibration's ``smooth_scale``. The float bias is folded
+    ``read_fp32(a, b)``: fp32 rows [a, b) of the (windowed) float weight. The calibration's
+    replacement of the weight or its bias (``v -> o`` smoothing, anti-outlier shift) is used
+    instead of the source's. Smoothing multiplies the weight's input columns by the
+    calibration's ``smooth_scale``. The float bias is folded
     into ``quant_bias`` on the first column window only (a row-split shard's partial sums add up
     across ranks; the others carry ``-input_offset * sum(q)`` alone)."""
     module = piece.source[: -len(".weight")]
@@ -195,6 +204,10 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
         smooth = smooth[piece.cols[0]:piece.cols[1]]
     bias_name = piece.sources[1] if piece.sources and len(piece.sources) > 1 else None
     fold_bias = bias_name is not None and (piece.cols is None or piece.cols[0] == 0)
+    new_w = calib.replaced(piece.source)
+    if new_w is not None:
+        read_fp32 = functools.partial(_rows_fp32, new_w, piece.cols)
+    new_bias = calib.replaced(bias_name) if bias_name else None
     r0, r1 = piece.rows if piece.rows is not None else (0, src.tensors[piece.source].shape[0])
     quant_bias, deq, biases = [], [], []
     for a in range(r0, r1, step):
@@ -203,7 +216,9 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
         if smooth is not None:
             w.mul_(smooth.to(torch.float32))
         q, ws, _ = quantize_w8a8(w, overwrite=True)
-        bias = src.read_rows(bias_name, a, b).to(torch.float32) if bias_name else None
+        bias = None
+        if bias_name:
+            bias = (new_bias[a:b] if new_bias is not None else src.read_rows(bias_name, a, b)).to(torch.float32)
         qb, d = static_params(q, ws, in_scale, in_offset, bias if fold_bias else None)
         write(q)
         quant_bias.append(qb)

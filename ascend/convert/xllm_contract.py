@@ -89,6 +89,10 @@ def check_xllm(out_dir: str | Path) -> tuple[list[str], list[str]]:
                 expected[n] = (dtypes, shape, kind)
         elif spec.name not in expected:  # a static linear's bias is already listed, as F32
             expected[spec.name] = (FLOAT_DTYPES, spec.shape, FLOAT)
+    if family == "glm4_moe":  # ALL_W8A8_ANTI also maps the anti-outlier norm biases (when present)
+        for n in found:
+            if n.endswith(("input_layernorm.bias", "post_attention_layernorm.bias")):
+                expected[n] = (FLOAT_DTYPES, (args.hidden_size,), FLOAT)
     for n, (dtypes, shape, kind) in expected.items():
         got = found.get(n)
         if got is None:

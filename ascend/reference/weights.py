@@ -164,6 +164,13 @@ class CheckpointReader:
             return view[:].float()
         return view[part].float().contiguous()
 
+    def read_extra(self, name: str) -> torch.Tensor | None:
+        """A replicated tensor outside the model table, whole, as float32, or None when absent:
+        the norm biases anti-outlier smoothing adds (``input_layernorm.bias``)."""
+        if name not in self.weight_map:
+            return None
+        return self._open(self._file(name)).get_tensor(name).float()
+
     def _read_static(self, name: str, q: torch.Tensor, part: tuple[slice, ...]) -> StaticW8A8:
         """A static W8A8 linear: the stored (whole, or this rank's sharded) int8 weight and its
         parameters, cut to this rank's part (see ``StaticW8A8`` for the bias on row splits)."""

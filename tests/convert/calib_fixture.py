@@ -34,9 +34,9 @@ def write_calibration(out_dir: Path, family: str, ranges: dict[str, tuple[float,
         tensors[module + ".input_min"] = torch.tensor([min(lo, 0.0)], dtype=torch.float32)
         tensors[module + ".input_max"] = torch.tensor([max(hi, 0.0)], dtype=torch.float32)
     for module, s in (smooth or {}).items():
-        tensors[module + ".smooth_scale"] = s.to(torch.float32).contiguous()
+        tensors[module + ".smooth_scale"] = s.to(torch.float32).clone()
     for name, t in (replaced or {}).items():
-        tensors[name] = t.contiguous()
+        tensors[name] = t.clone()
     save_file(tensors, str(d / "calibration.safetensors"))
     (d / "calibration.json").write_text(json.dumps({
         "format": "ascend-calibration/1", "scheme": scheme, "family": family, "samples": 0, "tokens": 0,

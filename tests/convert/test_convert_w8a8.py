@@ -193,16 +193,21 @@ def test_smoothing_and_added_norm_bias(ckpt_factory, tmp_path):
     q0 = "model.layers.0.self_attn.q_proj"
     norm = "model.layers.0.input_layernorm"
     new_norm = torch.linspace(0.9, 1.1, h, dtype=torch.float32)
+    v0 = "model.layers.0.self_attn.v_proj"
+    reader, _ = source_float(src)
+    new_v = reader.read(v0 + ".weight") * 0.5  # a replaced static weight (v -> o smoothing)
     calib_fixture.write_calibration(out, "glm4_moe", calib_fixture.fixed_ranges(mods), smooth={q0: s},
-                                    replaced={norm + ".weight": new_norm, norm + ".bias": torch.full((h,), 0.01)})
+                                    replaced={norm + ".weight": new_norm, norm + ".bias": torch.full((h,), 0.01),
+                                              v0 + ".weight": new_v})
     assert convert(src, out, ConvertOptions(precision="w8a8")).complete
     got = load_dir(out)
     assert torch.equal(got[norm + ".weight"], new_norm.to(torch.bfloat16))
     assert got[norm + ".bias"].shape == (h,) and got[norm + ".bias"].dtype == torch.bfloat16
-    reader, _ = source_float(src)
     w = reader.read(q0 + ".weight") * s[None, :]
     q, *_ = expected_static(w, reader.read(q0 + ".bias"), *calib_fixture.fixed_ranges(mods)[q0])
     assert torch.equal(got[q0 + ".weight"].long(), q.long())
+    qv, *_ = expected_static(new_v, reader.read(v0 + ".bias"), *calib_fixture.fixed_ranges(mods)[v0])
+    assert torch.equal(got[v0 + ".weight"].long(), qv.long())
     desc = json.loads((out / "quant_model_description.json").read_text())
     assert desc[norm + ".bias"] == "FLOAT"
     assert verify(out, against=str(src), logits=False).ok
@@ -239,3 +244,14 @@ def test_static_resume_rewrites_a_lost_file_byte_identical(ckpt_factory, tmp_pat
     result = convert(src, out, opts)
     assert result.complete and result.files_written == [files[1].name]
     assert {f.name: f.read_bytes() for f in sorted(out.glob("quant_model_weights-*.safetensors"))} == before
+
+
+def test_calibration_may_not_replace_a_dynamic_linear(ckpt_factory, tmp_path):
+    src = ckpt_factory("glm4_moe")
+    out = tmp_path / "bad"
+    args = load_model_args(src)
+    expert = "model.layers.1.mlp.experts.0.up_proj.weight"
+    calib_fixture.write_calibration(out, "glm4_moe", calib_fixture.fixed_ranges(static_linears("glm4_moe", "w8a8", args)),
+                                    replaced={expert: torch.zeros(args.moe_intermediate_size, args.hidden_size)})
+    with pytest.raises(ConvertError, match="replaces model.layers.1.mlp.experts.0.up_proj.weight"):
+        convert(src, out, ConvertOptions(precision="w8a8"))
