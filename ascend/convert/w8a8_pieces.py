@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -103,7 +104,7 @@ def needs_calibration(files) -> bool:
 
 def _calibrate_module():
     try:
-        import ascend.quant.calibrate as calibrate
+        from ascend.quant import calibrate
     except ImportError:  # the calibration runner ships with ascend.quant
         raise ConvertError("static W8A8 needs calibration, and this installation has no calibration runner "
                            "(ascend.quant.calibrate)",

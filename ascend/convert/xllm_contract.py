@@ -20,7 +20,14 @@ from pathlib import Path
 from ascend.checkpoint.safetensors_io import read_header
 from ascend.checkpoint.w8a8 import DESCRIPTION_FILE, WEIGHT_FILE_STEM
 from ascend.models.args import ModelArgs
-from ascend.models.quant_schemes import DYNAMIC, FLOAT, STATIC, XLLM_CONTRACT, XLLM_SAME_KIND, xllm_kinds
+from ascend.models.quant_schemes import (
+    DYNAMIC,
+    FLOAT,
+    STATIC,
+    XLLM_CONTRACT,
+    XLLM_SAME_KIND,
+    xllm_kinds,
+)
 from ascend.models.tensors import tensor_specs
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")

@@ -5,8 +5,10 @@ calibration file (a FIXTURE with given min/max, see calib_fixture.py), read back
 import json
 import re
 
+import calib_fixture
 import pytest
 import torch
+from convert_fixtures import FAMILIES
 from safetensors import safe_open
 
 from ascend.convert.jobs import ConvertOptions
@@ -15,11 +17,8 @@ from ascend.convert.verify import verify
 from ascend.errors import ConvertError
 from ascend.models.args import load_model_args
 from ascend.models.quant_schemes import linear_kind, static_linears
-from ascend.reference.weights import CheckpointReader
 from ascend.models.sharding import ShardCoords
-
-import calib_fixture
-from convert_fixtures import FAMILIES
+from ascend.reference.weights import CheckpointReader
 
 STATIC_SUFFIXES = (".weight", ".quant_bias", ".input_scale", ".input_offset", ".deq_scale")
 

@@ -2,13 +2,12 @@
 
 import json
 
+import calib_fixture
 import pytest
 
 from ascend.cli.main import main
 from ascend.errors import RecipeError
 from ascend.recipe import load_recipe
-
-import calib_fixture
 
 SHIPPED = ["glm5/a3-w8a8", "glm5/a2x2-w8a8", "deepseek-v3/a3-w8a8", "glm47/a3-w8a8"]
 

@@ -2,18 +2,22 @@
 
 import json
 
+import calib_fixture
 import pytest
+from convert_fixtures import FAMILIES
 
 from ascend.cli.main import main
 from ascend.convert.jobs import ConvertOptions
 from ascend.convert.pipeline import convert
 from ascend.models.args import ModelArgs, load_model_args
-from ascend.models.quant_schemes import linear_kind, static_linears, xllm_accepts, xllm_kinds
+from ascend.models.quant_schemes import (
+    linear_kind,
+    static_linears,
+    xllm_accepts,
+    xllm_kinds,
+)
 from ascend.models.tensors import tensor_specs
 from ascend.models.tiny import tiny_config
-
-import calib_fixture
-from convert_fixtures import FAMILIES
 
 
 def cli(capsys, *argv):

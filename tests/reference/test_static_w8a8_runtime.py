@@ -10,17 +10,21 @@ from pathlib import Path
 import pytest
 import torch
 
-import ascend.reference.attention as attention
-from ascend.checkpoint.w8a8 import activation_qparams, quantize_w8a8, static_matmul, static_params
+from ascend.checkpoint.w8a8 import (
+    activation_qparams,
+    quantize_w8a8,
+    static_matmul,
+    static_params,
+)
 from ascend.convert.jobs import ConvertOptions
 from ascend.convert.pipeline import convert
-from ascend.reference import compute_logits
+from ascend.reference import attention, compute_logits
 from ascend.reference.layers import StaticW8A8, linear
 from ascend.reference.weights import CheckpointReader
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "convert"))
-import calib_fixture  # noqa: E402
-from convert_fixtures import make_checkpoint  # noqa: E402
+import calib_fixture
+from convert_fixtures import make_checkpoint
 
 # Stated bounds (docs/conversion.md, "W8A8") for the practice scheme's simulated static W8A8
 # attention + dynamic experts vs the float model: relative L2 of the logits and top-1 agreement
