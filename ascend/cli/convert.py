@@ -50,6 +50,10 @@ def register(app: typer.Typer) -> None:
         ep: int = typer.Option(1, "--ep", min=1, help="Expert-parallel size; must divide tp x dp (flag mode)."),
         mtp: Optional[Literal["keep", "drop", "export"]] = typer.Option(
             None, "--mtp", help="keep | drop | export (flag mode; default keep)."),
+        w8a8_scheme: Optional[Literal["w8a8", "dynamic"]] = typer.Option(
+            None, "--w8a8-scheme",
+            help="w8a8 (default: the family's engine practice, static attention needs calibration) | dynamic "
+                 "(all W8A8_DYNAMIC, data-free; not readable by xLLM) (flag mode)."),
         requantize_misaligned: bool = typer.Option(
             False, "--requantize-misaligned",
             help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
@@ -77,7 +81,8 @@ def register(app: typer.Typer) -> None:
             from ascend.recipe import load_recipe, recipe_hash as hash_of
 
             r = load_recipe(recipe, sets)
-            for flag, value in (("--precision", precision), ("--layout", layout), ("--mtp", mtp)):
+            for flag, value in (("--precision", precision), ("--layout", layout), ("--mtp", mtp),
+                                ("--w8a8-scheme", w8a8_scheme)):
                 if value is not None:
                     raise ConvertError(f"{flag} is a flag-mode option", fix=f"use --set convert.… with a recipe instead of {flag}")
             c = r.convert
@@ -98,6 +103,7 @@ def register(app: typer.Typer) -> None:
             opts = ConvertOptions.from_flags(
                 precision, tp=tp, dp=dp, ep=ep, layout=layout or "hf", mtp=mtp or "keep",
                 misaligned_fp8="requantize" if requantize_misaligned else "refuse",
+                w8a8_scheme=w8a8_scheme or "w8a8",
             )
         if not src:
             raise ConvertError("no source checkpoint", fix="set model.path in the recipe or pass --src")

@@ -20,6 +20,7 @@ Examples:
   ascend verify /data/GLM-5-w8a8                       # source from the manifest
   ascend verify /data/GLM-5-bf16 --against /data/GLM-5-FP8 --sample 2000
   ascend verify out-tp4 --json
+  ascend verify /data/GLM-5-w8a8 --engine xllm         # + what xLLM's GLM-5 loader reads
 """
 
 
@@ -30,6 +31,10 @@ def register(app: typer.Typer) -> None:
         against: Optional[str] = typer.Option(None, "--against", help="Source checkpoint (default: the one in the manifest)."),
         sample: Optional[int] = typer.Option(None, "--sample", help="Check only N tensors (spread evenly) numerically."),
         no_logits: bool = typer.Option(False, "--no-logits", help="Skip the reference-logits comparison."),
+        engine: Optional[str] = typer.Option(
+            None, "--engine",
+            help="Also check the output against what this engine's loader reads (xllm: tensor set, dtypes, "
+                 "shapes and W8A8 kinds of quantization.md §3)."),
         as_json: bool = json_option(),
     ) -> None:
         from pathlib import Path
@@ -37,13 +42,15 @@ def register(app: typer.Typer) -> None:
         from ascend.convert.verify import verify
         from ascend.errors import CheckFailed, CheckpointError
 
+        if engine not in (None, "xllm"):
+            raise CheckpointError(f"--engine {engine}: unknown engine", fix="use --engine xllm")
         if not Path(out_dir).is_dir():
             raise CheckpointError(f"{out_dir} does not exist" if not Path(out_dir).exists() else f"{out_dir} is not a directory",
                                   fix="pass the converted directory (the recipe's convert.output)")
         from ascend.progress import heartbeat
 
         with heartbeat(f"verify: checking {out_dir}"):
-            report = verify(out_dir, against=against, sample=sample, logits=not no_logits)
+            report = verify(out_dir, against=against, sample=sample, logits=not no_logits, engine=engine)
         if as_json:
             print_json(report.to_json())
         else:

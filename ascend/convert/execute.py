@@ -19,6 +19,7 @@ from ascend.checkpoint.w8a8 import quantize_w8a8
 from ascend.convert.adapters import layout_of_piece
 from ascend.convert.adapters import source_format as source_format_adapter
 from ascend.convert.memory import CHUNK_BYTES
+from ascend.convert import w8a8_pieces as w8
 from ascend.convert.jobs import FP8_BLOCK, Piece
 from ascend.errors import CheckpointError
 
@@ -89,8 +90,12 @@ def nonfinite_error(src: SafetensorsDir, piece: Piece) -> CheckpointError:
                            fix="check the source tensor and its scale")
 
 
-def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor], None]) -> None:
-    """Write the piece's outputs, in order, through ``write``."""
+def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor], None], calib=None) -> None:
+    """Write the piece's outputs, in order, through ``write``. ``calib()``: the conversion's
+    calibration (static W8A8 and calibration-provided tensors only)."""
+    if piece.op == w8.CALIB_OP:
+        w8.run_calib(piece, write, calib())
+        return
     info = src.tensors[piece.source]
     shape = info.shape
     r0, r1 = piece.rows if piece.rows is not None else (0, shape[0] if shape else 0)
@@ -103,6 +108,9 @@ def run_piece(src: SafetensorsDir, piece: Piece, write: Callable[[torch.Tensor],
             write(_narrow_cols(src.read_rows(piece.source, a, min(a + step, r1)), piece.cols))
         return
     step = chunk_rows(shape[1])
+    if piece.op == w8.STATIC_OP:
+        w8.run_static(src, piece, write, calib(), lambda a, b: source_fp32(src, piece, a, b), step)
+        return
     if piece.op == "dequant":
         for a in range(r0, r1, step):
             write(source_fp32(src, piece, a, min(a + step, r1), dtype=torch.bfloat16))
@@ -144,8 +152,8 @@ def open_source(src_dir: str, source_format: str = "hf", config: str | None = No
 
 
 def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: dict[str, str] | None = None,
-               progress: Callable[[int], None] | None = None) -> tuple[int, str]:
-    """Write one output file atomically. Returns (size, sha256)."""
+               progress: Callable[[int], None] | None = None, calib=None) -> tuple[int, str]:
+    """Write one output file atomically. Returns (size, sha256). ``calib``: see ``run_piece``."""
     layout = layout_of_piece(pieces[0]) if pieces else None
     if layout is not None:  # another framework's layout writes its files itself
         size, sha = layout.write_file(src, path, pieces)
@@ -163,7 +171,7 @@ def write_file(src: SafetensorsDir, path: Path, pieces: list[Piece], metadata: d
                 progress(t.numel() * t.element_size())
 
         for piece in pieces:
-            run_piece(src, piece, write)
+            run_piece(src, piece, write, calib)
         return writer.commit()
     except BaseException:
         writer.abort()

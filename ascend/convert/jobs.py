@@ -10,6 +10,7 @@ shard), and an operation:
 - ``dequant``  FP8 block -> BF16 (exact: fp32 product, one rounding)
 - ``fp8``      -> FP8 block, writes ``weight`` + ``weight_scale_inv``
 - ``w8a8``     -> int8 per-channel, writes ``weight`` + ``weight_scale`` + ``weight_offset``
+- ``w8a8_static`` / ``calib``  static W8A8 and calibration-provided tensors (``w8a8_pieces``)
 
 Which source tensors are FP8 is decided by the presence of ``<name>_scale_inv`` only.
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 from ascend.checkpoint.files import DRAFT_SUBDIR
 from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_STEM
+from ascend.convert import w8a8_pieces as w8
 from ascend.errors import CheckpointError, ConvertError
 from ascend.models.precision import PrecisionPolicy
 from ascend.models.sharding import ParallelLayout
@@ -100,16 +102,17 @@ class ConvertOptions:
 
     @classmethod
     def from_flags(cls, precision: str = "bf16", *, rules: Any = (), tp: int = 1, dp: int = 1, ep: int = 1,
-                   **rest: Any) -> "ConvertOptions":
+                   w8a8_scheme: str = "w8a8", **rest: Any) -> "ConvertOptions":
         """Flag mode (``ascend convert --src ... --precision ... --tp ...``): world = tp x dp."""
-        return cls(precision=PrecisionPolicy(precision, tuple(tuple(r) for r in rules)),
+        return cls(precision=PrecisionPolicy(precision, tuple(tuple(r) for r in rules), w8a8_scheme),
                    parallel=ParallelLayout(1, tp * dp, dp, ep), **rest)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ConvertOptions":
         """The inverse of ``dataclasses.asdict`` (jobs recorded in a state dir or manifest)."""
-        p = d["precision"]
-        return cls(**{**d, "precision": PrecisionPolicy(p["default"], tuple(tuple(r) for r in p["rules"])),
+        p = d["precision"]  # before W8A8 schemes, every W8A8 linear was dynamic
+        return cls(**{**d, "precision": PrecisionPolicy(p["default"], tuple(tuple(r) for r in p["rules"]),
+                                                        p.get("w8a8_scheme", "dynamic")),
                       "parallel": ParallelLayout(**d["parallel"])})
 
     def validate(self) -> None:
@@ -136,6 +139,7 @@ class ConvertJobs:
     draft: "ConvertJobs | None" = None  # mtp: export -> the draft model dir (subdir "mtp")
     source_fingerprint: str = ""
     warnings: list[str] = field(default_factory=list)  # for the user; not part of the digest
+    calibration: str | None = None  # fingerprint of the calibration the static pieces use
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -148,10 +152,15 @@ class ConvertJobs:
             "index_name": self.index_name,
             "sharding": self.sharding,
             "draft": self.draft.to_json() if self.draft else None,
-        }
+        } | ({"calibration": self.calibration} if self.calibration else {})
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+        body = self.to_json()
+        if not any(p.op in w8.W8A8_OPS for _, f in self.all_files() for p in f.pieces):
+            # the scheme changes nothing without W8A8: such an output stays complete when it changes
+            for part in (body, body["draft"] or {}):
+                part.get("options", {}).get("precision", {}).pop("w8a8_scheme", None)
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
     def all_files(self, prefix: str = "") -> list[tuple[str, OutputFile]]:
         """(relative path, file) for this jobs and its draft dir."""
@@ -202,8 +211,10 @@ def make_pieces(
     cols: tuple[int, int] | None,
     opts: ConvertOptions,
     scale_fmt: str | None,
+    bias: str | None = None,
 ) -> list[Piece]:
-    """The pieces producing ``out_name`` (and its scales) from a source tensor window."""
+    """The pieces producing ``out_name`` (and its scales) from a source tensor window.
+    ``bias``: the float bias a ``w8a8_static`` linear folds in."""
     scale = src_name + SCALE_INV_SUFFIX if has_scale else None
     wshape = _window_shape(shape, rows, cols)
     if not quantizable or len(shape) != 2:
@@ -238,6 +249,8 @@ def make_pieces(
         return [Piece("fp8", src_name, [(out_name, "F8_E4M3", wshape),
                                         (out_name + SCALE_INV_SUFFIX, "F32", (-(-wshape[0] // 128), -(-wshape[1] // 128)))],
                       scale=scale, rows=rows, cols=cols, scale_fmt=scale_fmt)]
+    if fmt == w8.STATIC_OP:
+        return w8.static_pieces(Piece, src_name, out_name, wshape, scale, rows, cols, bias, w8.deq_dtype("bfloat16"))
     if fmt == "w8a8":
         return [Piece("w8a8", src_name, [(out_name, "I8", wshape), (out_name + "_scale", "F32", (wshape[0], 1)),
                                          (out_name + "_offset", "F32", (wshape[0], 1))],
@@ -371,7 +384,7 @@ def _pack(pieces_by_tensor: list[list[Piece]], stem: str, file_bytes: int) -> li
 
 
 def _output_formats(files: list[OutputFile]) -> set[str]:
-    return {p.op for f in files for p in f.pieces} & {"fp8", "w8a8"} | (
+    return {"w8a8" if p.op in w8.W8A8_OPS else p.op for f in files for p in f.pieces} & {"fp8", "w8a8"} | (
         {"fp8"} if any(o[1] == "F8_E4M3" for f in files for o in f.tensors) else set()
     )
 
@@ -402,14 +415,6 @@ def _output_config(cfg: dict[str, Any], files: list[OutputFile], src_quant: dict
     return cfg
 
 
-def _quant_description(files: list[OutputFile]) -> dict[str, str]:
-    """msModelSlim ``quant_model_description.json``: a type for every tensor written."""
-    desc: dict[str, str] = {"model_quant_type": "W8A8_DYNAMIC", "version": "1.0.0"}
-    for f in files:
-        for p in f.pieces:
-            for name, _, _ in p.outputs:
-                desc[name] = "W8A8_DYNAMIC" if p.op == "w8a8" else "FLOAT"
-    return desc
 
 
 def _mtp_draft_name(name: str, mtp_layer: int) -> str:
@@ -436,8 +441,9 @@ def _draft_config(cfg: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
-    """The full jobs for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs)."""
+def build_jobs(src, args, opts: ConvertOptions, calibration=None) -> ConvertJobs:
+    """The full jobs for converting ``src`` (SafetensorsDir) described by ``args`` (ModelArgs).
+    ``calibration``: (Calibration, fingerprint) of the static pieces, when calibrated."""
     from ascend.convert.adapters import output_layout
     from ascend.models.sharding import shard_slice
     from ascend.models.tensors import tensor_specs
@@ -458,17 +464,38 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
     scale_fmt = args.quantization.scale_fmt if args.quantization is not None else None
     main_specs = [s for s in specs if not (s.mtp and opts.mtp != "keep")]
 
+    replaced, added = w8.calibration_tensors(calibration[0], specs) if calibration else (set(), [])
+    added_after = {after: (name, shape) for name, after, shape in added}
+
+    def fmt_of(spec) -> str:
+        if not spec.quantizable:
+            return "keep"
+        return w8.refine_format(args.family, opts.precision.w8a8_scheme, spec, opts.precision.format_of(spec.name))
+
     def pieces_for(spec, out_name: str, rows=None, cols=None) -> list[Piece]:
         t = inv[spec.name]
-        fmt = opts.precision.format_of(spec.name, quantizable=spec.quantizable)
-        return make_pieces(spec.name, out_name, t.dtype, t.shape, t.has_scale, fmt, spec.quantizable,
-                           rows, cols, opts, scale_fmt)
+        fmt = fmt_of(spec)
+        weight = by_name.get(w8.linear_weight_of_bias(spec.name) or "")
+        if weight is not None and fmt_of(weight) == w8.STATIC_OP:
+            return []  # folded into its static linear's quant_bias (and written as its fp32 bias)
+        bias = spec.name[: -len(".weight")] + ".bias" if fmt == w8.STATIC_OP else None
+        pieces = make_pieces(spec.name, out_name, t.dtype, t.shape, t.has_scale, fmt, spec.quantizable,
+                             rows, cols, opts, scale_fmt, bias=bias if bias in inv else None)
+        if spec.name in replaced and pieces[0].op != w8.STATIC_OP:  # a static piece reads it itself
+            if pieces[0].op not in ("copy", "dequant"):
+                raise ConvertError(f"calibration replaces {spec.name}, which this conversion quantizes dynamically",
+                                   fix="calibration may replace float tensors and static W8A8 linears only")
+            pieces = [Piece(w8.CALIB_OP, spec.name, pieces[0].outputs[:1], rows=rows, cols=cols)]
+        if spec.name in added_after:
+            name, shape = added_after[spec.name]
+            pieces.append(Piece(w8.CALIB_OP, name, [(out_name[: -len(".weight")] + ".bias", pieces[0].outputs[0][1], shape)]))
+        return pieces
 
     sharding = None
     if opts.layout == "hf":
         per_tensor = [pieces_for(s, s.name) for s in main_specs]
         probe = [p for ps in per_tensor for p in ps]
-        stem = W8A8_STEM if any(p.op == "w8a8" for p in probe) else HF_STEM
+        stem = W8A8_STEM if any(p.op in w8.W8A8_OPS for p in probe) else HF_STEM
         files = _pack(per_tensor, stem, opts.file_bytes)
     else:
         par = opts.parallel
@@ -499,11 +526,12 @@ def build_jobs(src, args, opts: ConvertOptions) -> ConvertJobs:
         options=opts,
         files=files,
         config=config,
-        quant_description=_quant_description(files) if is_w8a8 else None,
+        quant_description=w8.quant_description(files) if is_w8a8 else None,
         index_name=f"{W8A8_STEM if is_w8a8 else HF_STEM}.safetensors.index.json" if opts.layout == "hf" else None,
         sharding=sharding,
         source_fingerprint=src.fingerprint(),
         warnings=warnings,
+        calibration=calibration[1] if calibration else None,
     )
     if opts.mtp == "export":
         jobs.draft = _draft_jobs(args, specs, inv, pieces_for, opts, src_quant)
@@ -528,12 +556,12 @@ def _draft_jobs(args, specs, inv, pieces_for, opts: ConvertOptions, src_quant) -
         if draft_name not in names and main_name in by_name:
             per_tensor.append(pieces_for(by_name[main_name], draft_name))
     probe = [p for ps in per_tensor for p in ps]
-    is_w8a8 = any(p.op == "w8a8" for p in probe)
+    is_w8a8 = any(p.op in w8.W8A8_OPS for p in probe)
     stem = W8A8_STEM if is_w8a8 else HF_STEM
     files = _pack(per_tensor, stem, opts.file_bytes)
     config = _draft_config(_output_config(args.config, files, src_quant))
     return ConvertJobs(
         options=opts, files=files, config=config,
-        quant_description=_quant_description(files) if is_w8a8 else None,
+        quant_description=w8.quant_description(files) if is_w8a8 else None,
         index_name=f"{stem}.safetensors.index.json", sharding=None,
     )

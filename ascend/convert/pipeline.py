@@ -33,6 +33,7 @@ from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, MANIFEST_FORMAT, SHA
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, partial_name, resolve_source
 from ascend.convert.adapters import BOOKKEEPING_FILES, WEIGHT_SUFFIXES, layout_of_piece, output_layout, source_format
 from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs, natural_key
+from ascend.convert.w8a8_pieces import calibrated_jobs, needs_calibration
 from ascend.errors import CheckpointError, ConvertError
 from ascend.fileio import write_atomic, write_json
 from ascend.progress import ByteProgress
@@ -71,13 +72,17 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     return SafetensorsDir(src_dir), args
 
 
-def conversion_jobs(src_dir: str | Path, opts: ConvertOptions) -> ConvertJobs:
+def conversion_jobs(src_dir: str | Path, opts: ConvertOptions, out_dir: str | Path | None = None,
+                    before_calibration: Callable | None = None) -> ConvertJobs:
+    """The jobs; with ``out_dir``, static W8A8 pieces use that output's calibration
+    (``w8a8_pieces.calibrated_jobs``)."""
     from ascend.errors import PlanError
 
     opts.validate()  # e.g. a missing extra: one line (exit 2), nothing listed or written
     src, args = load_source(src_dir, opts)
     try:
-        return build_jobs(src, args, opts)
+        jobs = build_jobs(src, args, opts)
+        return calibrated_jobs(jobs, out_dir, lambda calib: build_jobs(src, args, opts, calib), before_calibration)
     except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
         raise ConvertError(err.what, why=err.why, fix=err.fix) from None
     finally:
@@ -112,6 +117,9 @@ def describe_jobs(jobs: ConvertJobs, src_dir: str, out_dir: str) -> str:
             lines.append(f"      ... {len(f.pieces) - 3} more")
     lines.append(f"  total {total / 1e9:.3f} GB in {len(jobs.all_files())} weight files")
     lines += [f"  warning: {w}" for w in jobs.warnings]
+    static = sum(p.op == "w8a8_static" for _, f in jobs.all_files() for p in f.pieces)
+    if static:
+        lines.append(f"  {static} static W8A8 linear(s) (scheme {o.precision.w8a8_scheme}): calibrated into {out_dir}/{STATE_DIR}/calibration first")
     return "\n".join(lines)
 
 
@@ -238,6 +246,7 @@ def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], diges
                  source_format: str = "hf", source_config: str | None = None) -> tuple[str, int, str]:
     """Worker entry: write one output file and its done record."""
     from ascend.convert.execute import open_source, write_file
+    from ascend.convert.w8a8_pieces import load_calibration
 
     out = Path(out_dir)
     path = out / rel
@@ -252,7 +261,8 @@ def _convert_one(src_dir: str, out_dir: str, rel: str, pieces: list[dict], diges
                       "rows": tuple(p["rows"]) if p["rows"] else None,
                       "cols": tuple(p["cols"]) if p["cols"] else None}) for p in pieces]
     src = open_source(src_dir, source_format, source_config)
-    size, sha = write_file(src, path, plist, metadata={"format": "pt"}, progress=progress)
+    size, sha = write_file(src, path, plist, metadata={"format": "pt"}, progress=progress,
+                           calib=lambda: load_calibration(out_dir, cached=True))
     write_json(_done_path(out, rel), {"file": rel, "size": size, "sha256": sha, "jobs": digest})
     return rel, size, sha
 
@@ -292,6 +302,8 @@ def convert(
     for warning in jobs.warnings:
         log(f"warning: {warning}")
     with _output_lock(out, node_rank, nnodes, finalize_only):
+        if needs_calibration([f for _, f in jobs.all_files()]):  # calibrates into out: under the lock
+            jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force))
         return _convert_into(src_dir, out, jobs, opts, workers=workers, force=force, node_rank=node_rank,
                              nnodes=nnodes, finalize_only=finalize_only, recipe_hash=recipe_hash, progress=progress,
                              log=log, t0=t0)

@@ -27,6 +27,7 @@ from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
 from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, STATE_DIR
+from ascend.convert import w8a8_pieces as w8
 from ascend.convert.adapters import output_layout, source_format
 from ascend.convert.config_check import check_config
 from ascend.convert.execute import all_finite, chunk_rows, source_fp32
@@ -84,7 +85,7 @@ def _load_jobs(out: Path, manifest: dict, against: str | None, report: VerifyRep
     opts = ConvertOptions.from_json(manifest["options"])
     if src_dir and _source_available(Path(src_dir), opts):
         src, args = load_source(src_dir, opts)  # another format opens through its adapter (or exit 2)
-        jobs = build_jobs(src, args, opts)
+        jobs = w8.calibrated_jobs(build_jobs(src, args, opts), out, lambda calib: build_jobs(src, args, opts, calib))
         if jobs.source_fingerprint != manifest.get("source", {}).get("fingerprint"):
             report.problems.append(f"source {src_dir} is not the checkpoint this output was made from (fingerprint differs)")
         elif jobs.digest() != manifest.get("plan_digest"):
@@ -161,8 +162,12 @@ def _sample(pieces: list[tuple[str, Piece]], n: int | None) -> list[tuple[str, P
     return [pieces[int(i * step)] for i in range(n)]
 
 
-def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece) -> str | None:
-    """None when the output tensors of ``p`` match the source window within the bound, else why."""
+def check_piece(src: SafetensorsDir, out: SafetensorsDir, p: Piece, calib=None) -> str | None:
+    """None when the output tensors of ``p`` match the source window within the bound, else why.
+    ``calib()``: the output's calibration (static W8A8 pieces)."""
+    if p.op in (w8.STATIC_OP, w8.CALIB_OP):
+        return w8.check_piece(src, out, p, calib(), lambda a, b: source_fp32(src, p, a, b),
+                              chunk_rows(src.tensors[p.source].shape[1]) if p.op == w8.STATIC_OP else 0)
     shape = src.tensors[p.source].shape
     main = p.outputs[0][0]
     if p.op == "copy":
@@ -240,7 +245,7 @@ def _check_numbers(out: Path, jobs: ConvertJobs, src: SafetensorsDir, sample: in
         for fname, p in _sample(items, sample):
             try:
                 view = views.get(fname) or views.setdefault(fname, _FileView(out / prefix / fname))
-                why = check_piece(src, view, p)
+                why = check_piece(src, view, p, lambda: w8.load_calibration(out, cached=True))
             except (CheckpointError, KeyError) as err:
                 why = f"cannot read: {err}"
             report.tensors_checked += len(p.outputs)
@@ -262,7 +267,7 @@ class _FileView(SafetensorsDir):
 
 def _logit_class(jobs: ConvertJobs) -> str:
     ops = {p.op for f in jobs.files for p in f.pieces}
-    if ops & {"fp8", "w8a8"}:
+    if ops & {"fp8", *w8.W8A8_OPS}:
         return "quantized"
     if "dequant" in ops:
         return "bf16"
@@ -301,7 +306,23 @@ def _check_logits(out: Path, jobs: ConvertJobs, src_dir: str, args_params: int, 
             f"bound for {kind} conversions: {limit}, top-1 {bound['min_top1']:.0%}")
 
 
-def verify(out_dir: str | Path, against: str | None = None, sample: int | None = None, logits: bool = True) -> VerifyReport:
+def _check_engine_xllm(out: Path, jobs: ConvertJobs, report: VerifyReport) -> None:
+    from ascend.convert.xllm_contract import check_xllm
+
+    if jobs.options.layout != "hf":
+        report.problems.append(f"xLLM contract: layout {jobs.options.layout}; xLLM loads the hf layout (it shards at load)")
+        return
+    if jobs.quant_description is None:
+        report.notes.append("xLLM contract: not a W8A8 output; nothing engine-specific to check")
+        return
+    problems, notes = check_xllm(out)
+    report.problems += [f"xLLM contract: {p}" for p in problems]
+    report.notes += [f"xLLM contract: {n}" for n in notes]
+
+
+def verify(out_dir: str | Path, against: str | None = None, sample: int | None = None, logits: bool = True,
+           engine: str | None = None) -> VerifyReport:
+    """``engine="xllm"``: also check the output against what xLLM's loader reads (``xllm_contract``)."""
     out = Path(out_dir)
     report = VerifyReport(str(out))
     manifest_path = out / MANIFEST
@@ -324,6 +345,8 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
                 src.close()
         return report
     _check_structure(out, jobs, report)
+    if engine == "xllm":
+        _check_engine_xllm(out, jobs, report)
     if src is not None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # many small tensors: thread hand-offs cost more than they save

@@ -20,11 +20,12 @@ class PrecisionPolicy:
 
     default: str = "bf16"
     rules: tuple[tuple[str, str], ...] = ()
+    w8a8_scheme: str = "w8a8"  # what w8a8 makes static / dynamic / float per family (models.quant_schemes)
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> PrecisionPolicy:
         p = recipe.convert.precision
-        return cls(p.default, tuple((r.match, r.format) for r in p.rules))
+        return cls(p.default, tuple((r.match, r.format) for r in p.rules), p.w8a8_scheme)
 
     def format_of(self, name: str, *, quantizable: bool = True) -> str:
         """Output format of tensor ``name``: "bf16" when it is not quantizable, else the first
@@ -43,4 +44,5 @@ class PrecisionPolicy:
 
     def __str__(self) -> str:
         rules = ", ".join(f"{m}->{f}" for m, f in self.rules)
-        return f"{self.default} (rules: {rules})" if rules else self.default
+        text = f"{self.default} (rules: {rules})" if rules else self.default
+        return text + (f", W8A8 scheme {self.w8a8_scheme}" if "w8a8" in self.formats else "")

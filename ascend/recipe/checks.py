@@ -52,6 +52,14 @@ def check_recipe_fields(recipe: Recipe, *, deploy: bool = True) -> list[str]:
             "convert.mtp",
             f"is '{conv.mtp}' but serve.speculative uses MTP, which xLLM loads from an exported draft dir — set convert.mtp: export",
         )
+    formats = {conv.precision.default, *(rule.format for rule in conv.precision.rules)}
+    if serve.engine == "xllm" and "w8a8" in formats:
+        from ascend.models.quant_schemes import xllm_accepts
+
+        why = xllm_accepts(model.family, conv.precision.w8a8_scheme)
+        if why:
+            problem("convert.precision.w8a8_scheme",
+                    f"'{conv.precision.w8a8_scheme}' cannot be served by xLLM: {why} — use w8a8_scheme: w8a8")
     if serve.max_tokens_per_batch < serve.max_seqs:
         problem(
             "serve.max_tokens_per_batch",

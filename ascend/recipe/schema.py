@@ -98,6 +98,10 @@ class PrecisionRule(Section):
 class PrecisionSection(Section):
     default: Precision = Field("bf16", description="Format for tensors no rule matches.")
     rules: list[PrecisionRule] = Field(default_factory=list, description="First match wins; non-quantizable tensors always stay BF16.")
+    w8a8_scheme: Literal["w8a8", "dynamic"] = Field(
+        "w8a8", description="What `w8a8` means per tensor: `w8a8` = the family's engine practice (static attention "
+        "from calibration, dynamic MLP/experts, some linears float); `dynamic` = every quantizable linear "
+        "W8A8_DYNAMIC, no calibration (vllm-ascend; xLLM cannot read it).")
 
 
 class ConvertSection(Section):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ascend.models.args import ModelArgs
-from ascend.reference.layers import Rope, attend, causal_mask, layer_norm, rms_norm, yarn_mscale
+from ascend.reference.layers import Rope, attend, causal_mask, layer_norm, linear, rms_norm, yarn_mscale
 from ascend.reference.parallel import Parallel
 
 
@@ -85,10 +85,10 @@ class MLAAttention:
     def forward(self, x: torch.Tensor, seqs: list[SeqSlice], cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         a, H = self.a, self.heads
         dn, dr, dv = a.qk_nope_head_dim, a.qk_rope_head_dim, a.v_head_dim
-        c_q = rms_norm(x @ self.q_a.T, self.q_a_norm, MLA_LATENT_NORM_EPS) if a.q_lora_rank else x  # [N, q_lora_rank]
-        q = (c_q @ self.q_b.T).view(-1, H, dn + dr)
+        c_q = rms_norm(linear(x, self.q_a), self.q_a_norm, MLA_LATENT_NORM_EPS) if a.q_lora_rank else x  # [N, q_lora_rank]
+        q = linear(c_q, self.q_b).view(-1, H, dn + dr)
         q_nope, q_pe = q[..., :dn], Rope.rotate(q[..., dn:], cos, sin, self.interleaved)
-        kv = x @ self.kv_a.T  # [N, kv_lora_rank + dr]
+        kv = linear(x, self.kv_a)  # [N, kv_lora_rank + dr]
         c_kv = rms_norm(kv[:, : a.kv_lora_rank], self.kv_a_norm, MLA_LATENT_NORM_EPS)
         k_pe = Rope.rotate(kv[:, a.kv_lora_rank :], cos, sin, self.interleaved)  # [N, dr]
 
@@ -101,11 +101,11 @@ class MLAAttention:
             allowed = causal_mask(seq.positions, T)  # [S, T]
             if self.indexer is not None:
                 allowed = allowed & self.indexer.select(x[rows], c_q[rows], cos[rows], sin[rows], seq, allowed)
-            kvb = (all_c @ self.kv_b.T).view(T, H, dn + dv)
+            kvb = linear(all_c, self.kv_b).view(T, H, dn + dv)
             k = torch.cat([kvb[..., :dn], all_pe[:, None, :].expand(T, H, dr)], dim=-1)
             qs = torch.cat([q_nope[rows], q_pe[rows]], dim=-1)
             out[rows] = attend(qs, k, kvb[..., dn:], allowed, self.scale).reshape(-1, H * dv)
-        return self.par.all_reduce_attn(out @ self.o.T)
+        return self.par.all_reduce_attn(linear(out, self.o))
 
 
 class DSAIndexer:
@@ -132,13 +132,13 @@ class DSAIndexer:
         Returns the bool [S, T] top-k selection (and appends this step's keys to the cache)."""
         a = self.a
         D, HI, dr = a.index_head_dim, a.index_n_heads, a.qk_rope_head_dim
-        q = (c_q @ self.wq_b.T).view(-1, HI, D)
+        q = linear(c_q, self.wq_b).view(-1, HI, D)
         q = torch.cat([Rope.rotate(q[..., :dr], cos, sin, self.interleaved), q[..., dr:]], dim=-1)
-        k = layer_norm(x @ self.wk.T, self.k_norm_w, self.k_norm_b, 1e-6)  # [S, D]
+        k = layer_norm(linear(x, self.wk), self.k_norm_w, self.k_norm_b, 1e-6)  # [S, D]
         k = torch.cat([Rope.rotate(k[:, :dr], cos, sin, self.interleaved), k[:, dr:]], dim=-1)
         keys = _append(seq.cache, "index_k", k)  # [T, D]
         scores = F.relu(torch.einsum("shd,td->sht", q, keys) * D**-0.5)
-        w = (x @ self.weights_proj.T) * HI**-0.5  # [S, H_I]
+        w = linear(x, self.weights_proj) * HI**-0.5  # [S, H_I]
         index = torch.einsum("sh,sht->st", w, scores).masked_fill(~allowed, float("-inf"))
         # top-k with ties broken towards earlier positions (a stable sort), so prefill and
         # token-by-token decode select the same keys; torch.topk leaves tie order unspecified
@@ -173,9 +173,9 @@ class GQAAttention:
 
     def forward(self, x: torch.Tensor, seqs: list[SeqSlice], cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         a, H, Hkv, d = self.a, self.heads, self.kv_heads, self.a.head_dim
-        q = F.linear(x, self.q, self.q_bias).view(-1, H, d)
-        k = F.linear(x, self.k, self.k_bias).view(-1, Hkv, d)
-        v = F.linear(x, self.v, self.v_bias).view(-1, Hkv, d)
+        q = linear(x, self.q, self.q_bias).view(-1, H, d)
+        k = linear(x, self.k, self.k_bias).view(-1, Hkv, d)
+        v = linear(x, self.v, self.v_bias).view(-1, Hkv, d)
         if self.q_norm is not None:
             q, k = rms_norm(q, self.q_norm, a.rms_norm_eps), rms_norm(k, self.k_norm, a.rms_norm_eps)
         rd = self.rope.dim
@@ -190,4 +190,4 @@ class GQAAttention:
             ks, vs = ks.repeat_interleave(rep, dim=1), vs.repeat_interleave(rep, dim=1)
             allowed = causal_mask(seq.positions, ks.shape[0])
             out[rows] = attend(q[rows], ks, vs, allowed, d**-0.5).reshape(-1, H * d)
-        return self.par.all_reduce_attn(out @ self.o.T)
+        return self.par.all_reduce_attn(linear(out, self.o))

@@ -17,6 +17,45 @@ import torch.nn.functional as F
 
 
 # --------------------------------------------------------------------------------------------
+# linears: float, or static W8A8 simulated
+# --------------------------------------------------------------------------------------------
+class StaticW8A8:
+    """A static W8A8 linear (quantization.md §1) simulated on this rank's part of it.
+
+    ``q``: int8 codes [out, in] (this rank's rows/columns), ``deq``: deq_scale values [out],
+    ``input_scale`` / ``input_offset``: [1]; ``bias_int`` [out] = ``quant_bias + input_offset *
+    sum_k q_full[:, k]`` = round(bias / deq), kept only on the first column window. Then
+    ``deq * ((x_q - input_offset) @ q.T + bias_int)`` equals the kernel's ``deq * (x_q @ q.T +
+    quant_bias)`` on the whole linear, and a row-split (column-window) part's outputs add up
+    across ranks to it. Integer arithmetic is exact in float64."""
+
+    def __init__(self, q: torch.Tensor, deq: torch.Tensor, input_scale: torch.Tensor, input_offset: torch.Tensor,
+                 bias_int: torch.Tensor):
+        self.q = q.to(torch.float64)
+        self.deq = deq.to(torch.float64)
+        self.input_scale, self.input_offset = input_scale.to(torch.float32), input_offset.to(torch.float32)
+        self.bias_int = bias_int.to(torch.float64)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.q.shape
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        from ascend.checkpoint.w8a8 import quantize_activation
+
+        xq = quantize_activation(x, self.input_scale, self.input_offset).to(torch.float64) - self.input_offset.double()
+        return ((xq @ self.q.T + self.bias_int) * self.deq).to(torch.float32)
+
+
+def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w.T + bias`` for a float weight; a ``StaticW8A8`` runs its simulation (its float
+    bias is already folded into ``quant_bias``, so ``bias`` is not added again)."""
+    if isinstance(w, StaticW8A8):
+        return w(x)
+    return F.linear(x, w, bias)
+
+
+# --------------------------------------------------------------------------------------------
 # norms
 # --------------------------------------------------------------------------------------------
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -55,6 +55,9 @@ class DecoderLayer:
         self.a = a
         self.input_norm = read(f"{p}.input_layernorm.weight")
         self.post_norm = read(f"{p}.post_attention_layernorm.weight")
+        # anti-outlier smoothing (static W8A8, GLM-4.x) may give the norms a bias
+        self.input_norm_bias = reader.read_extra(f"{p}.input_layernorm.bias")
+        self.post_norm_bias = reader.read_extra(f"{p}.post_attention_layernorm.bias")
         if a.is_mla:
             if a.has_indexer and not a.layer_has_indexer(layer):
                 raise CheckpointError(
@@ -75,9 +78,13 @@ class DecoderLayer:
     def forward(self, x, seqs: list[SeqSlice], cos, sin, dp_counts: list[int]) -> torch.Tensor:
         """``x``: [N, h] -> [N, h]."""
         eps = self.a.rms_norm_eps
-        h = x + self.attn.forward(rms_norm(x, self.input_norm, eps), seqs, cos, sin)
-        y = rms_norm(h, self.post_norm, eps)
+        h = x + self.attn.forward(_add(rms_norm(x, self.input_norm, eps), self.input_norm_bias), seqs, cos, sin)
+        y = _add(rms_norm(h, self.post_norm, eps), self.post_norm_bias)
         return h + (self.mlp.forward(y, dp_counts) if self.moe else self.mlp.forward(y))
+
+
+def _add(x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return x if bias is None else x + bias
 
 
 class VocabParallel:

@@ -8,6 +8,9 @@
   sliced.
 - W8A8 (msModelSlim ``W8A8_DYNAMIC``): a tensor is int8 iff ``<name>_scale`` exists; it is
   dequantized as ``(q - offset) * scale`` per output channel, then sliced.
+- static W8A8 (msModelSlim ``W8A8``): ``P.weight`` is int8 and ``P.deq_scale`` exists; ``read``
+  returns a ``layers.StaticW8A8`` that simulates the integer kernel with the stored
+  ``input_scale``, ``input_offset``, ``quant_bias`` and ``deq_scale`` (apply with ``layers.linear``).
 - ``sharded`` dir: ``model-rank-0000r-of-0000w.safetensors`` per rank plus ``ascend-sharding.json``;
   the file of rank r already holds exactly r's slices, under the HF names.
 
@@ -24,8 +27,9 @@ from safetensors import safe_open
 
 from ascend.checkpoint.files import SHARDING_FILE
 from ascend.checkpoint.fp8 import dequantize_fp8_block
-from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_WEIGHT_STEM, dequantize_w8a8
+from ascend.checkpoint.w8a8 import V0_WEIGHT_FILE_STEM, WEIGHT_FILE_STEM as W8A8_WEIGHT_STEM, deq_scale_values, dequantize_w8a8
 from ascend.errors import CheckpointError
+from ascend.reference.layers import StaticW8A8
 from ascend.models.args import ModelArgs
 from ascend.models.sharding import ShardCoords, shard_slice
 from ascend.models.tensors import spec_index, tensor_specs
@@ -52,7 +56,7 @@ class CheckpointReader:
 
     # --- indexing ----------------------------------------------------------------------------
     def _index_hf(self) -> None:
-        candidates = [self.dir / "model.safetensors.index.json", self.dir / f"{W8A8_WEIGHT_STEM}.safetensors.index.json"]
+        candidates = [self.dir / f"{stem}.safetensors.index.json" for stem in ("model", W8A8_WEIGHT_STEM, V0_WEIGHT_FILE_STEM)]
         index = next((path for path in candidates if path.is_file()), None)
         if index is not None:
             try:
@@ -109,7 +113,7 @@ class CheckpointReader:
             raise CheckpointError(f"{where}: tensor {name} is missing", fix="regenerate or re-download the checkpoint")
         return file
 
-    def read(self, name: str) -> torch.Tensor | None:
+    def read(self, name: str) -> "torch.Tensor | StaticW8A8 | None":
         """This rank's part of tensor ``name`` as float32, or None when the rank holds none of it
         (another EP rank's expert). Which part is decided by ``ascend.models.shard_slice``; the
         full tensor must have the shape ``tensor_specs`` gives (in a sharded dir, the stored part
@@ -142,6 +146,8 @@ class CheckpointReader:
                 )
             full = dequantize_fp8_block(handle.get_tensor(name), scale, block=self.block, dtype=torch.float32)
             return (full if self.sharded else full[part]).contiguous()
+        if name.endswith(".weight") and f"{name[:-len('.weight')]}.deq_scale" in self.weight_map:
+            return self._read_static(name, handle.get_tensor(name), part)
         if f"{name}_scale" in self.weight_map:  # W8A8 (msModelSlim): int8 rows with per-channel scale/offset
             scale = self._open(self._file(f"{name}_scale")).get_tensor(f"{name}_scale")
             offset_name = f"{name}_offset"
@@ -156,6 +162,34 @@ class CheckpointReader:
         if self.sharded:
             return view[:].float()
         return view[part].float().contiguous()
+
+    def read_extra(self, name: str) -> torch.Tensor | None:
+        """A replicated tensor outside the model table, whole, as float32, or None when absent:
+        the norm biases anti-outlier smoothing adds (``input_layernorm.bias``)."""
+        if name not in self.weight_map:
+            return None
+        return self._open(self._file(name)).get_tensor(name).float()
+
+    def _read_static(self, name: str, q: torch.Tensor, part: tuple[slice, ...]) -> StaticW8A8:
+        """A static W8A8 linear: the stored (whole, or this rank's sharded) int8 weight and its
+        parameters, cut to this rank's part (see ``StaticW8A8`` for the bias on row splits)."""
+        module = name[: -len(".weight")]
+
+        def get(suffix: str) -> torch.Tensor:
+            return self._open(self._file(module + suffix)).get_tensor(module + suffix)
+
+        deq, quant_bias = deq_scale_values(get(".deq_scale")), get(".quant_bias")
+        scale, offset = get(".input_scale").reshape(1), get(".input_offset").reshape(1)
+        if q.dtype != torch.int8 or tuple(deq.shape) != (q.shape[0],) or tuple(quant_bias.shape) != (q.shape[0],):
+            raise CheckpointError(
+                f"{self._file(name)}: static W8A8 {module} is malformed",
+                why=f"weight {q.dtype}{list(q.shape)}, deq_scale {list(deq.shape)}, quant_bias {list(quant_bias.shape)}",
+                fix="regenerate the checkpoint (weight int8 [out, in], deq_scale and quant_bias [out])")
+        bias_int = quant_bias.to(torch.int64) + offset.to(torch.int64) * q.to(torch.int64).sum(dim=1)
+        if not self.sharded:
+            rows, cols = part
+            q, deq, bias_int = q[rows, cols], deq[rows], bias_int[rows] * int(cols.start == 0)
+        return StaticW8A8(q, deq, scale, offset, bias_int)
 
     def close(self) -> None:
         self._handles.clear()

@@ -85,11 +85,11 @@ def test_bf16_to_fp8_to_bf16(ckpt_factory, tmp_path, family):
 @pytest.mark.parametrize("fp8", [False, True], ids=["bf16-src", "fp8-src"])
 def test_to_w8a8_msmodelslim_layout(ckpt_factory, tmp_path, family, fp8):
     src = ckpt_factory(family, fp8=fp8)
-    out = run(src, tmp_path / "w8a8", precision="w8a8")
+    out = run(src, tmp_path / "w8a8", precision="w8a8", w8a8_scheme="dynamic")
     assert_verified(out, src)
     desc = json.loads((out / "quant_model_description.json").read_text())
     t = load_all(out)
-    assert set(desc) - {"model_quant_type", "version"} == set(t)
+    assert set(desc) - {"model_quant_type", "version", "group_size", "metadata", "optional"} == set(t)
     for name, kind in desc.items():
         if name.endswith(".weight") and kind == "W8A8_DYNAMIC":
             assert t[name].dtype == torch.int8
@@ -97,7 +97,7 @@ def test_to_w8a8_msmodelslim_layout(ckpt_factory, tmp_path, family, fp8):
             assert not t[name + "_offset"].any()
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["quantize"] == "w8a8_dynamic" and "quantization_config" not in cfg
-    assert (out / "quant_model_weight_w8a8_dynamic.safetensors.index.json").is_file()
+    assert (out / "quant_model_weights.safetensors.index.json").is_file()
 
 
 def test_fp8_pass_through_is_bit_exact(ckpt_factory, tmp_path):
@@ -144,7 +144,7 @@ def test_mtp_keep_drop_export(ckpt_factory, tmp_path):
     mtp_names = {n for n in keep if n.startswith("model.layers.3.")}
     assert mtp_names and set(keep) - set(drop) == mtp_names
     assert json.loads((drop_dir / "config.json").read_text())["num_nextn_predict_layers"] == 0
-    exp = run(src, tmp_path / "export", precision="w8a8", mtp="export")
+    exp = run(src, tmp_path / "export", precision="w8a8", w8a8_scheme="dynamic", mtp="export")
     assert_verified(exp, src)
     draft_cfg = json.loads((exp / "mtp" / "config.json").read_text())
     assert draft_cfg["model_type"] == "glm_moe_dsa_mtp" and draft_cfg["num_hidden_layers"] == 1
@@ -213,8 +213,8 @@ def test_verify_names_a_tampered_tensor(ckpt_factory, tmp_path):
     import hashlib
 
     src = ckpt_factory("glm4_moe", fp8=True)
-    out = run(src, tmp_path / "o", precision="w8a8")
-    f = next(out.glob("quant_model_weight_w8a8_dynamic-*.safetensors"))
+    out = run(src, tmp_path / "o", precision="w8a8", w8a8_scheme="dynamic")
+    f = next(out.glob("quant_model_weights-*.safetensors"))
     from ascend.checkpoint.safetensors_io import read_header
 
     name = "model.layers.1.mlp.experts.2.up_proj.weight_scale"

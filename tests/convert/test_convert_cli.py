@@ -120,6 +120,7 @@ def test_output_dir_from_another_recipe(ckpt_factory, tmp_path, capsys):
     out = tmp_path / "o"
     a = write_recipe(tmp_path / "a.yaml", src, out, "bf16")
     b = write_recipe(tmp_path / "b.yaml", src, out, "w8a8")
+    b.write_text(b.read_text().replace("default: w8a8}", "default: w8a8, w8a8_scheme: dynamic}"))  # data-free
     code, _, err = cli(capsys, "convert", a)
     assert code == 0, err
     manifest = (out / MANIFEST).read_text()
@@ -204,6 +205,7 @@ def test_sigkill_mid_run_then_rerun_is_byte_identical(tmp_path):
     cfg_src = make_checkpoint(tmp_path / "src", "deepseek_v3", fp8=True, layers=6, experts=16)
     env = {**os.environ, "ASCEND_CONVERT_CHUNK_MB": "1"}
     base = [sys.executable, "-m", "ascend.cli.main", "convert", "--src", str(cfg_src), "--precision", "w8a8",
+            "--w8a8-scheme", "dynamic",
             "--file-gb", "0.0002"]
     clean = tmp_path / "clean"
     subprocess.run(base + ["--out", str(clean)], env=env, check=True, capture_output=True, timeout=300)
@@ -227,7 +229,7 @@ def test_sigkill_mid_run_then_rerun_is_byte_identical(tmp_path):
 
     subprocess.run(base + ["--out", str(killed)], env=env, check=True, capture_output=True, timeout=300)
     assert sorted(p.name for p in killed.glob("*.safetensors")) == files
-    for name in files + ["quant_model_weight_w8a8_dynamic.safetensors.index.json", "quant_model_description.json",
+    for name in files + ["quant_model_weights.safetensors.index.json", "quant_model_description.json",
                          "config.json", MANIFEST]:
         assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
     assert not list(killed.rglob("*.partial"))

@@ -30,7 +30,7 @@ def test_fp8_source_to_bf16_dequantizes_exactly_the_scaled_tensors(ckpt_factory,
 
 def test_w8a8_never_quantizes_router_norms_embeddings_head_indexer_weights_or_eh_proj(ckpt_factory):
     src = ckpt_factory("glm_moe_dsa", fp8=False)
-    plan = plan_for(src, precision="w8a8")
+    plan = plan_for(src, precision="w8a8", w8a8_scheme="dynamic")
     quantized = {p.source for f in plan.files for p in f.pieces if p.op == "w8a8"}
     for name in quantized:
         for never in ("mlp.gate.weight", "norm", "embed_tokens", "lm_head", "weights_proj", "eh_proj", "shared_head"):
@@ -39,12 +39,12 @@ def test_w8a8_never_quantizes_router_norms_embeddings_head_indexer_weights_or_eh
     desc = plan.quant_description
     assert desc["model_quant_type"] == "W8A8_DYNAMIC"
     every = {n for f in plan.files for n, _, _ in f.tensors}
-    assert set(desc) - {"model_quant_type", "version"} == every
+    assert set(desc) - {"model_quant_type", "version", "group_size", "metadata", "optional"} == every
     assert desc["model.embed_tokens.weight"] == "FLOAT"
     assert desc["model.layers.1.mlp.experts.0.down_proj.weight_scale"] == "W8A8_DYNAMIC"
     assert plan.config["quantize"] == "w8a8_dynamic"
-    assert plan.files[0].name.startswith("quant_model_weight_w8a8_dynamic-")
-    assert plan.index_name == "quant_model_weight_w8a8_dynamic.safetensors.index.json"
+    assert plan.files[0].name.startswith("quant_model_weights-")
+    assert plan.index_name == "quant_model_weights.safetensors.index.json"
 
 
 def test_precision_rules_first_match_wins(ckpt_factory):

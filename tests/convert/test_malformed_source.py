@@ -9,9 +9,10 @@ import struct
 import pytest
 from safetensors import SafetensorError, safe_open
 
+from convert_fixtures import file_of
 from test_convert_cli import assert_nothing_done, assert_one_line_error, cli
 
-SHARD = "model-00001-of-00003.safetensors"
+EXPERT = "model.layers.1.mlp.experts.0.down_proj.weight"  # its file is the one made malformed
 
 
 def rewrite_header(path, edit) -> None:
@@ -36,11 +37,12 @@ def test_overlapping_offsets_in_a_shard(src, tmp_path, capsys):
         header[b]["data_offsets"] = header[a]["data_offsets"]  # b reads a's bytes; b's own become a gap
         return header
 
-    rewrite_header(src / SHARD, overlap)
+    shard = file_of(src, EXPERT)
+    rewrite_header(shard, overlap)
     with pytest.raises(SafetensorError):  # the official library refuses the file
-        safe_open(str(src / SHARD), framework="pt")
+        safe_open(str(shard), framework="pt")
     code, _, err = cli(capsys, "convert", "--src", src, "--out", tmp_path / "o", "--precision", "bf16")
-    assert_one_line_error(code, err, SHARD, "data_offsets")
+    assert_one_line_error(code, err, shard.name, "data_offsets")
     assert_nothing_done(tmp_path / "o")
 
 
@@ -57,9 +59,10 @@ def test_malformed_entries_in_a_shard(src, tmp_path, capsys, edit):
             del header[name]["data_offsets"]
         return header
 
-    rewrite_header(src / SHARD, change)
+    shard = file_of(src, EXPERT)
+    rewrite_header(shard, change)
     code, _, err = cli(capsys, "convert", "--src", src, "--out", tmp_path / "o", "--precision", "bf16")
-    assert_one_line_error(code, err, SHARD)
+    assert_one_line_error(code, err, shard.name)
 
 
 def test_source_symlink_loop(tmp_path, capsys):

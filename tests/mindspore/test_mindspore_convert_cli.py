@@ -171,7 +171,7 @@ def test_sharded_and_w8a8_from_mindspore_ckpt_without_config(tmp_path, capsys):
 
     q = tmp_path / "w8a8"
     code, _, err = cli(capsys, "convert", "--src", ms, "--from-format", "mindspore", "--config", src,
-                       "--out", q, "--precision", "w8a8", "--workers", "2")
+                       "--out", q, "--precision", "w8a8", "--w8a8-scheme", "dynamic", "--workers", "2")
     assert code == 0, err
     for argv in (("verify", q, "--against", ms, "--json"), ("verify", q, "--json")):
         code, out, err = cli(capsys, *argv)

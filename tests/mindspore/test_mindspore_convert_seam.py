@@ -31,7 +31,8 @@ def test_converter_output_from_mindspore_equals_output_from_hf(tmp_path, fmt):
     convert_hf_to_mindspore(src, tmp_path / "ms", format=fmt, max_file_bytes=200_000)
     ms_src, hf_src = MindSporeSource(tmp_path / "ms"), SafetensorsDir(src)
     assert set(ms_src.tensors) == set(hf_src.tensors)
-    for opts in (ConvertOptions.from_flags(), ConvertOptions.from_flags(layout="sharded", tp=2, ep=2), ConvertOptions.from_flags(precision="w8a8")):
+    for opts in (ConvertOptions.from_flags(), ConvertOptions.from_flags(layout="sharded", tp=2, ep=2),
+                 ConvertOptions.from_flags(precision="w8a8", w8a8_scheme="dynamic")):
         plan_ms, plan_hf = build_jobs(ms_src, ms_src.args, opts), build_jobs(hf_src, load_model_args(src), opts)
         assert [f.name for f in plan_ms.files] == [f.name for f in plan_hf.files]
         for out in ("a", "b"):
