@@ -121,6 +121,37 @@ def resolve_device(name: str) -> str:
     return "npu"
 
 
+RUNTIME_BYTES = 600 << 20  # interpreter, torch, tokenizer
+
+
+def memory_bytes(a: ModelArgs, cal_tokens: int, held_tokens: int, max_len: int, rt: Runtime) -> int:
+    """Peak host memory of a calibration run (docs/conversion.md, Calibration), float32 everywhere:
+
+    ``3 × W_layer + 2 × expert_chunk × W_expert + 6 × N × hidden × 4 B + attention workspace``,
+    W_layer = the layer's non-expert weights (float and simulated copies plus the smoothed
+    tensors), W_expert = one routed expert, N = calibration + 3 × held-out tokens (the rows the
+    MLP sees), workspace = ``batch_tokens`` rows of per-head q/k/v and the attention (and DSA index)
+    scores of one ``max_len`` sequence."""
+    from ascend.models.tensors import tensor_specs
+
+    p = f"model.layers.{a.first_k_dense_replace}."  # a MoE layer when there is one
+    weights = sum(_numel(s.shape) for s in tensor_specs(a) if s.name.startswith(p) and ".mlp.experts." not in s.name)
+    expert = 3 * a.hidden_size * (a.moe_intermediate_size or 0)
+    rows = cal_tokens + 3 * held_tokens
+    heads = a.num_attention_heads
+    head_width = a.qk_head_dim + a.v_head_dim if a.is_mla else 3 * a.head_dim
+    scores = 3 * (heads + (a.index_n_heads if a.has_indexer else 0)) * max_len * max_len
+    workspace = 3 * rt.batch_tokens * heads * head_width + scores
+    return RUNTIME_BYTES + 4 * (3 * weights + 2 * rt.expert_chunk * expert + 6 * rows * a.hidden_size + workspace)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
 # --- per layer ---------------------------------------------------------------------------------
 def _calibrate_layer(reader, a: ModelArgs, layer: int, rope, x: dict, cal_len, held_len, static: set[str], alpha, rt: Runtime):
     """One layer: returns (next hidden states, the layer's calibration tensors, rel-L2 of the
