@@ -127,11 +127,11 @@ def measure(src: Path, samples: int, seq_len: int, held: int) -> dict:
 
     a = load_model_args(src)
     reader = CheckpointReader(src, a, Parallel().coords)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for name in reader.weight_map:
         if name.startswith("model.layers.0.") and not name.endswith("_scale_inv"):
             reader.read(name)
-    t_read = time.perf_counter() - t0
+    t_read, c_read = time.perf_counter() - t0, time.process_time() - c0
     rt = Runtime()
     g = torch.Generator().manual_seed(0)
     cal_len, held_len = [seq_len] * samples, [seq_len] * held
@@ -139,11 +139,11 @@ def measure(src: Path, samples: int, seq_len: int, held: int) -> dict:
          "held": torch.randn(sum(held_len), a.hidden_size, generator=g)}
     x["chain"] = x["held"].clone()
     static = set(static_linears(a.family, "w8a8", a))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _, _, rel = _calibrate_layer(reader, a, 0, make_rope(a), x, cal_len, held_len, static, 0.5, rt)
-    t_layer = time.perf_counter() - t0
+    t_layer, c_layer = time.perf_counter() - t0, time.process_time() - c0
     done.set()
-    return {"t_read": t_read, "t_layer": t_layer, "rel_l2": rel, "peak_anon": peak[0],
+    return {"t_read": t_read, "t_layer": t_layer, "cpu_read": c_read, "cpu_layer": c_layer, "rel_l2": rel, "peak_anon": peak[0],
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             "formula": memory_bytes(a, sum(cal_len), sum(held_len), seq_len, rt), "tokens": sum(cal_len) + sum(held_len)}
 
@@ -175,6 +175,8 @@ def main() -> None:
     print(f"{args.family}: one layer, {size / gb:.1f} GB FP8 on disk (written in {t_write:.0f} s)")
     print(f"  read + dequantize the layer: {r['t_read']:.1f} s; calibration step on {r['tokens']} tokens: {r['t_layer']:.1f} s "
           f"({r['tokens'] / r['t_layer']:.0f} tokens/s; held-out rel-L2 {r['rel_l2']:.3g})")
+    print(f"  process CPU time: read {r['cpu_read']:.1f} s, calibration step {r['cpu_layer']:.1f} s "
+          f"(on a shared host, CPU time / threads is what an idle host's wall time would be)")
     print(f"  peak memory {r['peak_anon'] / gb:.2f} GB (anonymous; RSS incl. mmapped checkpoint pages {r['peak_rss'] / gb:.2f} GB); "
           f"memory formula {r['formula'] / gb:.2f} GB")
     print(f"  projected, {layers} layers x {default_tokens} tokens: {host2 / 3600:.1f} h on 2 cores, "
