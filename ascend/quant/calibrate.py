@@ -19,6 +19,7 @@ tensors under their checkpoint names) and ``calibration.json``, written last.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -88,8 +89,9 @@ def calibrate(src: str | Path, out: str | Path, cfg: CalibrationSection, *, sche
     run_key = hashlib.sha256(json.dumps([info, cal, held], sort_keys=True).encode()).hexdigest()
     start = _prepare_state(state, run_key)
     reader = CheckpointReader(src, a, Parallel().coords)
-    with torch.device(device):
+    with torch.device(device) if device != "cpu" else contextlib.nullcontext():  # new tensors on the NPU
         x = _resume_hidden(state, start) if start else _embed(reader, a, cal, held)
+        x = {k: v.to(device) for k, v in x.items()}
         rope = make_rope(a)
         for layer in range(start, a.num_hidden_layers):
             x, tensors, rel = _calibrate_layer(reader, a, layer, rope, x, [len(s) for s in cal], [len(s) for s in held],
