@@ -129,22 +129,29 @@ RUNTIME_BYTES = 600 << 20  # interpreter, torch, tokenizer
 def memory_bytes(a: ModelArgs, cal_tokens: int, held_tokens: int, max_len: int, rt: Runtime) -> int:
     """Peak host memory of a calibration run (docs/conversion.md, Calibration), float32 everywhere:
 
-    ``3 × W_layer + 2 × expert_chunk × W_expert + 6 × N × hidden × 4 B + attention workspace``,
-    W_layer = the layer's non-expert weights (float and simulated copies plus the smoothed
-    tensors), W_expert = one routed expert, N = calibration + 3 × held-out tokens (the rows the
-    MLP sees), workspace = ``batch_tokens`` rows of per-head q/k/v and the attention (and DSA index)
-    scores of one ``max_len`` sequence."""
+    ``0.6 GB + 4 B × (max(3 × W_attn + workspace, W_attn + 1.5 × expert_chunk × W_expert + W_mlp) + 6 × N × hidden)``
+
+    The attention phase holds the float attention, its simulated copy and the smoothed tensors
+    (W_attn: the layer's attention and norm parameters) plus the workspace (``batch_tokens`` rows
+    of per-head q/k/v and the attention and DSA-index scores of one ``max_len`` sequence); the MLP
+    phase the smoothed tensors still to be saved, ``expert_chunk`` routed experts (W_expert =
+    3 × hidden × moe_intermediate; stacking copies a third to two thirds of them once) and the
+    shared expert / router / dense MLP (W_mlp). N = calibration + 3 × held-out tokens (the rows
+    carried and the rows the MLP sees)."""
     from ascend.models.tensors import tensor_specs
 
     p = f"model.layers.{a.first_k_dense_replace}."  # a MoE layer when there is one
-    weights = sum(_numel(s.shape) for s in tensor_specs(a) if s.name.startswith(p) and ".mlp.experts." not in s.name)
+    specs = [s for s in tensor_specs(a) if s.name.startswith(p) and ".mlp.experts." not in s.name]
+    w_mlp = sum(_numel(s.shape) for s in specs if ".mlp." in s.name)
+    w_attn = sum(_numel(s.shape) for s in specs) - w_mlp
     expert = 3 * a.hidden_size * (a.moe_intermediate_size or 0)
     rows = cal_tokens + 3 * held_tokens
     heads = a.num_attention_heads
     head_width = a.qk_head_dim + a.v_head_dim if a.is_mla else 3 * a.head_dim
     scores = 3 * (heads + (a.index_n_heads if a.has_indexer else 0)) * max_len * max_len
-    workspace = 3 * rt.batch_tokens * heads * head_width + scores
-    return RUNTIME_BYTES + 4 * (3 * weights + 2 * rt.expert_chunk * expert + 6 * rows * a.hidden_size + workspace)
+    workspace = 3 * min(rt.batch_tokens, cal_tokens) * heads * head_width + scores
+    phase = max(3 * w_attn + workspace, w_attn + 3 * rt.expert_chunk * expert // 2 + w_mlp)
+    return RUNTIME_BYTES + 4 * (phase + 6 * rows * a.hidden_size)
 
 
 def _numel(shape) -> int:
@@ -173,6 +180,7 @@ def _calibrate_layer(reader, a: ModelArgs, layer: int, rope, x: dict, cal_len, h
         h_held_q = run_attention(sim, rope, x["held"], held_len, rt.batch_tokens)
         h_chain = run_attention(sim, rope, x["chain"], held_len, rt.batch_tokens)
         tensors = _layer_tensors(ranges, smoothing)
+        del sim, smoothing  # the MLP phase holds experts, not attention weights
     else:
         h_chain = run_attention(attn, rope, x["chain"], held_len, rt.batch_tokens)
     del attn
