@@ -122,7 +122,9 @@ class CalibrationSection(Section):
     smoothing_alpha: float | None = Field(
         0.5, ge=0, le=1, description="SmoothQuant migration strength α (`norm → linear`, `v → o`); null: no smoothing."
     )
-    thresholds: CalibrationThresholds = Field(default_factory=CalibrationThresholds)
+    thresholds: CalibrationThresholds = Field(
+        default_factory=CalibrationThresholds, description="Accuracy gate; a broken threshold exits 3 naming the worst layers."
+    )
 
 
 class ConvertSection(Section):
