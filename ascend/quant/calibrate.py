@@ -220,7 +220,7 @@ def _layer_tensors(ranges: dict, smoothing: Smoothing) -> dict[str, torch.Tensor
 # --- embedding and logits ------------------------------------------------------------------------
 def _embed(reader, a: ModelArgs, cal: list[list[int]], held: list[list[int]]) -> dict:
     emb = reader.read("model.embed_tokens.weight")
-    ids = lambda seqs: torch.tensor([t for s in seqs for t in s], dtype=torch.int64)  # noqa: E731
+    ids = lambda seqs: torch.tensor([t for s in seqs for t in s], dtype=torch.int64)
     bad = [t for s in cal + held for t in s if not 0 <= t < emb.shape[0]]
     if bad:
         raise ConvertError(f"calibration: token id {bad[0]} is outside the embedding (vocab {emb.shape[0]})",

@@ -75,7 +75,7 @@ def mlp_forward(reader: CheckpointReader, a: ModelArgs, layer: int, h: torch.Ten
                 device: str = "cpu") -> torch.Tensor:
     """``h + mlp(post_attention_layernorm(h))`` for [N, hidden] (tokens independent)."""
     p = f"model.layers.{layer}"
-    read = lambda name: reader.read(name).to(device)  # noqa: E731
+    read = lambda name: reader.read(name).to(device)
     y = rms_norm(h, read(f"{p}.post_attention_layernorm.weight"), a.rms_norm_eps)
     if not a.is_moe_layer(layer):
         return h + DenseMLP(read, f"{p}.mlp", Parallel()).forward(y)

@@ -105,7 +105,7 @@ def _v_to_o(out, a: ModelArgs, p: str, mn, mx, read, alpha) -> None:
         heads = o.shape[1] // d
         v = _current(out, read, f"{p}.v_proj.weight")
         rep = heads // (v.shape[0] // d)
-        per_kv = lambda t: t.view(-1, rep, d).amax(1).reshape(-1)  # query heads sharing a KV head  # noqa: E731
+        per_kv = lambda t: t.view(-1, rep, d).amax(1).reshape(-1)  # query heads sharing a KV head
         s_kv = smooth_scale(per_kv(act), per_kv(w_absmax), alpha)  # [Hkv * d]
         s = s_kv.view(-1, 1, d).expand(-1, rep, d).reshape(-1)
         out.tensors[f"{p}.v_proj.weight"] = v / s_kv[:, None]

@@ -29,7 +29,7 @@ def test_layer_by_layer_equals_reference_model(family, fp8, tiny_dir):
     path = tiny_dir(family, fp8=fp8)
     a, reader = _reader(path)
     rope, lengths = make_rope(a), [len(s) for s in IDS]
-    x = reader.read("model.embed_tokens.weight")[torch.tensor(sum(IDS, []))]
+    x = reader.read("model.embed_tokens.weight")[torch.tensor([t for ids in IDS for t in ids])]
     for layer in range(a.num_hidden_layers):
         attn = Attention(LayerWeights(reader, set(), None), a, layer, rope)
         x = mlp_forward(reader, a, layer, run_attention(attn, rope, x, lengths, batch_tokens=6), expert_chunk=3)
@@ -43,7 +43,7 @@ def test_layer_by_layer_equals_reference_model(family, fp8, tiny_dir):
 def test_smoothing_preserves_the_float_layer(family, tiny_dir):
     """norm weight ÷ s (+ norm bias for GLM-4.x), columns × s, v rows ÷ s, o columns × s: the float
     attention output is unchanged up to fp32 rounding, while the inputs really are rescaled."""
-    from ascend.quant.calibrate import static_linears  # the scheme table (or its temporary shim)
+    from ascend.quant.calibrate import static_linears  # the scheme table, or its shim
 
     path = tiny_dir(family)
     a, reader = _reader(path)

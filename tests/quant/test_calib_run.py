@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from ascend.errors import CheckFailed, ConvertError
-from ascend.quant.calibrate import CALIBRATION_DIR, calibrate, check_gate, load_calibration
+from ascend.quant.calibrate import (
+    CALIBRATION_DIR,
+    calibrate,
+    check_gate,
+    load_calibration,
+)
 from ascend.recipe.schema import CalibrationThresholds
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +48,7 @@ def test_kill_and_resume_is_byte_identical(tiny_dir, tmp_path):
     assert not (state / "calibration.json").exists()  # killed mid-run
     first = (state / "layer-00000.safetensors").stat()
 
-    resumed = subprocess.run(_cmd(src, killed), env=_env(), capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(_cmd(src, killed), env=_env(), capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr
     again = (state / "layer-00000.safetensors").stat()  # it resumed: layer 0 was not redone
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
