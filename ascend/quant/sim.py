@@ -29,12 +29,12 @@ class Probe(torch.Tensor):
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        probe = next(a for a in args if isinstance(a, Probe))
-        if func in _MATMULS and not isinstance(args[0], Probe):
+        probe = next((a for a in (*args, *kwargs.values()) if isinstance(a, Probe)), None)
+        if probe is not None and func in _MATMULS and args and not isinstance(args[0], Probe):
             args = (probe.hook(probe.module, args[0]), *args[1:])
         with torch._C.DisableTorchFunctionSubclass():
             out = func(*args, **kwargs)
-        if func == _T_GET:  # ``w.T`` stays a probe so ``x @ w.T`` is seen
+        if probe is not None and func == _T_GET:  # ``w.T`` stays a probe so ``x @ w.T`` is seen
             return Probe(out, probe.module, probe.hook)
         return out
 
