@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ascend.quant.sim import ActQuant, Probe, Recorder, act_qparams, fake_quant_act, fake_quant_weight
+from ascend.quant.sim import (
+    ActQuant,
+    Probe,
+    Recorder,
+    act_qparams,
+    fake_quant_act,
+    fake_quant_weight,
+)
 
 
 def test_act_qparams_by_hand():
