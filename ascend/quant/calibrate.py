@@ -320,25 +320,38 @@ def _finish(state: Path, a: ModelArgs, info: dict) -> None:
 class Calibration:
     """A finished calibration. ``replaced(name)`` is the final float tensor for every tensor the
     smoothing changed (norm weights / biases, static linears' weights with their columns already
-    multiplied by ``smooth_scale``, float consumers, v rows): write it instead of the source's."""
+    multiplied by ``smooth_scale``, float consumers, v rows): write it instead of the source's.
+    Tensors are read on demand (the smoothed tensors of a whole model are tens of GB); the
+    object pickles (for worker processes) without its open file."""
 
     def __init__(self, path: Path, info: dict):
         self.path, self.info = path, info
-        with safe_open(str(path / "calibration.safetensors"), "pt") as f:
-            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self._handle = None
+        self.names = set(self._file().keys())
+
+    def _file(self):
+        if self._handle is None:
+            self._handle = safe_open(str(self.path / "calibration.safetensors"), "pt")
+        return self._handle
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}
+
+    def _get(self, name: str) -> torch.Tensor | None:
+        return self._file().get_tensor(name) if name in self.names else None
 
     def input_range(self, module: str) -> tuple[float, float]:
-        lo, hi = self.tensors.get(f"{module}.input_min"), self.tensors.get(f"{module}.input_max")
+        lo, hi = self._get(f"{module}.input_min"), self._get(f"{module}.input_max")
         if lo is None or hi is None:
             raise ConvertError(f"{self.path}: no calibrated input range for {module}",
                                fix="rerun calibration with the scheme being written (ascend calibrate)")
         return float(lo[0]), float(hi[0])
 
     def smooth_scale(self, module: str) -> torch.Tensor | None:
-        return self.tensors.get(f"{module}.smooth_scale")
+        return self._get(f"{module}.smooth_scale")
 
     def replaced(self, tensor_name: str) -> torch.Tensor | None:
-        return None if tensor_name.endswith((".input_min", ".input_max", ".smooth_scale")) else self.tensors.get(tensor_name)
+        return None if tensor_name.endswith((".input_min", ".input_max", ".smooth_scale")) else self._get(tensor_name)
 
 
 def load_calibration(out_dir: str | Path, *, source_fingerprint: str | None = None, scheme: str | None = None) -> Calibration:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ascend.errors import CheckFailed, ConvertError
 from ascend.quant.calibrate import (
@@ -104,6 +105,10 @@ def test_load_calibration_refuses_missing_and_foreign(tiny_dir, small_cfg, tmp_p
     assert cal.replaced("model.layers.0.input_layernorm.weight").shape == (160,)
     assert cal.replaced("model.layers.0.self_attn.q_a_proj.input_min") is None
     assert cal.replaced("model.layers.0.mlp.gate.weight") is None
+    import pickle
+
+    again = pickle.loads(pickle.dumps(cal))  # for worker processes: reopens its file
+    assert torch.equal(again.smooth_scale("model.layers.0.self_attn.q_a_proj"), cal.smooth_scale("model.layers.0.self_attn.q_a_proj"))
     with pytest.raises(ConvertError, match="another source"):
         load_calibration(tmp_path, source_fingerprint="0" * 64)
     with pytest.raises(ConvertError, match="no calibrated input range"):
