@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save, save_file
+from safetensors.torch import save
 
 from ascend.checkpoint.safetensors_io import SafetensorsDir, write_atomic, write_json
 from ascend.errors import BackendUnavailable, CheckFailed, ConvertError
@@ -306,13 +306,18 @@ def _layer_rel(state: Path, layer: int) -> float:
 
 
 def _finish(state: Path, a: ModelArgs, info: dict) -> None:
-    tensors = {}
-    for n in range(a.num_hidden_layers):
-        with safe_open(str(_layer_file(state, n)), "pt") as f:
-            tensors.update({k: f.get_tensor(k) for k in f.keys()})
-    tmp = state / ".calibration.safetensors.partial"
-    save_file(dict(sorted(tensors.items())), str(tmp), metadata={"format": FORMAT})
-    tmp.replace(state / "calibration.safetensors")
+    """calibration.safetensors from the layer files, streamed tensor by tensor (the smoothed
+    tensors of a whole model do not fit in memory), then calibration.json."""
+    from ascend.checkpoint.safetensors_io import SafetensorsWriter
+
+    handles = [safe_open(str(_layer_file(state, n)), "pt") for n in range(a.num_hidden_layers)]
+    where = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
+    names = sorted(where)
+    entries = [(k, "F32", tuple(where[k].get_slice(k).get_shape())) for k in names]
+    writer = SafetensorsWriter(state / "calibration.safetensors", entries, metadata={"format": FORMAT})
+    for k in names:
+        writer.write(where[k].get_tensor(k).float().contiguous())
+    writer.commit()
     write_json(state / "calibration.json", info)
 
 
