@@ -113,3 +113,21 @@ def test_load_calibration_refuses_missing_and_foreign(tiny_dir, small_cfg, tmp_p
         load_calibration(tmp_path, source_fingerprint="0" * 64)
     with pytest.raises(ConvertError, match="no calibrated input range"):
         cal.input_range("model.layers.0.mlp.down_proj")
+
+
+def test_logits_report_in_row_chunks_equals_one_shot(tiny_dir):
+    from ascend.models.args import load_model_args
+    from ascend.quant.calibrate import _logits_report
+    from ascend.reference.parallel import Parallel
+    from ascend.reference.weights import CheckpointReader
+
+    src = tiny_dir("glm4_moe")
+    a = load_model_args(src)
+    reader = CheckpointReader(src, a, Parallel().coords)
+    g = torch.Generator().manual_seed(0)
+    held = torch.randn(300, a.hidden_size, generator=g)
+    x = {"held": held, "chain": held + 0.3 * torch.randn(300, a.hidden_size, generator=g)}
+    one, chunked = _logits_report(reader, a, x, rows=10**6), _logits_report(reader, a, x, rows=64)
+    assert one["tokens"] == chunked["tokens"] == 300 and one["top1"] == chunked["top1"] < 1
+    for k in ("kl", "rel_err"):
+        assert abs(one[k] - chunked[k]) <= 1e-5 * one[k] and one[k] > 0
