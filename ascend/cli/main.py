@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "fetch",
     "tiny",
     "convert",
+    "calibrate",
     "verify",
     "logits",
     "serve",

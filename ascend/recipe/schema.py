@@ -104,6 +104,37 @@ class PrecisionSection(Section):
         "W8A8_DYNAMIC, no calibration (vllm-ascend; xLLM cannot read it).")
 
 
+class CalibrationThresholds(Section):
+    """Accuracy gate of calibrated static W8A8 (simulated on the CPU reference runtime, held-out tokens)."""
+
+    layer_rel_l2: float | None = Field(
+        0.02, gt=0, description="Largest allowed relative L2 error `‖y_w8a8 − y_float‖ / ‖y_float‖` of any decoder layer's output (same float input); null: not checked."
+    )
+    logits_kl: float | None = Field(
+        0.05, gt=0, description="Largest allowed mean KL(float ‖ W8A8) of the final next-token distributions, in nats; null: not checked."
+    )
+    top1: float | None = Field(
+        0.9, ge=0, le=1, description="Smallest allowed fraction of held-out tokens whose top-1 prediction is unchanged; null: not checked."
+    )
+    logits_rel_err: float | None = Field(
+        0.1, gt=0, description="Largest allowed relative L2 error of the final logits; null: not checked."
+    )
+
+
+class CalibrationSection(Section):
+    """Calibration of static W8A8 activations (`ascend calibrate`; docs/conversion.md, Calibration)."""
+
+    samples: int = Field(64, ge=2, description="Calibration samples used (every 8th is held out for the accuracy report).")
+    max_len: int = Field(512, ge=8, description="Tokens per sample at most (longer samples are cut).")
+    file: str | None = Field(None, description='JSONL file, one `{"text": ...}` or `{"messages": [...]}` per line; null: the built-in mixed set.')
+    smoothing_alpha: float | None = Field(
+        0.5, ge=0, le=1, description="SmoothQuant migration strength α (`norm → linear`, `v → o`); null: no smoothing."
+    )
+    thresholds: CalibrationThresholds = Field(
+        default_factory=CalibrationThresholds, description="Accuracy gate; a broken threshold exits 3 naming the worst layers."
+    )
+
+
 class ConvertSection(Section):
     """How the source checkpoint is converted for serving."""
 
@@ -114,6 +145,9 @@ class ConvertSection(Section):
     workers: int = Field(4, ge=1, description="Parallel conversion worker processes; peak RAM ≈ 0.3 GB + 0.5 GB per worker.")
     misaligned_fp8: Literal["refuse", "requantize"] = Field(
         "refuse", description="FP8 output whose TP split breaks 128-blocks: refuse, or requantize per shard."
+    )
+    calibration: CalibrationSection = Field(
+        default_factory=CalibrationSection, description="Calibration of static W8A8 (used when the W8A8 scheme has static linears)."
     )
 
 
