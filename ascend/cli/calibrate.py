@@ -41,12 +41,13 @@ def register(app: typer.Typer) -> None:
         from ascend.quant.calibrate import Runtime, calibrate
         from ascend.recipe.schema import CalibrationSection, CalibrationThresholds
 
-        cfg = CalibrationSection(samples=samples, max_len=max_len, file=str(calib) if calib else None,
-                                 smoothing_alpha=None if no_smoothing else alpha)
+        thresholds = CalibrationThresholds()
         if no_gate:
-            cfg.thresholds = CalibrationThresholds(layer_rel_l2=None, logits_kl=None, top1=None, logits_rel_err=None)
+            thresholds = CalibrationThresholds(layer_rel_l2=None, logits_kl=None, top1=None, logits_rel_err=None)
         if max_layer_rel_l2 is not None:
-            cfg.thresholds.layer_rel_l2 = max_layer_rel_l2
+            thresholds = thresholds.model_copy(update={"layer_rel_l2": max_layer_rel_l2})
+        cfg = CalibrationSection(samples=samples, max_len=max_len, file=str(calib) if calib else None,
+                                 smoothing_alpha=None if no_smoothing else alpha, thresholds=thresholds)
         log = (lambda line: print(line, file=sys.stderr)) if interactive() else None  # quiet in pipes
         info = calibrate(src, out, cfg, scheme=scheme, runtime=Runtime(device=device, log=log))
         if as_json:

@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         result = convert(
             src, out, opts, workers=workers or 1, force=force, node_rank=node_rank, nnodes=nnodes,
             finalize_only=finalize, recipe_hash=recipe_hash, progress=True,  # a bar, or lines when piped
-            log=lambda s: typer.echo(s, err=True),
+            log=lambda s: typer.echo(s, err=True), calibration=r.convert.calibration if recipe is not None else None,
         )
         state = "complete" if result.complete else "part done"
         typer.echo(

@@ -38,6 +38,7 @@ from ascend.errors import CheckpointError, ConvertError
 from ascend.fileio import write_atomic, write_json
 from ascend.progress import ByteProgress
 from ascend.procs import die_with_parent, dir_lock
+from ascend.recipe.schema import CalibrationSection
 
 # Files we write ourselves, never copied from the source
 OWN_FILES = {"config.json", MANIFEST, SHARDING_FILE, "quant_model_description.json"}
@@ -73,16 +74,17 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
 
 
 def conversion_jobs(src_dir: str | Path, opts: ConvertOptions, out_dir: str | Path | None = None,
-                    before_calibration: Callable | None = None) -> ConvertJobs:
-    """The jobs; with ``out_dir``, static W8A8 pieces use that output's calibration
-    (``w8a8_pieces.calibrated_jobs``)."""
+                    before_calibration: Callable | None = None, calibrate: Callable | None = None) -> ConvertJobs:
+    """The jobs; with ``out_dir``, static W8A8 pieces use that output's calibration, made first by
+    ``calibrate()`` when there is none (``w8a8_pieces.calibrated_jobs``)."""
     from ascend.errors import PlanError
 
     opts.validate()  # e.g. a missing extra: one line (exit 2), nothing listed or written
     src, args = load_source(src_dir, opts)
     try:
         jobs = build_jobs(src, args, opts)
-        return calibrated_jobs(jobs, out_dir, lambda calib: build_jobs(src, args, opts, calib), before_calibration)
+        return calibrated_jobs(jobs, out_dir, lambda calib: build_jobs(src, args, opts, calib), before_calibration,
+                               calibrate)
     except PlanError as err:  # split rules from ascend.models: surface as a conversion problem
         raise ConvertError(err.what, why=err.why, fix=err.fix) from None
     finally:
@@ -288,7 +290,11 @@ def convert(
     recipe_hash: str | None = None,
     progress: bool = False,
     log: Callable[[str], None] = lambda s: None,
+    calibration: CalibrationSection | None = None,
 ) -> ConvertResult:
+    """Convert ``src_dir`` into ``out_dir`` (resumable). Static W8A8 linears are calibrated first
+    (``calibration``: the recipe's ``convert.calibration``, default the schema's), on one node:
+    the parts of a multi-node conversion use the calibration an earlier single-node run made."""
     t0 = time.monotonic()
     src_dir = resolve_source(src_dir)  # a symlink loop: exit 2, naming it
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
@@ -303,7 +309,14 @@ def convert(
         log(f"warning: {warning}")
     with _output_lock(out, node_rank, nnodes, finalize_only):
         if needs_calibration([f for _, f in jobs.all_files()]):  # calibrates into out: under the lock
-            jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force))
+            def run_calibration() -> None:
+                from ascend.quant.calibrate import Runtime, calibrate
+
+                calibrate(src_dir, out, calibration or CalibrationSection(), scheme=opts.precision.w8a8_scheme,
+                          runtime=Runtime(log=log))
+
+            jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force),
+                                   run_calibration if nnodes == 1 else None)
         return _convert_into(src_dir, out, jobs, opts, workers=workers, force=force, node_rank=node_rank,
                              nnodes=nnodes, finalize_only=finalize_only, recipe_hash=recipe_hash, progress=progress,
                              log=log, t0=t0)

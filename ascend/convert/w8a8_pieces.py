@@ -102,21 +102,10 @@ def needs_calibration(files) -> bool:
 # calibration
 
 
-def _calibrate_module():
-    try:
-        from ascend.quant import calibrate
-    except ImportError:  # the calibration runner ships with ascend.quant
-        raise ConvertError("static W8A8 needs calibration, and this installation has no calibration runner "
-                           "(ascend.quant.calibrate)",
-                           fix="use --w8a8-scheme dynamic, or install a build with ascend.quant") from None
-    return calibrate
-
-
 def calibration_dir(out_dir: str | Path) -> Path:
-    d = Path(_calibrate_module().CALIBRATION_DIR)
-    if d.is_absolute():
-        return d
-    return Path(out_dir) / d if d.parts and d.parts[0] == STATE_DIR else Path(out_dir) / STATE_DIR / d
+    from ascend.quant.calibrate import CALIBRATION_DIR
+
+    return Path(out_dir) / CALIBRATION_DIR
 
 
 _LOADED: dict[str, Any] = {}
@@ -128,16 +117,15 @@ def load_calibration(out_dir: str | Path, *, cached: bool = False):
     key = str(Path(out_dir).resolve())
     if cached and key in _LOADED:
         return _LOADED[key]
-    calib = _calibrate_module().load_calibration(out_dir)
+    from ascend.quant.calibrate import load_calibration as load
+
+    calib = load(out_dir)
     _LOADED[key] = calib
     return calib
 
 
 def _calibration_done(out_dir: str | Path) -> bool:
-    try:
-        return (calibration_dir(out_dir) / "calibration.json").is_file()
-    except ConvertError:  # no calibration module: nothing can have been calibrated
-        return False
+    return (calibration_dir(out_dir) / "calibration.json").is_file()
 
 
 def calibration_fingerprint(out_dir: str | Path) -> str:
@@ -237,20 +225,21 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
         write(torch.cat(biases))
 
 
-def calibrated_jobs(jobs, out_dir: str | Path | None, rebuild, before: Callable | None = None):
+def calibrated_jobs(jobs, out_dir: str | Path | None, rebuild, before: Callable | None = None,
+                    calibrate: Callable[[], Any] | None = None):
     """``jobs`` again with the calibration of ``out_dir`` when it has static pieces (its replaced
     and added tensors, and its fingerprint in the digest). ``rebuild((calibration, fingerprint))``
-    builds the jobs. ``out_dir`` None (a dry run): ``jobs`` as is. ``before(jobs)`` runs first
-    when the output has no finished calibration yet (the ownership check: a foreign directory is
-    refused before anything is calibrated into it).
-
-    This is where the conversion needs calibration: the calibration runner
-    (``ascend.quant.calibrate``) runs here, after ``before`` and before ``load_calibration``,
-    when the output has none."""
+    builds the jobs. ``out_dir`` None (a dry run): ``jobs`` as is. When the output has no finished
+    calibration yet: ``before(jobs)`` runs first (the ownership check: a foreign directory is
+    refused before anything is calibrated into it), then ``calibrate()`` (the runner, resumable;
+    without it, ``load_calibration`` says what is missing)."""
     if out_dir is None or not needs_calibration([f for _, f in jobs.all_files()]):
         return jobs
-    if before is not None and not _calibration_done(out_dir):
-        before(jobs)
+    if not _calibration_done(out_dir):
+        if before is not None:
+            before(jobs)
+        if calibrate is not None:
+            calibrate()
     return rebuild((load_calibration(out_dir), calibration_fingerprint(out_dir)))
 
 

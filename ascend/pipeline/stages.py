@@ -202,7 +202,7 @@ def stage_convert(ctx: RunContext) -> StageResult:
     try:
         result = convert(
             r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
-            progress=ctx.progress, log=ctx.log,
+            progress=ctx.progress, log=ctx.log, calibration=r.convert.calibration,
         )
     except ConvertError as err:  # its advice names `ascend convert`'s --force, which `ascend run` has not
         if not (err.fix and "pass --force" in err.fix):

@@ -37,18 +37,16 @@ from ascend.quant import data
 from ascend.quant.layer import Attention, LayerWeights, mlp_forward, run_attention
 from ascend.quant.sim import ActQuant, Recorder
 from ascend.quant.smooth import Smoothing, smooth_layer
+from ascend.checkpoint.files import STATE_DIR
 from ascend.recipe.schema import CalibrationSection
 from ascend.reference.layers import rms_norm
 from ascend.reference.model import make_rope
 from ascend.reference.parallel import Parallel
 from ascend.reference.weights import CheckpointReader
 
-try:
-    from ascend.models.quant_schemes import static_linears
-except ImportError:  # TEMPORARY until the w8a8 branch (ascend/models/quant_schemes.py) is merged
-    from ascend.quant._static_linears_shim import static_linears
+from ascend.models.quant_schemes import static_linears
 
-CALIBRATION_DIR = ".ascend-convert/calibration"  # under the convert output dir (convert's STATE_DIR)
+CALIBRATION_DIR = f"{STATE_DIR}/calibration"  # under the convert output dir
 FORMAT = "ascend-calibration/1"
 HOLD_EVERY = 8  # every 8th sample is held out for the accuracy report
 
@@ -72,7 +70,7 @@ def calibrate(src: str | Path, out: str | Path, cfg: CalibrationSection, *, sche
     device = resolve_device(rt.device)
     src, state = Path(src), Path(out) / CALIBRATION_DIR
     a = load_model_args(src)
-    static = static_linears(a.family, scheme, a)
+    static = static_linears(a.family, scheme, a, mtp=False)  # the MTP layer is not calibrated (yet)
     records = data.load_jsonl(cfg.file) if cfg.file else data.builtin_samples()
     seqs = data.tokenize_samples(src, records, samples=cfg.samples, max_len=cfg.max_len)
     if len(seqs) < 2:

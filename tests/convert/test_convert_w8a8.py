@@ -138,12 +138,32 @@ def test_dynamic_scheme_needs_no_calibration(ckpt_factory, tmp_path, family):
     assert got["model.layers.0.self_attn.o_proj.weight"].dtype == torch.int8
 
 
-def test_missing_calibration_is_exit_2(ckpt_factory, tmp_path):
+def test_a_part_of_a_multi_node_conversion_needs_an_existing_calibration(ckpt_factory, tmp_path):
     src = ckpt_factory("deepseek_v3")
     with pytest.raises(ConvertError) as err:
-        convert(src, tmp_path / "o", ConvertOptions.from_flags(precision="w8a8"))
+        convert(src, tmp_path / "o", ConvertOptions.from_flags(precision="w8a8"), node_rank=0, nnodes=2)
     assert err.value.exit_code == 2 and "calibration" in err.value.line()
     assert not (tmp_path / "o" / MANIFEST).exists()
+
+
+def test_convert_calibrates_first_and_holds_the_gate(ckpt_factory, tmp_path):
+    """The default scheme's static linears are calibrated by convert itself (layer by layer, into
+    the output's state dir); a broken accuracy threshold stops it before any weight is written."""
+    from ascend.errors import CheckFailed
+    from ascend.recipe.schema import CalibrationSection, CalibrationThresholds
+
+    src = ckpt_factory("deepseek_v3")
+    strict = CalibrationSection(samples=8, max_len=32, thresholds=CalibrationThresholds(layer_rel_l2=1e-9))
+    with pytest.raises(CheckFailed, match="accuracy gate failed"):
+        convert(src, tmp_path / "strict", ConvertOptions.from_flags(precision="w8a8"), calibration=strict)
+    assert not (tmp_path / "strict" / MANIFEST).exists()
+    loose = CalibrationSection(samples=8, max_len=32, thresholds=CalibrationThresholds(
+        layer_rel_l2=None, logits_kl=None, top1=None, logits_rel_err=None))
+    out = tmp_path / "o"
+    assert convert(src, out, ConvertOptions.from_flags(precision="w8a8", mtp="drop"), calibration=loose).complete
+    desc = json.loads((out / "quant_model_description.json").read_text())
+    assert desc["model_quant_type"] == "W8A8" and desc["model.layers.0.self_attn.q_a_proj.weight"] == "W8A8"
+    assert (out / ".ascend-convert" / "calibration" / "calibration.json").is_file()
 
 
 def test_rules_only_on_experts_need_no_calibration(ckpt_factory, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """``tiny_dir(family, **kw)`` -> path of an ``ascend tiny`` checkpoint (cached per session)."""
-    from ascend.reference.tiny import write_tiny_checkpoint
+    from ascend.tiny.writer import write_tiny_checkpoint
 
     cache: dict = {}
 

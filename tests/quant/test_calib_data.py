@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ascend.models.tiny import FAMILIES
+from ascend.tiny.configs import FAMILIES
 from ascend.quant import data
 
 

@@ -32,7 +32,8 @@ from convert_fixtures import make_checkpoint
 # rel L2 0.252 / 0.117 / 0.041, top-1 0.78 / 0.84 / 0.97 (glm_moe_dsa / deepseek_v3 / glm4_moe);
 # weight-only int8 (the dynamic scheme) on the same models: 0.234 / 0.080 / 0.031. The DSA top-k
 # and the expert routing of tiny random models turn small errors into discrete jumps.
-BOUNDS = {"glm_moe_dsa": (0.30, 0.75), "deepseek_v3": (0.15, 0.80), "glm4_moe": (0.06, 0.90)}
+# docs/conversion.md states these; a broken simulation (no norm bias, no quant_bias) gives ~1.0 / ~0 %
+BOUNDS = {"glm_moe_dsa": (0.45, 0.50), "deepseek_v3": (0.22, 0.70), "glm4_moe": (0.11, 0.85)}
 
 
 def _linear_parts(seed=0, out=24, inp=40):
