@@ -106,7 +106,7 @@ async def _sweep(cfg: Any, target: Target, kit: TokenizerKit | None, log: Callab
                 if wi == ci == 0:
                     await _warmup(send, (prompts if pool is None else pool)[: cfg.warmup], url)
                 prompts = prompts[-n:]
-                results, duration = await _level(send, prompts, conc)
+                results, duration = await _level(send, prompts, conc, cfg.timeout_s)
                 _count_tokens(results, prompts, kit)
                 level = {"concurrency": conc, "input_len": "dataset" if pool is not None else work.input_len,
                          "output_len": work.output_len, **summarize(results, duration, cfg.slo)}
@@ -134,13 +134,17 @@ async def _warmup(send: Callable, prompts: list[Prompt], url: str) -> None:
                              fix="check that the service is up (`ascend smoke`), the model id and the endpoint")
 
 
-async def _level(send: Callable, prompts: list[Prompt], concurrency: int) -> tuple[list[RequestResult], float]:
+async def _level(send: Callable, prompts: list[Prompt], concurrency: int, timeout_s: float) -> tuple[list[RequestResult], float]:
     """All prompts with at most ``concurrency`` in flight (as vLLM's ``--max-concurrency``)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(p: Prompt) -> RequestResult:
         async with gate:
-            return await send(p)
+            start = time.perf_counter()
+            try:  # the whole request, not only each read (httpx's timeout)
+                return await asyncio.wait_for(send(p), timeout_s)
+            except asyncio.TimeoutError:
+                return RequestResult(ok=False, error=f"timed out after {timeout_s:g} s", start=start, e2e=timeout_s)
 
     t0 = time.perf_counter()
     results = await asyncio.gather(*(one(p) for p in prompts))

@@ -89,3 +89,20 @@ def test_fake_stream_is_valid_for_the_openai_client(fake_server):
     args = "".join(tc.function.arguments or "" for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or [])
     assert content == " w2 w3 w4 w7" and args == " w5 w6"
     assert chunks[-1].usage.completion_tokens == WORDS_IN_SCRIPT
+
+
+def test_request_over_the_timeout_is_an_error(fake_server, word_tokenizer, tmp_path):
+    srv = fake_server(ttft=0.05, gap=0.3)  # streams for 1.25 s: each read is quick, the whole is not
+    data = run_bench(config(num_prompts=1, timeout_s=0.6), Target.parse(srv.url, srv.model, str(word_tokenizer)),
+                     tmp_path, charts=False)
+    level = data["levels"][0]
+    assert level["errors"] == 1 and level["first_error"] == "timed out after 0.6 s"
+    assert data["broken"] and "max_error_rate" in data["broken"][0]
+
+
+def test_without_matplotlib_bench_json_is_still_written(fake_server, word_tokenizer, tmp_path, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)  # import matplotlib -> ImportError
+    srv = fake_server(ttft=0.01, gap=0.01)
+    data = run_bench(config(num_prompts=1), Target.parse(srv.url, srv.model, str(word_tokenizer)), tmp_path)
+    assert data["charts"] == {} and "pip install matplotlib" in data["charts_skipped"]
+    assert (tmp_path / "bench.json").is_file() and not list(tmp_path.glob("*.png"))
