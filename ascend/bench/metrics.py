@@ -88,10 +88,8 @@ def broken_thresholds(levels: list[dict[str, Any]], thresholds: Any, at: list[in
             if limit is None:
                 continue
             value = level[key][sub] if sub else level[key]
-            if value is None:  # nothing measured (every request failed): a minimum is not met
-                bad = kind == "min" or name != "max_error_rate"
-            else:
-                bad = value < limit if kind == "min" else value > limit
+            # nothing measured (every request failed, or no SLO for goodput): not met either way
+            bad = value is None or (value < limit if kind == "min" else value > limit)
             if bad:
                 shown = "nothing measured" if value is None else f"{value:g}{(' ' + unit) if unit else ''}"
                 broken.append(f"bench.thresholds.{name} = {limit:g} broken at {level_name(level)}: {shown}")

@@ -6,7 +6,7 @@ name), 2 (tool-call arguments) and 1 tokens (word = token; reasoning and tool-ca
 included), then the finish chunk, a usage chunk (when ``usage``) and ``[DONE]``. So, exactly:
 
     TTFT = ttft;  content-bearing chunks after the first = 4;  E2E = ttft + 4 * gap
-    tokens in the text = 8;  TPOT = 4 * gap / (usage_tokens or 8) - 1)
+    tokens in the text = 8;  TPOT = 4 * gap / ((usage tokens or 8) - 1)
 """
 
 from __future__ import annotations

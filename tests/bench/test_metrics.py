@@ -44,7 +44,6 @@ def test_ttft_tpot_itl_e2e_match_the_script(fake_server, word_tokenizer, tmp_pat
     # each request asked for the usage chunk and an exact length
     assert all(b["stream_options"] == {"include_usage": True} and b["ignore_eos"] is True and b["max_tokens"] == 8
                for b in srv.bodies)
-    assert close(level["output_tokens_per_s"], 0) is False
     assert abs(level["output_tokens_per_s"] - 3 * tokens / level["duration_s"]) < 0.01 * level["output_tokens_per_s"]
 
 
