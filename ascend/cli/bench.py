@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from ascend.cli.common import set_option
+from ascend.cli.common import interactive, set_option
 
 
 def _ints(text: str, option: str) -> list[int]:
@@ -101,7 +101,7 @@ def bench(
         target = Target.parse(base_url, model, str(tokenizer) if tokenizer else None, api_key)
         out = out or Path("runs") / model.replace("/", "_") / "bench"
     writable_dir(out, "--out")
-    console = Console(highlight=False, soft_wrap=True)
+    console = Console(highlight=False, soft_wrap=True, width=None if interactive() else 160)  # logs: the full table
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     data = run_bench(cfg, target, out, log=lambda line: err.print(line, style="dim", markup=False))
     render_table(data, console)

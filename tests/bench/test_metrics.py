@@ -105,3 +105,16 @@ def test_without_matplotlib_bench_json_is_still_written(fake_server, word_tokeni
     data = run_bench(config(num_prompts=1), Target.parse(srv.url, srv.model, str(word_tokenizer)), tmp_path)
     assert data["charts"] == {} and "pip install matplotlib" in data["charts_skipped"]
     assert (tmp_path / "bench.json").is_file() and not list(tmp_path.glob("*.png"))
+
+
+def test_generated_text_of_every_chunk_kind():
+    """What counts as generated (TTFT, ITL, the tokenizer count): chat content, reasoning, tool-call
+    names and arguments, completions text; not roles, empty deltas or usage-only chunks."""
+    from ascend.bench.client import generated_text
+
+    delta = lambda d: {"choices": [{"index": 0, "delta": d}]}  # noqa: E731
+    assert generated_text(delta({"role": "assistant", "content": ""})) == ""
+    assert generated_text({"choices": [], "usage": {"completion_tokens": 3}}) == ""
+    assert generated_text(delta({"reasoning_content": "hm"})) == "hm"
+    assert generated_text(delta({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{}"}}]})) == "f{}"
+    assert generated_text({"choices": [{"index": 0, "text": " a b"}]}) == " a b"
