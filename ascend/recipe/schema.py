@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ascend.models.precision import PrecisionPolicy
 from ascend.models.sharding import ParallelLayout
@@ -207,6 +207,13 @@ class BenchSection(Section):
     thresholds_at: list[int] = Field(
         default_factory=list, description="Concurrency levels the thresholds apply to (default: every level)."
     )
+
+    @model_validator(mode="after")
+    def _thresholds_at_swept_levels(self) -> "BenchSection":
+        missing = sorted(set(self.thresholds_at) - set(self.concurrency))
+        if missing:  # else those thresholds would silently never be checked
+            raise ValueError(f"thresholds_at {missing} are not in concurrency {self.concurrency}")
+        return self
 
 
 class Recipe(Section):

@@ -102,3 +102,9 @@ def test_unreachable_endpoint_is_one_line_exit_2(cli, word_tokenizer, tmp_path):
     res = cli("bench", "--base-url", "http://127.0.0.1:9", "--model", "m", "--tokenizer", str(word_tokenizer),
               "--out", str(tmp_path / "b"), "--concurrency", "1", "--num-prompts", "1", "--input-len", "4")
     assert res.code == 2 and "warm-up request" in res.err and len(res.err.strip().splitlines()) == 1
+
+
+def test_thresholds_at_a_level_not_swept_is_a_recipe_error(cli):
+    """Else the thresholds would silently never be checked."""
+    res = cli("bench", "tiny/glm5-cpu", "--set", "bench.thresholds_at=[8]")
+    assert res.code == 2 and "thresholds_at [8] are not in concurrency [1, 4]" in res.err
