@@ -97,6 +97,8 @@ def bench(
     else:
         if not model:
             raise BenchError("--base-url needs --model (the served model id)", fix="see GET <base-url>/v1/models")
+        if overrides:
+            raise BenchError("--set needs a RECIPE", fix="with --base-url use the flags (--concurrency, --input-len, ...)")
         cfg = bench_config(BenchSection(), **flags)
         target = Target.parse(base_url, model, str(tokenizer) if tokenizer else None, api_key)
         out = out or Path("runs") / model.replace("/", "_") / "bench"

@@ -85,6 +85,8 @@ def test_missing_dataset_file_and_bad_flags_exit_2(cli, fake_server, word_tokeni
     assert res.code == 2 and "--concurrency '0,2'" in res.err
     res = cli("bench", "--base-url", srv.url, "--model", srv.model, "--out", str(tmp_path / "b"))
     assert res.code == 2 and "random prompts need the model's tokenizer" in res.err
+    res = cli(*bench_args(srv, word_tokenizer, tmp_path / "b"), "--set", "bench.seed=1")
+    assert res.code == 2 and "--set needs a RECIPE" in res.err
 
 
 def test_dataset_prompts_are_sent(cli, fake_server, word_tokenizer, tmp_path):
