@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     "logits",
     "serve",
     "smoke",
+    "bench",
     "run",
     "ops",
     "doctor",

@@ -1,4 +1,4 @@
-"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> stop.
+"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> bench -> stop.
 
 Each stage is a library function of its own package; this package only orders them, skips
 work that is already complete for the recipe, reports one line per stage and writes the run
@@ -8,7 +8,7 @@ report (``report.json`` + ``report.txt``) into the run directory (default ``runs
     report, error = run_pipeline(load_recipe("tiny/glm5-cpu"))
 
 Dependencies between stages: convert needs the source, verify and serve need the converted
-output, smoke needs the running service. After a failure only the stages that need its artifact
+output, smoke and bench need the running service. After a failure only the stages that need its artifact
 are ``blocked`` (with ``--keep-going``); ``--from`` assumes the earlier artifacts exist from a
 previous run.
 """
@@ -26,7 +26,7 @@ from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, stop_se
 from ascend.procs import dir_lock
 
 ORDER = [s for s in STAGES if s != "stop"]
-NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve"}
+NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve", "bench": "serve"}
 ALIASES = {"fetch": "source", "tiny": "source"}
 
 
@@ -46,14 +46,14 @@ def run_pipeline(
     *,
     run_dir: str | Path | None = None,
     start: str = "plan",
-    until: str = "smoke",
+    until: str | None = None,
     keep_going: bool = False,
     echo: Callable[[StageResult], None] = lambda r: None,
     log: Callable[[str], None] = lambda s: None,
     hold: Callable[[RunContext], None] | None = None,
     progress: bool = False,
 ) -> tuple[RunReport, AscendError | None]:
-    """Run the stages from ``start`` to ``until``; never leaves a service running.
+    """Run the stages from ``start`` to ``until`` (default: the last); never leaves a service running.
 
     ``echo`` gets each stage's result as soon as it is known; ``hold`` (if given) is called while
     the service is up after the last stage (``--until serve`` serves until interrupted).
@@ -64,6 +64,7 @@ def run_pipeline(
     from ascend.recipe import recipe_hash
     from ascend.fileio import write_atomic
 
+    until = until or ORDER[-1]
     first, last = ORDER.index(stage_name(start, "--from")), ORDER.index(stage_name(until, "--until"))
     if first > last:
         raise RecipeError(f"--from {start} comes after --until {until}", fix="swap them")

@@ -19,6 +19,7 @@ convert    ``convert.output``                      ``ascend-manifest.json`` pres
 verify     ``<run>/verify.json``                   the recorded report is for the same manifest
 serve      running ranks, ``<run>/logs/``          never (a service is started each run)
 smoke      ``<run>/smoke.json``, ``smoke.xml``     never
+bench      ``<run>/bench/`` (bench.json, PNGs)     never (off unless ``bench.enabled``)
 =========  ======================================  ==========================================
 """
 
@@ -307,6 +308,33 @@ def stage_smoke(ctx: RunContext) -> StageResult:
     return StageResult("smoke", "ok", summary, details=details)
 
 
+# -------------------------------------------------------------------------------------- bench
+
+
+def stage_bench(ctx: RunContext) -> StageResult:
+    from ascend.bench import Target, run_bench
+    from ascend.serve.xllm import served_model_dir
+
+    r = ctx.recipe
+    if not r.bench.enabled:
+        return StageResult("bench", "skipped", "not enabled in the recipe (set bench.enabled: true, "
+                           "or run `ascend bench RECIPE` against a running service)")
+    if ctx.service is None:
+        return StageResult("bench", "blocked", "needs a running service, and the serve stage did not run")
+    out = ctx.run_dir / "bench"
+    target = Target.parse(ctx.service.base_url, ctx.service.served_model, served_model_dir(r))
+    with ctx.beat(f"bench: {len(r.bench.workloads)} workload(s) x concurrency {r.bench.concurrency}"):
+        data = run_bench(r.bench, target, out, log=ctx.log)
+    best = max(data["levels"], key=lambda lv: lv["output_tokens_per_s"] or 0)
+    summary = (f"{len(data['levels'])} level(s); best {best['output_tokens_per_s']} output tok/s at concurrency "
+               f"{best['concurrency']} (TTFT p99 {best['ttft_ms']['p99']} ms, TPOT p99 {best['tpot_ms']['p99']} ms); "
+               f"report: {out / 'bench.json'}")
+    details = {"bench": str(out / "bench.json"), "charts": data["charts"]}
+    if data["broken"]:
+        raise StageFailed(StageResult("bench", "failed", "; ".join(data["broken"]), details=details))
+    return StageResult("bench", "ok", summary, details=details)
+
+
 class StageFailed(CheckFailed):
     """A check stage ran and did not pass; carries its full result for the report."""
 
@@ -331,6 +359,7 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], StageResult]] = {
     "verify": stage_verify,
     "serve": stage_serve,
     "smoke": stage_smoke,
+    "bench": stage_bench,
 }
 
 __all__ = ["RunContext", "STAGE_FUNCS", "StageFailed", "stop_service"]

@@ -7,9 +7,9 @@ is user-facing: `tools/gen_recipe_docs.py` turns this module into docs/recipe-re
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ascend.models.precision import PrecisionPolicy
 from ascend.models.sharding import ParallelLayout
@@ -192,6 +192,68 @@ class SmokeSection(Section):
     )
 
 
+class BenchWorkload(Section):
+    """One prompt shape of the sweep: every concurrency level runs once per workload."""
+
+    input_len: int = Field(1024, ge=1, description="Prompt length in tokens, chat template included (not used with `dataset`).")
+    output_len: int = Field(128, ge=1, description="Completion length in tokens (`max_tokens`; with `ignore_eos` the server generates exactly this many).")
+
+
+class BenchSLO(Section):
+    """Per-request service-level objectives; a request meeting all that are set is *good* (counts for goodput)."""
+
+    ttft_ms: float | None = Field(None, gt=0, description="Time to first token at most this (ms).")
+    tpot_ms: float | None = Field(None, gt=0, description="Time per output token at most this (ms).")
+    e2e_ms: float | None = Field(None, gt=0, description="End-to-end request latency at most this (ms).")
+
+
+class BenchThresholds(Section):
+    """Pass/fail limits per level (`ascend bench` exits 3 naming each broken one)."""
+
+    min_output_tokens_per_s: float | None = Field(None, gt=0, description="Output-token throughput of the level at least this.")
+    min_requests_per_s: float | None = Field(None, gt=0, description="Completed requests per second of the level at least this.")
+    min_goodput_ratio: float | None = Field(None, gt=0, le=1, description="Fraction of requests meeting every `slo` at least this.")
+    max_ttft_p99_ms: float | None = Field(None, gt=0, description="99th-percentile time to first token at most this (ms).")
+    max_tpot_p99_ms: float | None = Field(None, gt=0, description="99th-percentile time per output token at most this (ms).")
+    max_itl_p99_ms: float | None = Field(None, gt=0, description="99th-percentile inter-token (inter-chunk) latency at most this (ms).")
+    max_e2e_p99_ms: float | None = Field(None, gt=0, description="99th-percentile end-to-end latency at most this (ms).")
+    max_error_rate: float = Field(0.0, ge=0, le=1, description="Fraction of failed requests at most this (default: none may fail).")
+
+
+class BenchSection(Section):
+    """`ascend bench`: a serving benchmark swept over concurrency levels and workloads (docs/bench-and-eval.md)."""
+
+    enabled: bool = Field(False, description="Run the `bench` stage in `ascend run` (`ascend bench RECIPE` runs regardless).")
+    api: Literal["chat", "completions"] = Field("chat", description="Streamed endpoint: `/v1/chat/completions` or `/v1/completions`.")
+    concurrency: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [1, 4, 16], min_length=1, description="Concurrency levels: requests kept in flight at once."
+    )
+    workloads: list[BenchWorkload] = Field(default_factory=lambda: [BenchWorkload()], min_length=1, description="Prompt shapes to sweep.")
+    num_prompts: int | None = Field(None, ge=1, description="Requests per level (default: 4 x the level's concurrency, at least 8).")
+    lengths: Literal["fixed", "random"] = Field(
+        "fixed", description="`fixed`: every prompt/completion has the workload's length; `random`: uniform within ± `range_ratio`."
+    )
+    range_ratio: float = Field(0.25, ge=0, lt=1, description="Spread of `lengths: random` (as vLLM's `--random-range-ratio`).")
+    dataset: str | None = Field(None, description="JSONL prompt file instead of random tokens: one object per line with `prompt` (text) or `messages` (chat), optional `max_tokens`.")
+    ignore_eos: bool = Field(True, description="Ask the server to generate exactly `output_len` tokens (`ignore_eos`, an xLLM/vLLM extension).")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra fields for every request, e.g. `chat_template_kwargs: {enable_thinking: false}`.")
+    warmup: int = Field(1, ge=0, description="Unmeasured requests sent first (they also check the endpoint answers).")
+    seed: int = Field(0, description="Seed of the random prompts and lengths (a rerun sends the same prompts).")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout in seconds; a request over it counts as an error.")
+    slo: BenchSLO = Field(default_factory=BenchSLO)
+    thresholds: BenchThresholds = Field(default_factory=BenchThresholds)
+    thresholds_at: list[int] = Field(
+        default_factory=list, description="Concurrency levels the thresholds apply to (default: every level)."
+    )
+
+    @model_validator(mode="after")
+    def _thresholds_at_swept_levels(self) -> "BenchSection":
+        missing = sorted(set(self.thresholds_at) - set(self.concurrency))
+        if missing:  # else those thresholds would silently never be checked
+            raise ValueError(f"thresholds_at {missing} are not in concurrency {self.concurrency}")
+        return self
+
+
 class Recipe(Section):
     """One deployment: model, hardware, layout, conversion, serving, smoke test."""
 
@@ -203,6 +265,7 @@ class Recipe(Section):
     convert: ConvertSection
     serve: ServeSection = Field(default_factory=ServeSection)
     smoke: SmokeSection = Field(default_factory=SmokeSection)
+    bench: BenchSection = Field(default_factory=BenchSection)
 
     # Set by the loader, not YAML keys: the file, and where each key's value came from.
     _source_path: str | None = None
