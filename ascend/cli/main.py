@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     "logits",
     "serve",
     "smoke",
+    "eval",
     "run",
     "ops",
     "doctor",

@@ -1,8 +1,8 @@
-"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> stop.
+"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> eval -> stop.
 
 Each stage is a library function of its own package; this package only orders them, skips
 work that is already complete for the recipe, reports one line per stage and writes the run
-report (``report.json`` + ``report.txt``) into the run directory (default ``runs/<recipe name>``)::
+report (``report.json``, ``report.txt``, ``report.html``) into the run directory (default ``runs/<recipe name>``)::
 
     from ascend.pipeline import run_pipeline
     report, error = run_pipeline(load_recipe("tiny/glm5-cpu"))
@@ -23,10 +23,12 @@ from typing import Any, Callable
 from ascend.errors import AscendError, CheckFailed, RecipeError
 from ascend.pipeline.report import STAGES, RunReport, StageResult
 from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, stop_service
+from ascend.pipeline.eval_stage import stage_eval
 from ascend.procs import dir_lock
 
 ORDER = [s for s in STAGES if s != "stop"]
-NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve"}
+STAGE_FUNCS = {**STAGE_FUNCS, "eval": stage_eval}
+NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve", "eval": "serve"}
 ALIASES = {"fetch": "source", "tiny": "source"}
 
 
@@ -46,7 +48,7 @@ def run_pipeline(
     *,
     run_dir: str | Path | None = None,
     start: str = "plan",
-    until: str = "smoke",
+    until: str | None = None,
     keep_going: bool = False,
     echo: Callable[[StageResult], None] = lambda r: None,
     log: Callable[[str], None] = lambda s: None,
@@ -64,6 +66,7 @@ def run_pipeline(
     from ascend.recipe import recipe_hash
     from ascend.fileio import write_atomic
 
+    until = until or ORDER[-1]
     first, last = ORDER.index(stage_name(start, "--from")), ORDER.index(stage_name(until, "--until"))
     if first > last:
         raise RecipeError(f"--from {start} comes after --until {until}", fix="swap them")
@@ -124,6 +127,9 @@ def run_pipeline(
         report.seconds = time.monotonic() - t_run
         write_atomic(run_dir / "report.json", report.to_json())
         write_atomic(run_dir / "report.txt", report.to_text())
+        from ascend.report import write_run_report
+
+        write_run_report(run_dir, report.to_dict())  # report.html + history/<started>.json
         lock.release()
     return report, error
 

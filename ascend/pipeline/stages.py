@@ -218,8 +218,16 @@ def stage_convert(ctx: RunContext) -> StageResult:
     return StageResult(
         "convert", "ok",
         f"{what} -> {out}: {len(result.files_written)} weight file(s), {result.bytes_written / 1e6:.1f} MB",
-        details={"files_written": len(result.files_written)},
+        details={"files_written": len(result.files_written), "bytes_written": result.bytes_written,
+                 "peak_rss_bytes": _peak_rss()},
     )
+
+
+def _peak_rss() -> int:
+    """Largest resident set of this process or any finished child (workers), in bytes (Linux: kB)."""
+    import resource
+
+    return 1024 * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def _manifest_sha(out: Path) -> str | None:
