@@ -53,6 +53,20 @@ def _stage(report: dict, name: str) -> dict:
     return next((s for s in report.get("stages", []) if s.get("stage") == name), {})
 
 
+def _latest(run_dir: Path, report: dict, name: str) -> tuple[dict, str]:
+    """Stage ``name`` of this run, or of the latest archived run where it ran (``--from serve``
+    reuses an earlier conversion): (stage, note naming that run or "")."""
+    st = _stage(report, name)
+    if st.get("status") in ("ok", "skipped", "failed"):
+        return st, ""
+    for path in sorted((run_dir / "history").glob("*.json"), reverse=True):
+        old = _read_json(path) or {}
+        st_old = _stage(old, name)
+        if st_old.get("status") in ("ok", "skipped", "failed"):
+            return st_old, f"from the run started {old.get('started_at', path.stem)}"
+    return st, ""
+
+
 def _png(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<img class="chart" alt="{escape(path.stem)}" src="data:image/png;base64,{data}">'
@@ -68,8 +82,8 @@ def section_plan(run_dir: Path) -> str:
     return f"<p>{escape(facts)}</p>{memory_svg(plan)}"
 
 
-def section_convert(report: dict) -> str:
-    st = _stage(report, "convert")
+def section_convert(run_dir: Path, report: dict) -> str:
+    st, note = _latest(run_dir, report, "convert")
     if not st:
         return _missing("the convert stage did not run")
     d = st.get("details") or {}
@@ -79,14 +93,15 @@ def section_convert(report: dict) -> str:
     rows = [["status", st.get("status")], ["summary", st.get("summary")], ["files written", d.get("files_written")],
             ["bytes written", f"{nbytes / 1e6:.1f} MB" if nbytes else None], ["time", f"{secs:.1f} s"], ["rate", rate],
             ["peak RSS (largest process)", f"{d['peak_rss_bytes'] / 2**30:.2f} GiB" if d.get("peak_rss_bytes") else "not recorded"]]
-    return _table(["", ""], [r for r in rows if r[1] is not None])
+    return (f"<p>{escape(note)}</p>" if note else "") + _table(["", ""], [r for r in rows if r[1] is not None])
 
 
 def section_verify(run_dir: Path, report: dict) -> str:
-    st, data = _stage(report, "verify"), _read_json(run_dir / "verify.json")
+    (st, note), data = _latest(run_dir, report, "verify"), _read_json(run_dir / "verify.json")
     if not st and not data:
         return _missing("the verify stage did not run")
-    out = f'<p class="{escape(st.get("status", ""))}">{escape(st.get("status", ""))}</p><p>{escape(st.get("summary", ""))}</p>'
+    status = st.get("status", "")
+    out = f'<p class="{escape(status)}">{escape(status)} {escape(note)}</p><p>{escape(st.get("summary", ""))}</p>'
     problems = (data or {}).get("problems") or []
     if problems:
         out += _table(["problem"], [[p] for p in problems[:50]])
@@ -157,7 +172,7 @@ def render_html(run_dir: str | Path, report: dict) -> str:
         f"<p>started {escape(report.get('started_at', ''))}; recipe hash {escape(report.get('recipe_hash', ''))}</p>",
         "<h2>Stages</h2>", stages,
         "<h2>Memory per device (plan)</h2>", section_plan(run_dir),
-        "<h2>Conversion</h2>", section_convert(report),
+        "<h2>Conversion</h2>", section_convert(run_dir, report),
         "<h2>Verify</h2>", section_verify(run_dir, report),
         "<h2>Smoke checks</h2>", section_smoke(run_dir),
         "<h2>Bench</h2>", section_bench(run_dir),
