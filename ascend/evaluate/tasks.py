@@ -44,12 +44,13 @@ def resolve_path(path: str) -> Path:
     return DATA_DIR / path[len(PACKAGED):] if path.startswith(PACKAGED) else Path(path)
 
 
-def load_items(task: Any, cache_dir: Path | None = None) -> list[Item]:
-    """The first ``task.samples`` items of ``task`` (a recipe ``eval.tasks`` entry)."""
+def load_items(task: Any, cache_dir: Path | None = None, endpoint: str | None = None) -> list[Item]:
+    """The first ``task.samples`` items of ``task`` (a recipe ``eval.tasks`` entry); ``endpoint``:
+    a ModelScope endpoint other than the client's default (``MODELSCOPE_ENDPOINT``)."""
     if task.path:
         records = read_file(resolve_path(task.path))
     else:
-        records = read_modelscope(task.dataset, task.subset, task.split, cache_dir)
+        records = read_modelscope(task.dataset, task.subset, task.split, cache_dir, endpoint)
     items = []
     for where, rec in records:
         items.append(to_item(task.kind, rec, where))
@@ -130,7 +131,8 @@ def read_file(path: Path) -> Iterable[tuple[str, Any]]:
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-def read_modelscope(dataset: str, subset: str | None, split: str, cache_dir: Path | None) -> Iterable[tuple[str, Any]]:
+def read_modelscope(dataset: str, subset: str | None, split: str, cache_dir: Path | None,
+                    endpoint: str | None = None) -> Iterable[tuple[str, Any]]:
     """Download the split's data files of a ModelScope dataset repo (``modelscope`` client) and
     read them. Files are chosen by path: under the subset's folder when given, and named after
     the split (``test.jsonl``, ``main/test-00000-of-00001.parquet``, ``val/x_val.csv``)."""
@@ -138,7 +140,8 @@ def read_modelscope(dataset: str, subset: str | None, split: str, cache_dir: Pat
 
     local = Path(cache_dir or Path.home() / ".cache" / "ascend" / "datasets") / dataset.replace("/", "__")
     try:
-        root = Path(dataset_snapshot_download(dataset, local_dir=str(local), allow_patterns=[f"*{s}" for s in DATA_SUFFIXES]))
+        root = Path(dataset_snapshot_download(dataset, local_dir=str(local), endpoint=endpoint,
+                                              allow_patterns=[f"*{s}" for s in DATA_SUFFIXES]))
     except Exception as err:  # noqa: BLE001 - the hub client raises many kinds; one line says which
         raise EvalDataError(f"dataset {dataset}: download from ModelScope failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})",
                             fix="check the id and the network, or download it and use path: with a local file") from None

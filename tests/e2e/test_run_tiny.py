@@ -36,7 +36,7 @@ def test_glm5_whole_chain_passes_every_check(glm5_run):
     work, _, res = glm5_run
     assert res.code == 0, res.err[-3000:]
     report = res.report()
-    assert stage_status(report) == {s: "ok" for s in ("plan", "source", "convert", "verify", "serve", "smoke", "stop")}
+    assert stage_status(report) == {s: "ok" for s in ("plan", "source", "convert", "verify", "serve", "smoke", "eval", "stop")}
     smoke = json.loads((work / "run" / "smoke.json").read_text())
     assert smoke["counts"] == {"pass": 13, "fail": 0, "skip": 0}, smoke
     checks = {c["name"]: c["detail"] for c in smoke["checks"]}

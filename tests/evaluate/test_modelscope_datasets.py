@@ -20,7 +20,7 @@ def jsonl(records) -> bytes:
 
 
 @pytest.fixture
-def hub(monkeypatch):
+def hub():
     files = {
         "main/train.jsonl": jsonl([{"question": "train q", "answer": "#### 1"}]),
         "main/test.jsonl": jsonl([{"question": f"q{i}", "answer": f"work\n#### {i}"} for i in range(5)]),
@@ -28,14 +28,12 @@ def hub(monkeypatch):
         "README.md": b"# gsm8k\n",
     }
     with FakeDatasetHub(GSM8K_ID, files) as h:
-        monkeypatch.setenv("MODELSCOPE_ENDPOINT", h.endpoint)
-        monkeypatch.delenv("MODELSCOPE_DOMAIN", raising=False)
         yield h
 
 
 def test_downloads_the_subset_split_and_reads_it(hub, tmp_path):
     task = EvalTask(name="gsm8k", kind="math", dataset=GSM8K_ID, subset="main", split="test", samples=3)
-    items = load_items(task, cache_dir=tmp_path)
+    items = load_items(task, cache_dir=tmp_path, endpoint=hub.endpoint)
     assert [i.gold for i in items] == [0, 1, 2]
     assert items[0].prompt.startswith("q0")
     assert f"/api/v1/datasets/{GSM8K_ID}/repo?FilePath=main/test.jsonl" in hub.requests
@@ -45,15 +43,16 @@ def test_downloads_the_subset_split_and_reads_it(hub, tmp_path):
 def test_unknown_dataset_is_one_line_with_the_id(hub, tmp_path):
     task = EvalTask(name="x", kind="math", dataset="nobody/nothing", split="test")
     with pytest.raises(EvalDataError) as err:
-        load_items(task, cache_dir=tmp_path)
+        load_items(task, cache_dir=tmp_path, endpoint=hub.endpoint)
     line = err.value.line()
     assert "dataset nobody/nothing: download from ModelScope failed" in line and "\n" not in line
+    assert hub.requests and all("nobody/nothing" in r for r in hub.requests)  # the hub said no, not the network
 
 
 def test_missing_split_names_the_dataset(hub, tmp_path):
     task = EvalTask(name="x", kind="math", dataset=GSM8K_ID, subset="main", split="validation")
     with pytest.raises(EvalDataError, match="dataset modelscope/gsm8k: no 'validation' data file in subset 'main'"):
-        load_items(task, cache_dir=tmp_path)
+        load_items(task, cache_dir=tmp_path, endpoint=hub.endpoint)
 
 
 def test_file_choice_in_published_layouts():
