@@ -23,11 +23,9 @@ from typing import Any, Callable
 from ascend.errors import AscendError, CheckFailed, RecipeError
 from ascend.pipeline.report import STAGES, RunReport, StageResult
 from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, stop_service
-from ascend.pipeline.eval_stage import stage_eval
 from ascend.procs import dir_lock
 
 ORDER = [s for s in STAGES if s != "stop"]
-STAGE_FUNCS = {**STAGE_FUNCS, "eval": stage_eval}
 NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve", "eval": "serve"}
 ALIASES = {"fetch": "source", "tiny": "source"}
 

@@ -19,6 +19,7 @@ convert    ``convert.output``                      ``ascend-manifest.json`` pres
 verify     ``<run>/verify.json``                   the recorded report is for the same manifest
 serve      running ranks, ``<run>/logs/``          never (a service is started each run)
 smoke      ``<run>/smoke.json``, ``smoke.xml``     never
+eval       ``<run>/eval.json``                     never (skipped when ``eval.enabled`` is false)
 =========  ======================================  ==========================================
 """
 
@@ -315,6 +316,31 @@ def stage_smoke(ctx: RunContext) -> StageResult:
     return StageResult("smoke", "ok", summary, details=details)
 
 
+# --------------------------------------------------------------------------------------- eval
+
+
+def stage_eval(ctx: RunContext) -> StageResult:
+    from ascend.evaluate import run_eval
+    from ascend.smoke import Endpoint
+
+    cfg = ctx.recipe.eval
+    if not cfg.enabled or not cfg.tasks:
+        return StageResult("eval", "skipped", "eval.enabled is false or eval.tasks is empty")
+    if ctx.service is None:
+        return StageResult("eval", "blocked", "needs a running service, and the serve stage did not run")
+    ep = Endpoint.parse(ctx.service.base_url, ctx.service.served_model)
+    with ctx.beat(f"eval: {len(cfg.tasks)} task(s) against {ep.root}"):
+        report = run_eval(ep, cfg, cache_dir=ctx.run_dir / "datasets",
+                          on_task=lambda t: ctx.log(f"  eval {t.line()}"))
+    write_atomic(ctx.run_dir / "eval.json", report.to_json())
+    details = {"tasks": {t.name: {"score": round(t.score, 4), "threshold": t.threshold, "samples": t.samples,
+                                  "passed": t.passed} for t in report.tasks}}
+    if not report.ok:
+        failed = "; ".join(t.line() for t in report.failed())
+        raise StageFailed(StageResult("eval", "failed", f"below threshold: {failed}", details=details))
+    return StageResult("eval", "ok", report.summary(), details=details)
+
+
 class StageFailed(CheckFailed):
     """A check stage ran and did not pass; carries its full result for the report."""
 
@@ -339,6 +365,7 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], StageResult]] = {
     "verify": stage_verify,
     "serve": stage_serve,
     "smoke": stage_smoke,
+    "eval": stage_eval,
 }
 
 __all__ = ["RunContext", "STAGE_FUNCS", "StageFailed", "stop_service"]
