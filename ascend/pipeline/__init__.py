@@ -127,7 +127,10 @@ def run_pipeline(
         write_atomic(run_dir / "report.txt", report.to_text())
         from ascend.report import write_run_report
 
-        write_run_report(run_dir, report.to_dict())  # report.html + history/<started>.json
+        try:  # report.html + history/<started>.json; a page that cannot be drawn must not fail the run
+            write_run_report(run_dir, report.to_dict())
+        except Exception as err:  # noqa: BLE001
+            log(f"report.html not written: {type(err).__name__}: {err}")
         lock.release()
     return report, error
 
