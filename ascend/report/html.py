@@ -128,14 +128,14 @@ def section_bench(run_dir: Path) -> str:
     imgs = "".join(_png(p) for p in charts if p.is_file())
     levels = data.get("levels") or []
     rows = [[lv.get("concurrency"), lv.get("input_len"), lv.get("output_len"), *(_fmt(lv, k) for k in
-             ("request_throughput", "output_throughput", "ttft_ms_p50", "tpot_ms_p50", "errors"))] for lv in levels]
+             ("requests_per_s", "output_tokens_per_s", "ttft_ms", "tpot_ms", "errors"))] for lv in levels]
     table = _table(["concurrency", "in", "out", "req/s", "out tok/s", "TTFT p50 ms", "TPOT p50 ms", "errors"], rows) if rows else ""
     return (imgs or _missing("no bench charts")) + table
 
 
 def _fmt(d: dict, key: str) -> Any:
     v = d.get(key)
-    if isinstance(v, dict):  # {"p50": ...} shapes
+    if isinstance(v, dict):  # latency distributions: {"p50": ..., "p90": ..., "p99": ...}
         v = v.get("p50")
     return f"{v:.2f}" if isinstance(v, float) else v
 

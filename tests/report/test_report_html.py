@@ -135,3 +135,28 @@ def test_chromium_lays_out_the_svg_chart(tmp_path):
     assert 'id="memory-chart"' in dom and dom.count('class="bar"') == 5
     heights = [float(h) for h in re.findall(r'class="bar"[^>]*height="([\d.]+)"', dom)]
     assert heights and all(h > 0 for h in heights)
+
+
+def test_bench_section_embeds_the_charts(tmp_path, monkeypatch):
+    """Through the bench module's API (``ascend.bench.load_bench``), here a stand-in: its PNG
+    charts are embedded as data URIs and its levels tabulated."""
+    import base64
+    import sys
+    import types
+
+    from PIL import Image
+
+    run = tmp_path / "run"
+    report = make_run(run)
+    (run / "bench").mkdir()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(run / "bench" / "throughput.png")
+    data = {"charts": {"throughput": "throughput.png"}, "levels": [
+        {"concurrency": 4, "input_len": 128, "output_len": 32, "requests_per_s": 2.5, "output_tokens_per_s": 80.0,
+         "ttft_ms": {"p50": 120.0}, "tpot_ms": {"p50": 9.5}, "errors": 0}]}
+    monkeypatch.setitem(sys.modules, "ascend.bench", types.SimpleNamespace(load_bench=lambda d: data if Path(d) == run else None))
+    html = render_html(run, report)
+    b64 = re.search(r'src="data:image/png;base64,([^"]+)"', html).group(1)
+    assert base64.b64decode(b64) == (run / "bench" / "throughput.png").read_bytes()
+    assert "<td>80.00</td>" in html and "<td>120.00</td>" in html and "<td>9.50</td>" in html
+    monkeypatch.setitem(sys.modules, "ascend.bench", None)  # the module absent: said so, no error
+    assert "the bench module is not part of this installation" in render_html(run, report)
