@@ -11,12 +11,13 @@ from ascend.cli.common import interactive, json_option, print_json, set_option
 
 HELP = """\
 Run every stage of a recipe: plan -> source (fetch, or `ascend tiny` for tiny recipes) ->
-convert -> verify -> serve -> smoke -> bench (when the recipe enables it) -> stop. A stage whose artifact is already complete for
+convert -> verify -> serve -> smoke -> bench -> eval (when the recipe enables them) -> stop. A stage whose artifact is already complete for
 this recipe is skipped, so a rerun resumes where the last one stopped. One line per stage;
-the full report goes to RUN_DIR/report.json and report.txt (default RUN_DIR: runs/<recipe name>).
+the full report goes to RUN_DIR/report.json, report.txt and report.html (a page with charts; earlier
+runs are kept in RUN_DIR/history/) (default RUN_DIR: runs/<recipe name>).
 
 Exit 0 when every stage that ran passed, 3 when a check failed (plan does not fit, verify
-mismatch, smoke failure, broken bench threshold), 2 for a bad recipe or input (or another run using RUN_DIR), 130 after
+mismatch, smoke failure, broken bench threshold, an eval score below its threshold), 2 for a bad recipe or input (or another run using RUN_DIR), 130 after
 Ctrl-C (the report names the stage).
 
 Examples:
@@ -35,7 +36,7 @@ def register(app: typer.Typer) -> None:
     def run_cmd(
         recipe: str = typer.Argument(..., help="Recipe file or built-in name, e.g. tiny/glm5-cpu."),
         overrides: list[str] = set_option(),
-        until: Optional[str] = typer.Option(None, "--until", help="Last stage to run: plan, source (= fetch), convert, verify, serve, smoke, bench (default: the last)."),
+        until: Optional[str] = typer.Option(None, "--until", help="Last stage to run: plan, source (= fetch), convert, verify, serve, smoke, bench, eval (default: the last)."),
         start: str = typer.Option("plan", "--from", help="First stage to run (earlier artifacts must exist)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where reports and logs go (default runs/<recipe name>)."),
         keep_going: bool = typer.Option(False, "--keep-going", help="After a failed check (verify), still serve and smoke to see the effect."),

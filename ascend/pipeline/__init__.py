@@ -1,8 +1,8 @@
-"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> bench -> stop.
+"""`ascend run`: plan -> source (fetch / tiny / local) -> convert -> verify -> serve -> smoke -> bench -> eval -> stop.
 
 Each stage is a library function of its own package; this package only orders them, skips
 work that is already complete for the recipe, reports one line per stage and writes the run
-report (``report.json`` + ``report.txt``) into the run directory (default ``runs/<recipe name>``)::
+report (``report.json``, ``report.txt``, ``report.html``) into the run directory (default ``runs/<recipe name>``)::
 
     from ascend.pipeline import run_pipeline
     report, error = run_pipeline(load_recipe("tiny/glm5-cpu"))
@@ -26,7 +26,7 @@ from ascend.pipeline.stages import STAGE_FUNCS, RunContext, StageFailed, stop_se
 from ascend.procs import dir_lock
 
 ORDER = [s for s in STAGES if s != "stop"]
-NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve", "bench": "serve"}
+NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve", "bench": "serve", "eval": "serve"}
 ALIASES = {"fetch": "source", "tiny": "source"}
 
 
@@ -125,6 +125,12 @@ def run_pipeline(
         report.seconds = time.monotonic() - t_run
         write_atomic(run_dir / "report.json", report.to_json())
         write_atomic(run_dir / "report.txt", report.to_text())
+        from ascend.report import write_run_report
+
+        try:  # report.html + history/<started>.json; a page that cannot be drawn must not fail the run
+            write_run_report(run_dir, report.to_dict())
+        except Exception as err:  # noqa: BLE001
+            log(f"report.html not written: {type(err).__name__}: {err}")
         lock.release()
     return report, error
 

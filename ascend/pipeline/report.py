@@ -11,7 +11,7 @@ from typing import Any, Literal
 # failed or did not run. not-run: outside --from/--until. interrupted: stopped by Ctrl-C while running.
 StageStatus = Literal["ok", "skipped", "failed", "blocked", "not-run", "interrupted"]
 
-STAGES = ("plan", "source", "convert", "verify", "serve", "smoke", "bench", "stop")
+STAGES = ("plan", "source", "convert", "verify", "serve", "smoke", "bench", "eval", "stop")
 
 MARK = {"ok": "ok", "skipped": "skip", "failed": "FAIL", "blocked": "-", "not-run": "-", "interrupted": "INT"}
 STYLE = {"ok": "green", "skipped": "cyan", "failed": "bold red", "blocked": "dim", "not-run": "dim", "interrupted": "bold red"}

@@ -20,6 +20,7 @@ verify     ``<run>/verify.json``                   the recorded report is for th
 serve      running ranks, ``<run>/logs/``          never (a service is started each run)
 smoke      ``<run>/smoke.json``, ``smoke.xml``     never
 bench      ``<run>/bench/`` (bench.json, PNGs)     never (off unless ``bench.enabled``)
+eval       ``<run>/eval.json``                     never (skipped when ``eval.enabled`` is false)
 =========  ======================================  ==========================================
 """
 
@@ -219,8 +220,16 @@ def stage_convert(ctx: RunContext) -> StageResult:
     return StageResult(
         "convert", "ok",
         f"{what} -> {out}: {len(result.files_written)} weight file(s), {result.bytes_written / 1e6:.1f} MB",
-        details={"files_written": len(result.files_written)},
+        details={"files_written": len(result.files_written), "bytes_written": result.bytes_written,
+                 "peak_rss_bytes": _peak_rss()},
     )
+
+
+def _peak_rss() -> int:
+    """Largest resident set of this process or any finished child (workers), in bytes (Linux: kB)."""
+    import resource
+
+    return 1024 * max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 
 
 def _manifest_sha(out: Path) -> str | None:
@@ -335,6 +344,31 @@ def stage_bench(ctx: RunContext) -> StageResult:
     return StageResult("bench", "ok", summary, details=details)
 
 
+# --------------------------------------------------------------------------------------- eval
+
+
+def stage_eval(ctx: RunContext) -> StageResult:
+    from ascend.evaluate import run_eval
+    from ascend.smoke import Endpoint
+
+    cfg = ctx.recipe.eval
+    if not cfg.enabled or not cfg.tasks:
+        return StageResult("eval", "skipped", "eval.enabled is false or eval.tasks is empty")
+    if ctx.service is None:
+        return StageResult("eval", "blocked", "needs a running service, and the serve stage did not run")
+    ep = Endpoint.parse(ctx.service.base_url, ctx.service.served_model)
+    with ctx.beat(f"eval: {len(cfg.tasks)} task(s) against {ep.root}"):
+        report = run_eval(ep, cfg, cache_dir=ctx.run_dir / "datasets",
+                          on_task=lambda t: ctx.log(f"  eval {t.line()}"))
+    write_atomic(ctx.run_dir / "eval.json", report.to_json())
+    details = {"tasks": {t.name: {"score": round(t.score, 4), "threshold": t.threshold, "samples": t.samples,
+                                  "passed": t.passed} for t in report.tasks}}
+    if not report.ok:
+        failed = "; ".join(t.line() for t in report.failed())
+        raise StageFailed(StageResult("eval", "failed", f"below threshold: {failed}", details=details))
+    return StageResult("eval", "ok", report.summary(), details=details)
+
+
 class StageFailed(CheckFailed):
     """A check stage ran and did not pass; carries its full result for the report."""
 
@@ -360,6 +394,7 @@ STAGE_FUNCS: dict[str, Callable[[RunContext], StageResult]] = {
     "serve": stage_serve,
     "smoke": stage_smoke,
     "bench": stage_bench,
+    "eval": stage_eval,
 }
 
 __all__ = ["RunContext", "STAGE_FUNCS", "StageFailed", "stop_service"]

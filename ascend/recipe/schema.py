@@ -254,6 +254,39 @@ class BenchSection(Section):
         return self
 
 
+class EvalTask(Section):
+    """One accuracy task: a ModelScope dataset (downloaded by id at run time) or a local file."""
+
+    name: str = Field(description="Task name shown in reports, e.g. `gsm8k`.")
+    kind: Literal["math", "choice"] = Field(
+        description="`math`: GSM8K-style, the last number of the reply is compared with the gold number; "
+        "`choice`: MMLU / C-Eval-style, the option letter of the reply is compared with the gold letter."
+    )
+    dataset: str | None = Field(None, description="ModelScope dataset id, e.g. `modelscope/gsm8k`, `modelscope/mmlu`, `modelscope/ceval-exam`.")
+    subset: str | None = Field(None, description="Dataset subset (folder), e.g. `main` (GSM8K) or a subject (MMLU, C-Eval).")
+    split: str = Field("test", description="Split whose data files are read (`test`; C-Eval: `val`, its test answers are not public).")
+    path: str | None = Field(None, description="Local JSONL / JSON / CSV file instead of a dataset (`package:NAME` = a file shipped with ascend).")
+    samples: int | None = Field(100, ge=1, description="Items evaluated (the first N); null = all.")
+    threshold: float | None = Field(None, ge=0, le=1, description="Minimum accuracy (0-1); below it the eval fails (exit 3). null = report only.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EvalTask":
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError(f"task {self.name!r} needs exactly one of dataset (ModelScope id) or path (local file)")
+        return self
+
+
+class EvalSection(Section):
+    """Accuracy on standard tasks through the served endpoint (`ascend eval`, the `eval` stage)."""
+
+    enabled: bool = Field(False, description="Run the eval stage in `ascend run`.")
+    thinking: bool = Field(False, description="Thinking mode for every request (`chat_template_kwargs.enable_thinking`).")
+    max_tokens: int = Field(1024, ge=1, description="Completion limit per question (thinking needs more).")
+    concurrency: int = Field(4, ge=1, description="Parallel requests.")
+    timeout_s: float = Field(600, gt=0, description="Per-request timeout in seconds.")
+    tasks: list[EvalTask] = Field(default_factory=list, description="Tasks to run.")
+
+
 class Recipe(Section):
     """One deployment: model, hardware, layout, conversion, serving, smoke test."""
 
@@ -266,6 +299,7 @@ class Recipe(Section):
     serve: ServeSection = Field(default_factory=ServeSection)
     smoke: SmokeSection = Field(default_factory=SmokeSection)
     bench: BenchSection = Field(default_factory=BenchSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
 
     # Set by the loader, not YAML keys: the file, and where each key's value came from.
     _source_path: str | None = None

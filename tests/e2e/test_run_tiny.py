@@ -36,7 +36,7 @@ def test_glm5_whole_chain_passes_every_check(glm5_run):
     work, _, res = glm5_run
     assert res.code == 0, res.err[-3000:]
     report = res.report()
-    assert stage_status(report) == {s: "ok" for s in ("plan", "source", "convert", "verify", "serve", "smoke", "bench", "stop")}
+    assert stage_status(report) == {s: "ok" for s in ("plan", "source", "convert", "verify", "serve", "smoke", "bench", "eval", "stop")}
     bench = json.loads((work / "run" / "bench" / "bench.json").read_text())
     assert bench["ok"] and all(lv["errors"] == 0 and lv["output_tokens_mean"] == 16 for lv in bench["levels"])
     smoke = json.loads((work / "run" / "smoke.json").read_text())

@@ -45,7 +45,7 @@ def statuses(report):
 def test_all_stages_in_order_and_report_files(recipe, fake_stages, tmp_path):
     funcs, ran = fake_stages
     report, error = run_pipeline(recipe, run_dir=tmp_path)
-    assert error is None and ran == ["plan", "source", "convert", "verify", "serve", "smoke", "bench"]
+    assert error is None and ran == ["plan", "source", "convert", "verify", "serve", "smoke", "bench", "eval"]
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["ok"] is True and [s["stage"] for s in data["stages"]] == ran
     assert "OK — 7 of 7 stages done" in (tmp_path / "report.txt").read_text()
