@@ -18,6 +18,15 @@ def recipe_yaml(recipe: Recipe) -> str:
     return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
 
 
+def with_absolute_paths(recipe: Recipe) -> Recipe:
+    """The recipe with model.path and convert.output absolute (a pod's working directory is not ours)."""
+    from pathlib import Path
+
+    model = recipe.model.model_copy(update={"path": str(Path(recipe.model.path).expanduser().absolute())})
+    convert = recipe.convert.model_copy(update={"output": str(Path(recipe.convert.output).expanduser().absolute())})
+    return recipe.model_copy(update={"model": model, "convert": convert})
+
+
 def heredoc(text: str, tag: str) -> str:
     """A quoted here-document body (no expansion); refuses text that would end it early."""
     if any(line == tag for line in text.splitlines()):
