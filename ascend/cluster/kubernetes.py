@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import yaml
 
-from ascend.cluster.common import HOSTS_ENV, RECIPE_ENV, node_launcher, recipe_yaml, with_absolute_paths
+from ascend.cluster.common import (
+    HOSTS_ENV,
+    RECIPE_ENV,
+    node_launcher,
+    recipe_yaml,
+    with_absolute_paths,
+)
 from ascend.errors import AscendError, ConvertError, ServeError
 from ascend.recipe.schema import Recipe
 

@@ -41,8 +41,8 @@ def serve_sbatch(recipe: Recipe, dep: Deployment, *, device_ips_from: str | None
         "set -euo pipefail",
         *export_recipe(recipe),
         RESOLVE_HOSTS,
-        f'[ "${{#addrs[@]}}" -eq {nodes} ] || {{ echo "error: the allocation has ${{#addrs[@]}} nodes, '
-        f'the recipe needs {nodes}" >&2; exit 2; }}',
+        (f'[ "${{#addrs[@]}}" -eq {nodes} ] || {{ echo "error: the allocation has ${{#addrs[@]}} nodes, '
+         f'the recipe needs {nodes}" >&2; exit 2; }}'),
         f'export {HOSTS_ENV}="[$(IFS=,; echo "${{addrs[*]}}")]"',
         'export LOG_DIR="${LOG_DIR:-logs/slurm-$SLURM_JOB_ID}"',
         'echo "nodes: ${addrs[*]}; rank logs in $LOG_DIR"',
@@ -50,14 +50,14 @@ def serve_sbatch(recipe: Recipe, dep: Deployment, *, device_ips_from: str | None
         # order the host list above follows.
         f"srun --kill-on-bad-exit=1 bash -c {shlex.quote(task)} &",
         "step=$!",
-        "trap 'kill -TERM \"$step\" 2>/dev/null; wait \"$step\"; exit 143' TERM INT",
+        "trap 'kill -TERM \"$step\" 2>/dev/null; wait \"$step\" || true; exit 143' TERM INT",
         f'url="http://{url_host}:{dep.port}"',
         f"deadline=$((SECONDS + {timeout}))",
         'until curl -sf --noproxy "*" -o /dev/null "$url/health"; do',
-        '  kill -0 "$step" 2>/dev/null || { code=0; wait "$step" || code=$?; echo "error: the ranks exited (code $code) before '
-        'they were ready; see $LOG_DIR" >&2; exit 3; }',
-        f'  [ "$SECONDS" -lt "$deadline" ] || {{ echo "error: not ready after {timeout} s; see $LOG_DIR" >&2; '
-        'kill -TERM "$step"; wait "$step"; exit 3; }',
+        ('  kill -0 "$step" 2>/dev/null || { code=0; wait "$step" || code=$?; echo "error: the ranks exited '
+         '(code $code) before they were ready; see $LOG_DIR" >&2; exit 3; }'),
+        (f'  [ "$SECONDS" -lt "$deadline" ] || {{ echo "error: not ready after {timeout} s; see $LOG_DIR" >&2; '
+         'kill -TERM "$step"; wait "$step" || true; exit 3; }'),
         "  sleep 2",
         "done",
         f'echo "ready: $url/v1  model={dep.served_model}"',

@@ -123,3 +123,16 @@ def test_conversion_array_matches_local_conversion(work, cluster):
     assert any(name.endswith(".safetensors") for name in files(shared))
     assert sorted(p.name for p in work.glob(f"ascend-convert-{array}_*.out")) == [
         f"ascend-convert-{array}_0.out", f"ascend-convert-{array}_1.out"]  # two parts ran as array tasks
+
+
+def test_serve_job_reports_ranks_that_die(work, cluster):
+    """No model where the recipe says: the ranks exit, the batch step says so and the job ends."""
+    (work / "empty").mkdir(exist_ok=True)
+    sets = ["--set", f"convert.output={work / 'empty'}", "--set", f"serve.port={free_port()}",
+            "--set", f"serve.master_port={free_port()}"]
+    res = ascend("serve", "tiny/glm5-cpu", *sets, "--emit", "slurm", "--out", str(work / "dead.sbatch"), cwd=work)
+    assert res.returncode == 0, res.stderr
+    job = cluster.sbatch(str(work / "dead.sbatch"), cwd=work, env=job_env())
+    cluster.wait_gone(job, 180)
+    out = (work / f"ascend-serve-{job}.out").read_text()
+    assert "error: the ranks exited" in out and "ready:" not in out, out
