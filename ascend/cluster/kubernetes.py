@@ -26,6 +26,9 @@ from ascend.recipe.schema import Recipe
 
 NPU_RESOURCE = {"ascend-910b": "huawei.com/Ascend910", "ascend-a3": "huawei.com/Ascend910"}
 CONFIG_DIR = "/etc/ascend"  # the ConfigMap: recipe.yaml (and ranktable.json when generated)
+# The node script rewrites the rank table at serve.rank_table (never a stale file), so the pods use
+# a writable copy of the ConfigMap's read-only one.
+RANK_TABLE = "/tmp/ascend/ranktable.json"
 LWS_API = "leaderworkerset.x-k8s.io/v1"
 
 # The group's node addresses, leader first: LWS names worker i `<leader pod>-<i>` in the same
@@ -50,8 +53,11 @@ def serve_manifests(recipe: Recipe, dep) -> str:
         import json
 
         data["ranktable.json"] = json.dumps(dep.rank_table, indent=2)
+    copy = ([f"mkdir -p {RANK_TABLE.rsplit('/', 1)[0]}", f"cp {CONFIG_DIR}/ranktable.json {RANK_TABLE}"]
+            if dep.rank_table is not None else [])
     script = "\n".join([
         RESOLVE_GROUP,
+        *copy,
         f'export {HOSTS_ENV}="[$(IFS=,; echo "${{hosts[*]}}")]"',
         f'export {RECIPE_ENV}="$(cat {CONFIG_DIR}/recipe.yaml)"',
         'export LOG_DIR="${LOG_DIR:-/tmp/ascend-logs}"',
@@ -136,11 +142,11 @@ def convert_manifests(recipe: Recipe, parts: int) -> str:
 
 
 def _carried_recipe(recipe: Recipe, dep) -> Recipe:
-    """The recipe the pods load: absolute paths; with the generated rank table, its path in the ConfigMap."""
+    """The recipe the pods load: absolute paths; with the generated rank table, the pod's copy of it."""
     recipe = with_absolute_paths(recipe)
     if dep.rank_table is None:
         return recipe
-    return recipe.model_copy(update={"serve": recipe.serve.model_copy(update={"rank_table": f"{CONFIG_DIR}/ranktable.json"})})
+    return recipe.model_copy(update={"serve": recipe.serve.model_copy(update={"rank_table": RANK_TABLE})})
 
 
 def _name(recipe: Recipe, kind: str = "") -> str:

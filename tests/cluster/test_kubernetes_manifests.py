@@ -112,3 +112,19 @@ def test_missing_image_and_undocumented_chip_are_one_line_errors(cli):
     res = cli("serve", "glm5/a3x2-bf16", "--set", f"serve.image={IMAGE}", "--set", "hardware.chip=ascend-950",
               "--emit", "kubernetes")
     assert res.code in (2, 3) and res.out == ""
+
+
+def test_generated_rank_table_travels_in_the_configmap(cli):
+    ips = {"10.0.0.11": [f"192.168.1.{i}" for i in range(16)], "10.0.0.12": [f"192.168.2.{i}" for i in range(16)]}
+    res = cli("serve", "glm5/a3x2-bf16", "--set", f"serve.image={IMAGE}", "--set", f"serve.device_ips={json.dumps(ips)}",
+              "--emit", "kubernetes")
+    assert res.code == 0, res.err
+    config, lws, _ = documents(res.out)
+    table = json.loads(config["data"]["ranktable.json"])
+    assert [s["server_id"] for s in table["server_list"]] == list(ips)
+    assert [d["device_ip"] for d in table["server_list"][1]["device"]] == ips["10.0.0.12"]
+    carried = yaml.safe_load(config["data"]["recipe.yaml"])
+    command = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["containers"][0]["command"][-1]
+    # the node script rewrites serve.rank_table: the pod works on a writable copy of the mounted table
+    assert f"cp /etc/ascend/ranktable.json {carried['serve']['rank_table']}" in command
+    assert not carried["serve"]["rank_table"].startswith("/etc/ascend/")
