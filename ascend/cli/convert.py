@@ -33,6 +33,9 @@ Examples:
   # spread over 4 machines (shared filesystem), e.g. a Slurm array:
   ascend convert glm5/a3-w8a8 --node-rank $SLURM_ARRAY_TASK_ID --nnodes 4
   ascend convert glm5/a3-w8a8 --finalize
+  # the same as scheduler jobs (docs/slurm.md, docs/kubernetes.md):
+  ascend convert glm5/a3-w8a8 --emit slurm --nnodes 4 | bash
+  ascend convert glm5/a3-w8a8 --emit kubernetes --nnodes 4 | kubectl apply -f -
 """
 
 
@@ -71,6 +74,11 @@ def register(app: typer.Typer) -> None:
         config: Optional[str] = typer.Option(
             None, "--config", help="HF config.json (or its dir) of a MindSpore source that has none."),
         sets: list[str] = set_option(),
+        emit: Optional[str] = typer.Option(
+            None, "--emit", metavar="FORM",
+            help="Print a job file instead of converting: `slurm` (submits a job array of the parts, then a "
+            "dependent --finalize job) or `kubernetes` (Indexed Job + finalize Job). Parts: --nnodes, "
+            "else hardware.nodes. Redirect stdout to save it."),
     ) -> None:
         from ascend.convert.jobs import ConvertOptions
         from ascend.errors import ConvertError
@@ -81,6 +89,13 @@ def register(app: typer.Typer) -> None:
             from ascend.recipe import load_recipe, recipe_hash as hash_of
 
             r = load_recipe(recipe, sets)
+            if emit is not None:  # the job carries the resolved recipe; --src/--out become its paths
+                from ascend.cluster.emit import emit_convert
+
+                paths = [f"model.path={src}"] * bool(src) + [f"convert.output={out}"] * bool(out)
+                emit_convert(load_recipe(recipe, [*sets, *paths]) if paths else r, emit,
+                             parts=nnodes if nnodes > 1 else r.hardware.nodes)
+                return
             for flag, value in (("--precision", precision), ("--layout", layout), ("--mtp", mtp),
                                 ("--w8a8-scheme", w8a8_scheme)):
                 if value is not None:
@@ -96,6 +111,8 @@ def register(app: typer.Typer) -> None:
         else:
             if sets:
                 raise ConvertError("--set needs a recipe", fix="pass a recipe, or use flags only")
+            if emit is not None:
+                raise ConvertError("--emit needs a recipe", fix="pass a recipe: the job carries it")
             missing = [f for f, v in (("--src", src), ("--out", out), ("--precision", precision)) if not v]
             if missing:
                 raise ConvertError(f"flag mode needs {', '.join(missing)}",

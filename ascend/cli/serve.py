@@ -34,6 +34,11 @@ def serve(
         None, "--device-ips-from", metavar="DIR",
         help="Folder with <host>/hccn_<dev>.txt (output of `hccn_tool -i <dev> -ip -g`) and, on A3, "
         "<host>/spod_<dev>.txt (`npu-smi info -t spod-info`), to generate the rank table."),
+    emit: Optional[str] = typer.Option(
+        None, "--emit", metavar="FORM",
+        help="Print instead of starting: `script` (this --node's launch script), `slurm` (an sbatch script, one "
+        "task per node) or `kubernetes` (LeaderWorkerSet, Service; docs/slurm.md, docs/kubernetes.md)."),
+    out: Optional[str] = typer.Option(None, "--out", metavar="FILE", help="With --emit: write to FILE instead of stdout."),
 ) -> None:
     """Launch (or print) one engine process per device, exactly as xLLM needs it.
 
@@ -51,6 +56,7 @@ def serve(
       ascend serve glm5/a3-w8a8 --set serve.version='"0.11"' --dry-run  # quote: YAML reads 0.11 as a number
       ascend serve tiny/glm5-cpu                          # CPU engine, 2 ranks, Ctrl-C to stop
       ascend serve glm5/a3x2-bf16 --node 1 --device-ips-from hccn/
+      ascend serve glm5/a3x2-bf16 --emit slurm --out serve.sbatch   # then: sbatch serve.sbatch
     """
     from ascend.recipe import load_recipe
     from ascend.serve.ranktable import device_info_from_dir
@@ -63,6 +69,15 @@ def serve(
     dep = build_deployment(rec, device_ips=ips, super_device_ids=sdids)
     for warning in dep.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if emit is not None:
+        from ascend.cluster.emit import emit_serve
+
+        emit_serve(rec, dep, emit, node=node, out=out, device_ips_from=device_ips_from)
+        return
+    if out is not None:
+        from ascend.errors import ServeError
+
+        raise ServeError("--out only applies with --emit", fix="add --emit script|slurm|kubernetes")
     if dry_run:
         if as_json:
             print_json(dep.to_json())

@@ -179,6 +179,9 @@ class ServeSection(Section):
     )
     rank_table: str | None = Field(None, description="Existing rank table file to use instead of generating one.")
     startup_timeout_s: int | None = Field(None, ge=1, description="Readiness timeout; default sized from the model.")
+    image: str | None = Field(
+        None, description="Container image for `--emit kubernetes` (serve and convert): CANN, torch_npu, xLLM and this "
+        "package with `ascend` on PATH (docs/kubernetes.md).")
 
 
 class SmokeSection(Section):

@@ -1,0 +1,1 @@
+"""Job files for cluster schedulers (Slurm, Kubernetes): they run the same per-node launcher."""
