@@ -121,7 +121,7 @@ def bench_dtype(dtype: torch.dtype, shapes: list[tuple[str, int, int]], rounds: 
             logits = F.linear(x.float(), gate_w)
             return moe.fused_moe(x, logits, w13, w2, top_k=TOP_K, bias=bias, routed_scaling_factor=SCALE)
 
-        def theirs():
+        def theirs(block=block):  # this round's block
             _, weights, ids = block.gate(x)
             return block.experts(x, ids, weights)
 

@@ -32,7 +32,7 @@ from typing import Iterable
 import torch
 
 from ascend.errors import CheckpointError, ConvertError, first_names
-from ascend.fileio import fsync_dir, publish, write_atomic, write_json  # noqa: F401 (aliases: move callers to ascend.fileio)
+from ascend.fileio import publish
 from ascend.fetch.safetensors_header import HeaderError, parse_header, read_raw_header
 
 DTYPES: dict[str, torch.dtype] = {

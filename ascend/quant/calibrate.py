@@ -30,7 +30,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from ascend.checkpoint.safetensors_io import SafetensorsDir, write_atomic, write_json
+from ascend.checkpoint.safetensors_io import SafetensorsDir
+from ascend.fileio import write_atomic, write_json
 from ascend.errors import BackendUnavailable, CheckFailed, ConvertError
 from ascend.models.args import ModelArgs, load_model_args
 from ascend.quant import data

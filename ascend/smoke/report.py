@@ -11,7 +11,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from ascend.fileio import write_atomic  # noqa: F401  (old name for branches in flight; use ascend.fileio)
 
 Status = Literal["pass", "fail", "skip"]
 

@@ -7,7 +7,8 @@ import torch
 from safetensors.torch import load_file
 
 from ascend.checkpoint.safetensors_io import SafetensorsDir
-from ascend.convert.pipeline import MANIFEST, convert
+from ascend.checkpoint.files import MANIFEST
+from ascend.convert.pipeline import convert
 from ascend.convert.jobs import ConvertOptions
 from ascend.convert.verify import verify
 

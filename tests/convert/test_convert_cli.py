@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ascend.cli.main import main
-from ascend.convert.pipeline import MANIFEST, STATE_DIR
+from ascend.checkpoint.files import MANIFEST, STATE_DIR
 
 from convert_fixtures import file_of, make_checkpoint
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ascend.convert.pipeline import MANIFEST
+from ascend.checkpoint.files import MANIFEST
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gate_hook"))
 from convert_gate import Gate, alive, wait_dead  # noqa: E402

@@ -12,7 +12,8 @@ from convert_fixtures import FAMILIES
 from safetensors import safe_open
 
 from ascend.convert.jobs import ConvertOptions
-from ascend.convert.pipeline import MANIFEST, convert
+from ascend.checkpoint.files import MANIFEST
+from ascend.convert.pipeline import convert
 from ascend.convert.verify import verify
 from ascend.errors import ConvertError
 from ascend.models.args import load_model_args

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 import ascend.convert.execute as execute
 from ascend.convert.execute import all_finite
-from ascend.convert.pipeline import MANIFEST
+from ascend.checkpoint.files import MANIFEST
 
 from test_convert_cli import assert_nothing_done, assert_one_line_error, cli
 
