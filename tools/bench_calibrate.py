@@ -39,7 +39,7 @@ def write_layer(out: Path, family: str) -> int:
     repeated (drawing ~10 GB of random numbers would take longer than the calibration)."""
     import torch
 
-    from ascend.checkpoint.safetensors_io import SafetensorsWriter
+    from ascend.checkpoint.safetensors_writer import SafetensorsWriter
     from ascend.models.args import ModelArgs
     from ascend.models.catalog import published_config
     from ascend.models.tensors import tensor_specs

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from ascend.checkpoint.safetensors_io import SafetensorsWriter
+from ascend.checkpoint.safetensors_writer import SafetensorsWriter
 from ascend.convert.memory import peak_rss_bytes
 from ascend.fileio import fsync_dir
 from ascend.models.args import ModelArgs

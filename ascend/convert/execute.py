@@ -14,7 +14,8 @@ from typing import Callable
 import torch
 
 from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
-from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir, SafetensorsWriter
+from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir
+from ascend.checkpoint.safetensors_writer import SafetensorsWriter
 from ascend.checkpoint.w8a8 import quantize_w8a8
 from ascend.convert.adapters import layout_of_piece
 from ascend.convert.adapters import source_format as source_format_adapter

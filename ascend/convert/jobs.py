@@ -76,7 +76,7 @@ class OutputFile:
 
     @property
     def nbytes(self) -> int:
-        from ascend.checkpoint.safetensors_io import data_size
+        from ascend.checkpoint.safetensors_writer import data_size
 
         return data_size(self.tensors)
 
@@ -276,7 +276,7 @@ def _window(sl: tuple[slice, ...] | None, shape: tuple[int, ...], dim: int) -> t
 
 def _pack(pieces_by_tensor: list[list[Piece]], stem: str, file_bytes: int) -> list[OutputFile]:
     """Greedy packing into files of at most ``file_bytes`` (a tensor never spans two files)."""
-    from ascend.checkpoint.safetensors_io import data_size
+    from ascend.checkpoint.safetensors_writer import data_size
 
     groups: list[list[Piece]] = [[]]
     size = 0

@@ -310,7 +310,7 @@ def _layer_rel(state: Path, layer: int) -> float:
 def _finish(state: Path, a: ModelArgs, info: dict) -> None:
     """calibration.safetensors from the layer files, streamed tensor by tensor (the smoothed
     tensors of a whole model do not fit in memory), then calibration.json."""
-    from ascend.checkpoint.safetensors_io import SafetensorsWriter
+    from ascend.checkpoint.safetensors_writer import SafetensorsWriter
 
     handles = [safe_open(str(_layer_file(state, n)), "pt") for n in range(a.num_hidden_layers)]
     where = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)

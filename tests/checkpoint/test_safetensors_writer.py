@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ascend.checkpoint import safetensors_io as sio
+from ascend.checkpoint import safetensors_writer as sio
 from ascend.errors import ConvertError
 
 

@@ -146,7 +146,7 @@ def test_no_space_before_start(ckpt_factory, tmp_path, capsys, monkeypatch):
 
 
 def test_no_space_mid_write_then_resume(ckpt_factory, tmp_path, capsys, monkeypatch):
-    import ascend.checkpoint.safetensors_io as sio
+    import ascend.checkpoint.safetensors_writer as sio
 
     class FullDisk:
         """A file that accepts 200 kB, then fails like a full disk."""

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from ascend.checkpoint.fp8 import dequantize_fp8_block
-from ascend.checkpoint.safetensors_io import DTYPE_NAMES, INDEX_FILE, SafetensorsDir, SafetensorsWriter
+from ascend.checkpoint.safetensors_io import DTYPE_NAMES, INDEX_FILE, SafetensorsDir
+from ascend.checkpoint.safetensors_writer import SafetensorsWriter
 from ascend.errors import CheckpointError, ConvertError, first_names
 from ascend.fileio import write_json
 from ascend.interop.mindspore.io import (
