@@ -10,6 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ascend.doctor.host_checks import (
+    busy_ports,
+    check_disk,
+    check_hccl_env,
+    check_hccn,
+    check_hostname,
+    check_ports,
+    check_ram,
+    check_xllm,
+)
 from ascend.doctor.checks import (
     ERROR,
     INFO,
@@ -17,19 +27,11 @@ from ascend.doctor.checks import (
     SEVERITIES,
     WARN,
     Finding,
-    busy_ports,
     Target,
     check_cann,
-    check_disk,
     check_driver_firmware,
-    check_hccl_env,
-    check_hccn,
-    check_hostname,
     check_npus,
-    check_ports,
     check_python,
-    check_ram,
-    check_xllm,
 )
 from ascend.doctor.host import LocalHost, ReplayHost
 
