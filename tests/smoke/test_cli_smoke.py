@@ -30,7 +30,7 @@ def test_json_to_stdout_is_only_json(cli, server):
 
 
 def test_recipe_mode_uses_recipe_checks_and_port(cli, server):
-    res = cli("smoke", "tiny/glm5-cpu", "--set", f"serve.port={server.port}", "--set", "smoke.checks=[models,chat,thinking]",
+    res = cli("smoke", "tiny/glm5-cpu", "--set", f"serve.port={server.port}", "--set", "smoke.checks=[models,chat,thinking]", "--set", "serve.max_model_len=512",  # the fake server's context
               "--model", server.model, "--json", "-")
     assert res.code == 0, res.err
     checks = {c["name"]: c for c in json.loads(res.out)["checks"]}
