@@ -2,22 +2,13 @@
 
 import json
 
-import calib_fixture
 import pytest
 
-from ascend.cli.main import main
 from ascend.errors import RecipeError
 from ascend.recipe import load_recipe
+from test_convert_cli import cli
 
 SHIPPED = ["glm5/a3-w8a8", "glm5/a2x2-w8a8", "deepseek-v3/a3-w8a8", "glm47/a3-w8a8"]
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main([*map(str, argv)])
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -6,7 +6,6 @@ import calib_fixture
 import pytest
 from convert_fixtures import FAMILIES
 
-from ascend.cli.main import main
 from ascend.convert.jobs import ConvertOptions
 from ascend.convert.pipeline import convert
 from ascend.models.args import ModelArgs, load_model_args
@@ -18,14 +17,7 @@ from ascend.models.quant_schemes import (
 )
 from ascend.models.tensors import tensor_specs
 from ascend.tiny.configs import tiny_config
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exc:
-        main([*map(str, argv)])
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
+from test_convert_cli import cli
 
 
 @pytest.mark.parametrize("family", FAMILIES)
