@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
@@ -30,19 +31,29 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     if dep.rank_table is None and dep.rank_table_path:
         lines += [f"[ -f {q(dep.rank_table_path)} ] || {{ echo {q('missing rank table ' + dep.rank_table_path + ': set serve.device_ips or serve.rank_table and regenerate')} >&2; exit 2; }}"]
     if dep.rank_table is not None and dep.rank_table_path:
-        lines += ["# the same rank table on every node (never reuse a stale host file)",
-                  f"rm -f {q(dep.rank_table_path)}",
-                  f"cat > {q(dep.rank_table_path)} <<'RANKTABLE'",
-                  json.dumps(dep.rank_table, indent=2), "RANKTABLE"]
-    lines += ['LOG_DIR="${LOG_DIR:-logs}"', 'mkdir -p "$LOG_DIR"', "pids=()"]
+        path, tmp = q(dep.rank_table_path), q(dep.rank_table_path + ".tmp")
+        lines += ["# the same rank table at the same path on every node (never a stale host file);",
+                  "# written whole, then renamed over the old one (which also replaces a symlink xLLM would refuse)",
+                  f"mkdir -p {q(posixpath.dirname(dep.rank_table_path))}",
+                  f"cat > {tmp}.$$ <<'RANKTABLE'",
+                  json.dumps(dep.rank_table, indent=2), "RANKTABLE",
+                  f"mv -f {tmp}.$$ {path}"]
+    lines += [
+        'LOG_DIR="${LOG_DIR:-logs}"', 'mkdir -p "$LOG_DIR"', "pids=()",
+        # SIGTERM, up to 15 s for a clean exit (xLLM's launcher waits as long), then SIGKILL
+        'stop() {',
+        '  kill -TERM "${pids[@]}" 2>/dev/null || true',
+        '  for _ in $(seq 30); do kill -0 "${pids[@]}" 2>/dev/null || return 0; sleep 0.5; done',
+        '  kill -KILL "${pids[@]}" 2>/dev/null || true',
+        '}',
+        "trap 'stop; exit 130' INT TERM",
+    ]
     for r in ranks:
         own = " ".join(f"{k}={q(v)}" for k, v in r.env.items() if k not in common)
         cmd = " ".join(q(a) for a in r.argv)
         lines.append(f'{(own + " ") if own else ""}{cmd} > "$LOG_DIR/rank-{r.rank}.log" 2>&1 &')
         lines.append("pids+=($!)")
     lines += [
-        'stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; sleep 15; kill -KILL "${pids[@]}" 2>/dev/null || true; }',
-        "trap 'stop; exit 130' INT TERM",
         'echo "started ${#pids[@]} ranks; logs in $LOG_DIR"',
         "set +e",
         "wait -n; code=$?",

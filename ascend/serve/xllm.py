@@ -104,11 +104,13 @@ def build_deployment(
     args: ModelArgs | None = None,
     device_ips: list[list[str]] | None = None,
     super_device_ids: list[list[str]] | None = None,
+    super_pod_ids: list[str] | None = None,
 ) -> Deployment:
     """Argv and environment of every rank, launch scripts per node and the rank table.
 
     ``args``: the model's facts (default: from the recipe's model section, when reachable).
     ``device_ips`` / ``super_device_ids``: per node, per device; default ``serve.device_ips``.
+    ``super_pod_ids``: per node, the A3 SuperPoD it sits in (default: all in pod ``"0"``).
     """
     settings = Settings.from_recipe(recipe)
     serve, layout = settings.serve, settings.layout.check()
@@ -130,7 +132,7 @@ def build_deployment(
     reasoning = resolve_parser("reasoning", serve.reasoning_parser, model_type, version)
 
     multi_node_xllm = serve.engine == "xllm" and layout.nodes > 1
-    table, table_path = rank_table_for(recipe, device_ips, super_device_ids) if multi_node_xllm else (None, None)
+    table, table_path = rank_table_for(recipe, device_ips, super_device_ids, super_pod_ids) if multi_node_xllm else (None, None)
     env = rank_environment(settings, args)
     binary = CPU_ENGINE_BINARY if serve.engine == "cpu" else serve.binary
     model_dir = served_model_dir(recipe)
