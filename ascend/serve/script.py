@@ -26,6 +26,14 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     ]
     if dep.engine == "xllm":
         lines += [f"for f in {' '.join(CANN_ENV_SCRIPTS)}; do", '  [ -f "$f" ] && source "$f"', "done"]
+    if dep.npu_init:  # after a reboot xLLM's first start can fail without this (GLM-5 guide, reference/xllm.md §2)
+        init = f"import torch, torch_npu; [torch_npu.npu.set_device(i) for i in range({dep.devices_per_node})]"
+        lines += ["# initialise every NPU of this node once (the GLM-5 guide's step after a reboot)",
+                  f'"${{PYTHON:-python3}}" -c {q(init)} || {{ echo "NPU initialisation (torch_npu set_device) failed" >&2; exit 2; }}']
+    if dep.preload:
+        lines += [f"[ -f {q(dep.preload)} ] || {{ echo {q('serve.preload: ' + dep.preload + ' not found on this node')} >&2; exit 2; }}"]
+    if any(r.wrapper for r in ranks):
+        lines += ['command -v numactl >/dev/null || { echo "numactl not found (serve.numactl_cores_per_rank): install it" >&2; exit 2; }']
     lines += [f"unset {name}" for name in dep.unset_env]
     lines += [f"export {k}={q(v)}" for k, v in common.items()]
     if dep.rank_table is None and dep.rank_table_path:
@@ -50,7 +58,7 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     ]
     for r in ranks:
         own = " ".join(f"{k}={q(v)}" for k, v in r.env.items() if k not in common)
-        cmd = " ".join(q(a) for a in r.argv)
+        cmd = " ".join(q(a) for a in r.wrapper + r.argv)
         lines.append(f'{(own + " ") if own else ""}{cmd} > "$LOG_DIR/rank-{r.rank}.log" 2>&1 &')
         lines.append("pids+=($!)")
     lines += [

@@ -34,11 +34,15 @@ LINES = ("0.9", "0.10", "0.11")
 
 
 def _deployments(name: str, line: str):
-    """The recipe as shipped, and for multi-node ones also with device IPs (the script then writes
-    the rank table instead of checking for it)."""
+    """The recipe as shipped, with every optional script step on, and for multi-node ones also with
+    device IPs (the script then writes the rank table instead of checking for it)."""
     sets = [f'serve.version="{line}"']
     recipe = load_recipe(name, sets)
     yield build_deployment(recipe)
+    if recipe.serve.engine == "xllm":  # every optional step of the script on
+        yield build_deployment(load_recipe(name, sets + [
+            "serve.npu_init=true", "serve.preload=/usr/lib/libjemalloc.so.2", "serve.numactl_cores_per_rank=8",
+            "serve.schedule_overlap=true", "serve.graph.enable=true", "serve.eplb.enable=true"]))
     if recipe.hardware.nodes > 1:
         per = recipe.hardware.devices_per_node
         ips = {h: [f"192.168.{n}.{d + 10}" for d in range(per)] for n, h in enumerate(recipe.hardware.hosts)}
