@@ -133,3 +133,26 @@ def test_plan_json_shows_the_row(cli):
     r = cli("plan", "deepseek-v3/a3-w8a8", "--json", "--set", "serve.eplb.enable=true")
     assert r.code == 0, r.err
     assert json.loads(r.out)["device_classes"][0]["weights_bytes"]["redundant experts"] == EXPERT_BYTES
+
+
+def test_every_generated_variable_is_cited_in_the_docs():
+    """docs/serving.md's environment table names a reference source for each variable any shipped
+    NPU recipe's ranks get (issue 17: keep only variables we can cite)."""
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    table = docs.split("**Environment.**", 1)[1].split("\n\n", 2)[1]
+    cited: set[str] = set()
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if "reference/" in cells[-1]:
+            cited.update(part.strip("` ") for part in cells[0].replace("/", ",").split(","))
+    emitted: set[str] = set()
+    sets = [["serve.preload=/usr/lib/libjemalloc.so.2"], ['serve.version="0.11"']]
+    for name in ("glm5/a3-w8a8", "deepseek-v3/a3-w8a8", "glm47/a3-w8a8", "glm5/a2x2-w8a8", "glm5/a3x2-bf16"):
+        for extra in sets:
+            dep = build_deployment(load_recipe(name, extra))
+            emitted.update(k for r in dep.ranks for k in r.env)
+            emitted.update(dep.unset_env)
+    assert {"HCCL_BUFFSIZE", "HCCL_IF_IP", "LD_PRELOAD", "ASCEND_RT_VISIBLE_DEVICES"} <= emitted
+    assert emitted - cited == set()
