@@ -154,7 +154,7 @@ class ServeSection(Section):
     device_ips: dict[str, list[str]] = Field(
         default_factory=dict, description="Per host, the NPU device IPs (for generating the rank table)."
     )
-    rank_table: str | None = Field(None, description="Existing rank table file to use instead of generating one.")
+    rank_table: str | None = Field(None, description="Absolute path of the rank table: an existing file is used (validated), else the generated table is written there by the node scripts; default `/tmp/ascend-recipes/<name>/ranktable.json`.")
     startup_timeout_s: int | None = Field(None, ge=1, description="Readiness timeout; default sized from the model.")
     graph: GraphSection = Field(default_factory=GraphSection, description="ACL graph mode for decode.")
     schedule_overlap: bool = Field(False, description="Overlap scheduling with the model step (`--enable_schedule_overlap`; xLLM's default is off).")
