@@ -50,7 +50,7 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
         'LOG_DIR="${LOG_DIR:-logs}"', 'mkdir -p "$LOG_DIR"', "pids=()",
         # SIGTERM, up to 15 s for a clean exit (xLLM's launcher waits as long), then SIGKILL
         'stop() {',
-        '  kill -TERM "${pids[@]}" 2>/dev/null || true',
+        '  kill -TERM "${pids[@]}" ${waiter:+"$waiter"} 2>/dev/null || true',
         '  for _ in $(seq 30); do kill -0 "${pids[@]}" 2>/dev/null || return 0; sleep 0.5; done',
         '  kill -KILL "${pids[@]}" 2>/dev/null || true',
         '}',
@@ -64,7 +64,17 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     lines += [
         'echo "started ${#pids[@]} ranks; logs in $LOG_DIR"',
         "set +e",
-        "wait -n; code=$?",
+        # Poll instead of `wait -n`: a rank that died before the wait began (an xLLM start-up abort)
+        # is no longer an "unwaited-for child" to `wait -n`, which would then block on the others
+        # or return 127; `wait PID` still returns a finished rank's own exit code. The 1 s sleep
+        # runs in the background so that a signal interrupts `wait` at once.
+        "code=",
+        'while [ -z "$code" ]; do',
+        '  for pid in "${pids[@]}"; do',
+        '    kill -0 "$pid" 2>/dev/null || { wait "$pid"; code=$?; break; }',
+        "  done",
+        '  [ -n "$code" ] || { sleep 1 & waiter=$!; wait "$waiter"; }',
+        "done",
         'echo "a rank exited with code $code; stopping the others" >&2',
         "stop",
         "exit $code",

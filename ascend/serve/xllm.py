@@ -119,8 +119,9 @@ def _graph_warnings(serve, speculative_tokens: int) -> list[str]:
     """GLM-5.2 guide (reference/xllm.md §3.6): with MTP the decode graph cap must stay within 32 / (k + 1)."""
     limit = serve.graph.decode_batch_limit
     if serve.graph.enable and speculative_tokens and limit is not None and limit > 32 // (speculative_tokens + 1):
-        return [f"serve.graph.decode_batch_limit {limit} exceeds 32 / (num_speculative_tokens + 1) = "
-                f"{32 // (speculative_tokens + 1)}, the cap xLLM's GLM-5.2 guide gives for graph capture with MTP"]
+        cap = 32 // (speculative_tokens + 1)
+        return [f"serve.graph.decode_batch_limit {limit} exceeds 32 / (num_speculative_tokens + 1) = {cap}, "
+                "the cap xLLM's GLM-5.2 guide gives for graph capture with MTP"]
     return []
 
 
