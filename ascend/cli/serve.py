@@ -63,10 +63,10 @@ def serve(
     from ascend.serve.xllm import build_deployment
 
     rec = load_recipe(recipe, overrides)
-    ips = sdids = None
+    ips = sdids = pods = None
     if device_ips_from:
-        ips, sdids = device_info_from_dir(device_ips_from, list(rec.hardware.hosts), rec.hardware.devices_per_node)
-    dep = build_deployment(rec, device_ips=ips, super_device_ids=sdids)
+        ips, sdids, pods = device_info_from_dir(device_ips_from, list(rec.hardware.hosts), rec.hardware.devices_per_node)
+    dep = build_deployment(rec, device_ips=ips, super_device_ids=sdids, super_pod_ids=pods)
     for warning in dep.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if emit is not None:

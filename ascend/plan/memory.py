@@ -112,16 +112,33 @@ def weight_templates(args: ModelArgs, settings: Settings) -> list[WeightTemplate
     return ModelTables(args).templates(settings)
 
 
-def rank_weight_bytes(templates: list[WeightTemplate], coords: ShardCoords) -> dict[str, int]:
-    """Bytes of weights on the rank at ``coords``, per table row (see WEIGHT_ROWS)."""
+def rank_weight_bytes(templates: list[WeightTemplate], coords: ShardCoords, *, redundant_experts: int = 0) -> dict[str, int]:
+    """Bytes of weights on the rank at ``coords``, per table row (see WEIGHT_ROWS).
+
+    ``redundant_experts`` (EPLB, xLLM ``--redundant_experts_num``): every device holds that many
+    extra routed experts in each MoE layer of the main model, in the experts' output format and
+    this rank's shard of an expert — the row "redundant experts" (see :func:`eplb_redundant_experts`).
+    """
     out: dict[str, int] = {}
+    local_experts: dict[int, int] = {}  # expert id -> its bytes over all MoE layers on this rank
     for t in templates:
         shape = local_shape(t.spec, coords)
         if shape is None:
             continue
         row = "MTP layer" if t.spec.mtp else WEIGHT_ROWS[t.spec.component]
-        out[row] = out.get(row, 0) + t.count * tensor_bytes(shape, t.fmt, t.spec.dtype)
+        size = t.count * tensor_bytes(shape, t.fmt, t.spec.dtype)
+        out[row] = out.get(row, 0) + size
+        if row == "routed experts":
+            local_experts[t.spec.expert] = local_experts.get(t.spec.expert, 0) + size
+    if redundant_experts and local_experts:
+        out["redundant experts"] = redundant_experts * max(local_experts.values())
     return out
+
+
+def eplb_redundant_experts(settings: Settings) -> int:
+    """Extra routed experts per device and MoE layer: ``serve.eplb.redundant_experts`` with EPLB on, else 0."""
+    eplb = settings.serve.eplb
+    return eplb.redundant_experts if eplb.enable else 0
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from ascend.plan.memory import (
     KVLayout,
     ModelTables,
     Workspace,
+    eplb_redundant_experts,
     hccl_buffsize,
     hccl_bytes,
     kv_bytes_per_token,
@@ -212,7 +213,8 @@ def make_plan(settings: Settings, args: ModelArgs | ModelTables, chip: ChipProfi
 
     classes: dict[tuple, DeviceClass] = {}
     for r in layout:
-        weights = rank_weight_bytes(templates, settings.layout.coords(r.rank))
+        weights = rank_weight_bytes(templates, settings.layout.coords(r.rank),
+                                    redundant_experts=eplb_redundant_experts(settings))
         key = tuple(sorted(weights.items()))
         if key in classes:
             classes[key].ranks.append(r.rank)

@@ -43,8 +43,10 @@ def check_recipe_fields(recipe: Recipe, *, deploy: bool = True) -> list[str]:
 
     if serve.engine == "xllm" and hw.chip == "cpu":
         problem("serve.engine", "xllm needs Ascend NPUs but hardware.chip is cpu — use serve.engine: cpu for the CPU engine")
-    if serve.engine == "cpu" and hw.nodes > 1:
-        problem("serve.engine", "the CPU engine runs on one node — set hardware.nodes: 1")
+    if serve.engine == "cpu" and hw.nodes > 1 and not (hw.hosts and all(_is_loopback(h) for h in hw.hosts)):
+        # several "nodes" on one machine (127.0.0.0/8 is all loopback on Linux) test the node scripts
+        problem("serve.engine", "the CPU engine runs on one machine — set hardware.nodes: 1, or hosts on 127.0.0.0/8 "
+                "to simulate several nodes")
     if serve.port == serve.master_port:
         problem("serve.master_port", f"equals serve.port ({serve.port}) — pick another port for rank rendezvous")
     if serve.speculative is not None and serve.speculative.method == "mtp" and conv.mtp != "export" and serve.engine == "xllm":
@@ -66,3 +68,12 @@ def check_recipe_fields(recipe: Recipe, *, deploy: bool = True) -> list[str]:
             f"{serve.max_tokens_per_batch} is below serve.max_seqs ({serve.max_seqs}); each running sequence needs a token per step — raise it",
         )
     return problems
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -156,6 +156,21 @@ class SpeculativeSection(Section):
     num_tokens: int = Field(1, ge=1, le=8, description="Speculative tokens per step.")
 
 
+class GraphSection(Section):
+    """ACL graph mode for decode (xLLM `--enable_graph`; off by default, as in xLLM)."""
+
+    enable: bool = Field(False, description="Capture decode steps as ACL graphs (`--enable_graph`); graph memory is not modelled by `ascend plan`.")
+    decode_batch_limit: int | None = Field(None, ge=1, description="Largest decode batch run as a graph, above it eager (`acl_graph_decode_batch_size_limit`, v0.10.x `graph_decode_batch_size_limit`); default xLLM's 16.")
+
+
+class EplbSection(Section):
+    """Expert-parallel load balancing (xLLM `--enable_eplb`)."""
+
+    enable: bool = Field(False, description="Move hot experts between devices at run time (`--enable_eplb`).")
+    redundant_experts: int = Field(1, ge=0, description="Extra routed experts held by every device (`--redundant_experts_num`); `ascend plan` counts their weights.")
+    update_interval: int = Field(1000, ge=1, description="Steps between expert placement updates (`--eplb_update_interval`).")
+
+
 class ServeSection(Section):
     """How the engine is launched."""
 
@@ -177,11 +192,17 @@ class ServeSection(Section):
     device_ips: dict[str, list[str]] = Field(
         default_factory=dict, description="Per host, the NPU device IPs (for generating the rank table)."
     )
-    rank_table: str | None = Field(None, description="Existing rank table file to use instead of generating one.")
+    rank_table: str | None = Field(None, description="Absolute path of the rank table: an existing file is used (validated), else the generated table is written there by the node scripts; default `/tmp/ascend-recipes/<name>/ranktable.json`.")
     startup_timeout_s: int | None = Field(None, ge=1, description="Readiness timeout; default sized from the model.")
     image: str | None = Field(
         None, description="Container image for `--emit kubernetes` (serve and convert): CANN, torch_npu, xLLM and this "
         "package with `ascend` on PATH (docs/kubernetes.md).")
+    graph: GraphSection = Field(default_factory=GraphSection, description="ACL graph mode for decode.")
+    schedule_overlap: bool = Field(False, description="Overlap scheduling with the model step (`--enable_schedule_overlap`; xLLM's default is off).")
+    eplb: EplbSection = Field(default_factory=EplbSection, description="Expert load balancing.")
+    numactl_cores_per_rank: int | None = Field(None, ge=1, description="Pin each rank to its own cores: `numactl -C $((D*N))-$((D*N+N-1))` for local device D (GLM-5 guide: 40); off by default.")
+    preload: str | None = Field(None, description="Absolute path of a memory allocator every rank preloads (`LD_PRELOAD`, e.g. libjemalloc.so.2); the script refuses to start when it is missing.")
+    npu_init: bool = Field(False, description="The node script calls `torch_npu.npu.set_device(i)` for every device before starting the ranks (the GLM-5 guide's step after a reboot).")
 
 
 class SmokeSection(Section):

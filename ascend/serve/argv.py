@@ -17,6 +17,21 @@ def flag(argv: list[str], version: XllmVersion, name: str, value: Any, *, where:
     argv.append(f"--{name}={value}")
 
 
+def graph_limit_flag(version: XllmVersion) -> str:
+    """The decode graph batch cap's name: v0.10.x renamed it (reference/xllm.md §1); v0.9.0 has neither,
+    and checking the ``acl_`` name then names the versions that do have it."""
+    return "graph_decode_batch_size_limit" if version.has("graph_decode_batch_size_limit") else "acl_graph_decode_batch_size_limit"
+
+
+def cpu_binding(cores_per_rank: int | None, local_device: int) -> list[str]:
+    """``numactl -C`` prefix pinning local device D's rank to cores D*N..D*N+N-1 (GLM-5 guide:
+    ``numactl -C $((DEVICE*40))-$((DEVICE*40+39))``, reference/xllm.md §8.1); empty when off."""
+    if not cores_per_rank:
+        return []
+    first = local_device * cores_per_rank
+    return ["numactl", "-C", f"{first}-{first + cores_per_rank - 1}"]
+
+
 def check_extra_args(extra: list[str], version: XllmVersion) -> None:
     """``serve.extra_args`` must be ``--name=value`` flags of this version with legal values
     (gflags' bare ``--flag`` / ``--noflag`` forms of a boolean too)."""
@@ -61,6 +76,17 @@ def rank_argv(
     flag(argv, version, "max_tokens_per_batch", serve.max_tokens_per_batch)
     flag(argv, version, "max_seqs_per_batch", serve.max_seqs)
     flag(argv, version, "block_size", serve.block_size)
+    if serve.schedule_overlap:
+        flag(argv, version, "enable_schedule_overlap", True, where="serve.schedule_overlap")
+    if serve.graph.enable:
+        flag(argv, version, "enable_graph", True, where="serve.graph.enable")
+        if serve.graph.decode_batch_limit is not None:
+            flag(argv, version, graph_limit_flag(version), serve.graph.decode_batch_limit,
+                 where="serve.graph.decode_batch_limit")
+    if serve.eplb.enable:
+        flag(argv, version, "enable_eplb", True, where="serve.eplb.enable")
+        flag(argv, version, "redundant_experts_num", serve.eplb.redundant_experts, where="serve.eplb.redundant_experts")
+        flag(argv, version, "eplb_update_interval", serve.eplb.update_interval, where="serve.eplb.update_interval")
     if reasoning:
         flag(argv, version, "reasoning_parser", reasoning)
     if tool:

@@ -53,6 +53,8 @@ def rank_environment(settings: Settings, args: ModelArgs | None) -> Environment:
     serve, layout = settings.serve, settings.layout
     env = Environment()
     user = dict(serve.env)
+    if serve.preload:  # jemalloc / tcmalloc, as xLLM's GLM-5 guides preload (reference/xllm.md §8.3)
+        env.common["LD_PRELOAD"] = serve.preload
     if serve.engine != "xllm":
         env.common.update(CPU_ENV)
         env.common[CPU_ENGINE_VERSION_ENV] = serve.version  # it accepts exactly this version's flags

@@ -116,7 +116,7 @@ class Service:
                 with open(log_path, "wb") as log:
                     # Ranks die with this process (kill -9 included), so none is left holding the ports.
                     self.procs[r.rank] = subprocess.Popen(
-                        prefix + r.argv[1:], env={**base_env, **r.env}, stdout=log, stderr=subprocess.STDOUT,
+                        r.wrapper + prefix + r.argv[1:], env={**base_env, **r.env}, stdout=log, stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=child_dies_with_me())
                 self.logs[r.rank] = log_path
         except BaseException:

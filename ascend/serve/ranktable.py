@@ -97,13 +97,16 @@ def build_rank_table(
     """Rank table for ``len(hosts)`` nodes; ``device_ips[node][local_device]``; ranks node-major.
 
     On A3, ``super_device_ids[node][die]`` (``SDID`` from ``npu-smi info -t spod-info``) selects the
-    SuperPoD format 1.2, with ``super_pod_ids[node]`` (default: all nodes in super pod ``"0"``);
-    without them the table is format 1.0 (typical networking).
+    SuperPoD format 1.2, with ``super_pod_ids[node]`` (``Super Pod ID`` of the same output; default:
+    every node in super pod ``"0"``): nodes of different SuperPoDs are listed in separate
+    ``super_pod_list`` entries. Without super device ids the table is format 1.0 (typical networking).
     """
     formats = rank_table_formats(chip)
     version = "1.2" if ("1.2" in formats and super_device_ids is not None) else "1.0"
     if len(device_ips) != len(hosts):
         raise ServeError(f"serve.device_ips lists {len(device_ips)} nodes but hardware.hosts has {len(hosts)}")
+    if super_pod_ids is not None and len(super_pod_ids) != len(hosts):
+        raise ServeError(f"{len(super_pod_ids)} super pod ids for {len(hosts)} nodes (hardware.hosts)")
     servers, rank = [], 0
     for node, (host, ips) in enumerate(zip(hosts, device_ips)):
         devices = []
@@ -121,7 +124,7 @@ def build_rank_table(
         servers.append(server)
     table: dict = {"version": version, "server_count": str(len(hosts)), "server_list": servers}
     if version == "1.2":
-        pods: dict[str, list] = {}
+        pods: dict[str, list] = {}  # insertion order: pods in the order their first node appears
         for node, host in enumerate(hosts):
             pods.setdefault(str(super_pod_ids[node]) if super_pod_ids else "0", []).append({"server_id": host})
         table["super_pod_list"] = [{"super_pod_id": pid, "server_list": srv} for pid, srv in pods.items()]
@@ -182,30 +185,63 @@ def load_rank_table(path: Path, **plan) -> dict:
     return table
 
 
-def device_info_from_dir(base: str | Path, hosts: list[str], per_node: int) -> tuple[list[list[str]], list[list[str]] | None]:
-    """Device IPs (and A3 super device ids) from saved tool outputs, one folder per host:
-    ``<base>/<host>/hccn_<dev>.txt`` (``hccn_tool -i <dev> -ip -g``) and optionally
-    ``<base>/<host>/spod_<dev>.txt`` (``npu-smi info -t spod-info -i <npu> -c <chip>``)."""
+def device_info_from_dir(
+    base: str | Path, hosts: list[str], per_node: int,
+) -> tuple[list[list[str]], list[list[str]] | None, list[str] | None]:
+    """``(device_ips, super_device_ids, super_pod_ids)`` from saved tool outputs, one folder per host:
+    ``<base>/<host>/hccn_<dev>.txt`` (``hccn_tool -i <dev> -ip -g``) and optionally (A3, all hosts)
+    ``<base>/<host>/spod_<dev>.txt`` (``npu-smi info -t spod-info -i <npu> -c <chip>``); without the
+    latter the last two are None. A node's dies must all report the same super pod id."""
     dirs = [Path(base) / h for h in hosts]
     ips = [read_node_device_ips(d, per_node) for d in dirs]
-    sdids = None
-    if all((d / "spod_0.txt").is_file() for d in dirs):
-        sdids = [[parse_spod_info((d / f"spod_{i}.txt").read_text(), source=str(d / f"spod_{i}.txt"))[0]
-                  for i in range(per_node)] for d in dirs]
-    return ips, sdids
+    if not all((d / "spod_0.txt").is_file() for d in dirs):
+        return ips, None, None
+    sdids, pods = [], []
+    for d in dirs:
+        infos = []
+        for i in range(per_node):
+            path = d / f"spod_{i}.txt"
+            if not path.is_file():
+                raise ServeError(f"{path}: missing",
+                                 fix="save `npu-smi info -t spod-info -i <npu> -c <chip>` for every die of every host")
+            infos.append(parse_spod_info(path.read_text(), source=str(path)))
+        node_pods = sorted({pod for _, pod in infos})
+        if len(node_pods) != 1:
+            raise ServeError(f"{d}: the dies report different Super Pod IDs {node_pods}; one server sits in one SuperPoD",
+                             fix="save the spod-info output again on that host")
+        sdids.append([sdid for sdid, _ in infos])
+        pods.append(node_pods[0])
+    return ips, sdids, pods
+
+
+# The generated table's default home: absolute and the same on every node whatever directory the
+# dry run or the script runs in (it derives from the recipe name alone); /tmp exists and is
+# writable on every node and inside every container, and the node script writes the table there
+# itself just before starting its ranks, so nothing has to be copied between nodes.
+RANK_TABLE_DIR = "/tmp/ascend-recipes"
+
+
+def default_rank_table_path(recipe_name: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", recipe_name).lstrip(".") or "recipe"
+    return f"{RANK_TABLE_DIR}/{safe}/ranktable.json"
 
 
 def rank_table_for(recipe, device_ips: list[list[str]] | None = None,
-                   super_device_ids: list[list[str]] | None = None) -> tuple[dict | None, str]:
+                   super_device_ids: list[list[str]] | None = None,
+                   super_pod_ids: list[str] | None = None) -> tuple[dict | None, str]:
     """(table or None, path) of a multi-node recipe: ``serve.rank_table`` when that file exists,
-    else generated from ``device_ips`` (default ``serve.device_ips``); None when no IPs are known
+    else generated from ``device_ips`` (default ``serve.device_ips``) for the path
+    ``serve.rank_table`` (default :func:`default_rank_table_path`); None when no IPs are known
     yet (the node script then refuses to start until the file exists)."""
     hw, serve = recipe.hardware, recipe.serve
     hosts, per_node = list(hw.hosts), hw.devices_per_node
     plan = {"chip": hw.chip, "hosts": hosts, "devices_per_node": per_node}
     given = serve.rank_table
-    if given and Path(given).is_file():
-        path = Path(given).absolute()
+    if given and not Path(given).expanduser().is_absolute():
+        raise ServeError(f"serve.rank_table {given!r} is a relative path; every node must find the table at the same path",
+                         fix="give an absolute path, or leave serve.rank_table unset to use " + default_rank_table_path(recipe.name))
+    if given and Path(given).expanduser().is_file():
+        path = Path(given).expanduser()
         return load_rank_table(path, **plan), str(path)
     ips = device_ips
     if ips is None and serve.device_ips:
@@ -214,13 +250,13 @@ def rank_table_for(recipe, device_ips: list[list[str]] | None = None,
             raise ServeError(f"serve.device_ips has no entry for host {missing[0]}",
                              fix="give every host in hardware.hosts its list of device IPs")
         ips = [serve.device_ips[h] for h in hosts]
-    path = str(Path(given or f"ranktable-{recipe.name}.json").absolute())
+    path = str(Path(given).expanduser()) if given else default_rank_table_path(recipe.name)
     if not ips:
         return None, path
     ips = [[str(ip) for ip in node] for node in ips]
     for node, node_ips in enumerate(ips):
         if len(node_ips) != per_node:
             raise ServeError(f"serve.device_ips[{node}] lists {len(node_ips)} devices, hardware.devices_per_node is {per_node}")
-    table = build_rank_table(hw.chip, hosts, ips, super_device_ids=super_device_ids)
+    table = build_rank_table(hw.chip, hosts, ips, super_device_ids=super_device_ids, super_pod_ids=super_pod_ids)
     validate_rank_table(table, source="generated rank table", **plan)
     return table, path

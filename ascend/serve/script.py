@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 from typing import TYPE_CHECKING
 
@@ -25,27 +26,55 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     ]
     if dep.engine == "xllm":
         lines += [f"for f in {' '.join(CANN_ENV_SCRIPTS)}; do", '  [ -f "$f" ] && source "$f"', "done"]
+    if dep.npu_init:  # after a reboot xLLM's first start can fail without this (GLM-5 guide, reference/xllm.md §2)
+        init = f"import torch, torch_npu; [torch_npu.npu.set_device(i) for i in range({dep.devices_per_node})]"
+        lines += ["# initialise every NPU of this node once (the GLM-5 guide's step after a reboot)",
+                  f'"${{PYTHON:-python3}}" -c {q(init)} || {{ echo "NPU initialisation (torch_npu set_device) failed" >&2; exit 2; }}']
+    if dep.preload:
+        lines += [f"[ -f {q(dep.preload)} ] || {{ echo {q('serve.preload: ' + dep.preload + ' not found on this node')} >&2; exit 2; }}"]
+    if any(r.wrapper for r in ranks):
+        lines += ['command -v numactl >/dev/null || { echo "numactl not found (serve.numactl_cores_per_rank): install it" >&2; exit 2; }']
     lines += [f"unset {name}" for name in dep.unset_env]
     lines += [f"export {k}={q(v)}" for k, v in common.items()]
     if dep.rank_table is None and dep.rank_table_path:
         lines += [f"[ -f {q(dep.rank_table_path)} ] || {{ echo {q('missing rank table ' + dep.rank_table_path + ': set serve.device_ips or serve.rank_table and regenerate')} >&2; exit 2; }}"]
     if dep.rank_table is not None and dep.rank_table_path:
-        lines += ["# the same rank table on every node (never reuse a stale host file)",
-                  f"rm -f {q(dep.rank_table_path)}",
-                  f"cat > {q(dep.rank_table_path)} <<'RANKTABLE'",
-                  json.dumps(dep.rank_table, indent=2), "RANKTABLE"]
-    lines += ['LOG_DIR="${LOG_DIR:-logs}"', 'mkdir -p "$LOG_DIR"', "pids=()"]
+        path, tmp = q(dep.rank_table_path), q(dep.rank_table_path + ".tmp")
+        lines += ["# the same rank table at the same path on every node (never a stale host file);",
+                  "# written whole, then renamed over the old one (which also replaces a symlink xLLM would refuse)",
+                  f"mkdir -p {q(posixpath.dirname(dep.rank_table_path))}",
+                  f"cat > {tmp}.$$ <<'RANKTABLE'",
+                  json.dumps(dep.rank_table, indent=2), "RANKTABLE",
+                  f"mv -f {tmp}.$$ {path}"]
+    lines += [
+        'LOG_DIR="${LOG_DIR:-logs}"', 'mkdir -p "$LOG_DIR"', "pids=()",
+        # SIGTERM, up to 15 s for a clean exit (xLLM's launcher waits as long), then SIGKILL
+        'stop() {',
+        '  kill -TERM "${pids[@]}" ${waiter:+"$waiter"} 2>/dev/null || true',
+        '  for _ in $(seq 30); do kill -0 "${pids[@]}" 2>/dev/null || return 0; sleep 0.5; done',
+        '  kill -KILL "${pids[@]}" 2>/dev/null || true',
+        '}',
+        "trap 'stop; exit 130' INT TERM",
+    ]
     for r in ranks:
         own = " ".join(f"{k}={q(v)}" for k, v in r.env.items() if k not in common)
-        cmd = " ".join(q(a) for a in r.argv)
+        cmd = " ".join(q(a) for a in r.wrapper + r.argv)
         lines.append(f'{(own + " ") if own else ""}{cmd} > "$LOG_DIR/rank-{r.rank}.log" 2>&1 &')
         lines.append("pids+=($!)")
     lines += [
-        'stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; sleep 15; kill -KILL "${pids[@]}" 2>/dev/null || true; }',
-        "trap 'stop; exit 130' INT TERM",
         'echo "started ${#pids[@]} ranks; logs in $LOG_DIR"',
         "set +e",
-        "wait -n; code=$?",
+        # Poll instead of `wait -n`: a rank that died before the wait began (an xLLM start-up abort)
+        # is no longer an "unwaited-for child" to `wait -n`, which would then block on the others
+        # or return 127; `wait PID` still returns a finished rank's own exit code. The 1 s sleep
+        # runs in the background so that a signal interrupts `wait` at once.
+        "code=",
+        'while [ -z "$code" ]; do',
+        '  for pid in "${pids[@]}"; do',
+        '    kill -0 "$pid" 2>/dev/null || { wait "$pid"; code=$?; break; }',
+        "  done",
+        '  [ -n "$code" ] || { sleep 1 & waiter=$!; wait "$waiter"; }',
+        "done",
         'echo "a rank exited with code $code; stopping the others" >&2',
         "stop",
         "exit $code",

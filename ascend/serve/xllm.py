@@ -21,7 +21,7 @@ from ascend.errors import AscendError, ServeError
 from ascend.models import ModelArgs, model_args_for_recipe
 from ascend.recipe.schema import Recipe
 from ascend.recipe.settings import Settings
-from ascend.serve.argv import check_extra_args, rank_argv
+from ascend.serve.argv import check_extra_args, cpu_binding, rank_argv
 from ascend.serve.environment import rank_environment
 from ascend.serve.ranktable import rank_table_for
 from ascend.serve.script import node_script
@@ -37,9 +37,13 @@ class RankCommand:
     local_device: int
     argv: list[str]
     env: dict[str, str]
+    wrapper: list[str] = field(default_factory=list)  # runs argv (CPU binding: numactl -C …)
 
     def to_json(self) -> dict:
-        return {"rank": self.rank, "node": self.node, "argv": list(self.argv), "env": dict(self.env)}
+        out = {"rank": self.rank, "node": self.node, "argv": list(self.argv), "env": dict(self.env)}
+        if self.wrapper:
+            out["wrapper"] = list(self.wrapper)
+        return out
 
 
 @dataclass
@@ -59,6 +63,8 @@ class Deployment:
     rank_table_path: str | None = None
     unset_env: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    preload: str | None = None  # serve.preload: the script checks it exists before starting
+    npu_init: bool = False  # serve.npu_init: the script initialises every NPU first
 
     @property
     def world_size(self) -> int:
@@ -98,17 +104,40 @@ def _model_args(recipe: Recipe) -> ModelArgs | None:
         return None
 
 
+def _check_launch_options(serve) -> None:
+    if serve.preload is not None and not Path(serve.preload).is_absolute():
+        raise ServeError(f"serve.preload {serve.preload!r} is not an absolute path", why="LD_PRELOAD resolves names per host",
+                         fix="give the library's full path, e.g. /usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
+    if serve.npu_init and serve.engine != "xllm":
+        raise ServeError("serve.npu_init initialises NPUs, but serve.engine is cpu", fix="remove serve.npu_init")
+    if serve.graph.decode_batch_limit is not None and not serve.graph.enable:
+        raise ServeError("serve.graph.decode_batch_limit has no effect without graph mode",
+                         fix="set serve.graph.enable: true, or remove the limit")
+
+
+def _graph_warnings(serve, speculative_tokens: int) -> list[str]:
+    """GLM-5.2 guide (reference/xllm.md §3.6): with MTP the decode graph cap must stay within 32 / (k + 1)."""
+    limit = serve.graph.decode_batch_limit
+    if serve.graph.enable and speculative_tokens and limit is not None and limit > 32 // (speculative_tokens + 1):
+        cap = 32 // (speculative_tokens + 1)
+        return [f"serve.graph.decode_batch_limit {limit} exceeds 32 / (num_speculative_tokens + 1) = {cap}, "
+                "the cap xLLM's GLM-5.2 guide gives for graph capture with MTP"]
+    return []
+
+
 def build_deployment(
     recipe: Recipe,
     *,
     args: ModelArgs | None = None,
     device_ips: list[list[str]] | None = None,
     super_device_ids: list[list[str]] | None = None,
+    super_pod_ids: list[str] | None = None,
 ) -> Deployment:
     """Argv and environment of every rank, launch scripts per node and the rank table.
 
     ``args``: the model's facts (default: from the recipe's model section, when reachable).
     ``device_ips`` / ``super_device_ids``: per node, per device; default ``serve.device_ips``.
+    ``super_pod_ids``: per node, the A3 SuperPoD it sits in (default: all in pod ``"0"``).
     """
     settings = Settings.from_recipe(recipe)
     serve, layout = settings.serve, settings.layout.check()
@@ -122,6 +151,7 @@ def build_deployment(
         raise ServeError("serve.speculative needs the MTP draft exported for xLLM",
                          why=f"convert.mtp is {recipe.convert.mtp!r}",
                          fix="set convert.mtp: export, or drop serve.speculative")
+    _check_launch_options(serve)
     version = xllm_version(serve.version)
     check_extra_args(serve.extra_args, version)
     args = args if args is not None else _model_args(recipe)
@@ -130,7 +160,7 @@ def build_deployment(
     reasoning = resolve_parser("reasoning", serve.reasoning_parser, model_type, version)
 
     multi_node_xllm = serve.engine == "xllm" and layout.nodes > 1
-    table, table_path = rank_table_for(recipe, device_ips, super_device_ids) if multi_node_xllm else (None, None)
+    table, table_path = rank_table_for(recipe, device_ips, super_device_ids, super_pod_ids) if multi_node_xllm else (None, None)
     env = rank_environment(settings, args)
     binary = CPU_ENGINE_BINARY if serve.engine == "cpu" else serve.binary
     model_dir = served_model_dir(recipe)
@@ -150,9 +180,11 @@ def build_deployment(
         if multi_node_xllm:
             rank_env["HCCL_IF_IP"] = hosts[node]
         rank_env.update(serve.env)
-        ranks.append(RankCommand(rank, node, local, argv, rank_env))
+        ranks.append(RankCommand(rank, node, local, argv, rank_env, cpu_binding(serve.numactl_cores_per_rank, local)))
 
+    warnings = env.warnings + _graph_warnings(serve, settings.speculative_tokens)
     dep = Deployment(serve.engine, version.name, served, model_dir, serve.port, hosts, layout.devices_per_node, ranks,
-                     rank_table=table, rank_table_path=table_path, unset_env=env.unset, warnings=env.warnings)
+                     rank_table=table, rank_table_path=table_path, unset_env=env.unset, warnings=warnings,
+                     preload=serve.preload, npu_init=serve.npu_init)
     dep.scripts = {str(n): node_script(dep, n, recipe_name=recipe.name) for n in range(layout.nodes)}
     return dep
