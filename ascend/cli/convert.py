@@ -86,7 +86,8 @@ def register(app: typer.Typer) -> None:
         recipe_hash = None
         out_flag = out is not None
         if recipe is not None:
-            from ascend.recipe import load_recipe, recipe_hash as hash_of
+            from ascend.recipe import load_recipe
+            from ascend.recipe import recipe_hash as hash_of
 
             r = load_recipe(recipe, sets)
             if emit is not None:  # the job carries the resolved recipe; --src/--out become its paths
@@ -129,7 +130,7 @@ def register(app: typer.Typer) -> None:
         opts.file_bytes = int(file_gb * 1e9)
         opts.source_format, opts.source_config, opts.ms_format = from_format, config, ms_format
         if dry_run:
-            from ascend.convert.pipeline import describe_jobs, conversion_jobs
+            from ascend.convert.pipeline import conversion_jobs, describe_jobs
 
             typer.echo(describe_jobs(conversion_jobs(src, opts), src, out))
             return

@@ -40,9 +40,8 @@ def register(app: typer.Typer) -> None:
         from safetensors.torch import save_file
 
         from ascend.fileio import atomic_path
-        from ascend.reference.runner import compute_logits
-
         from ascend.paths import writable_file
+        from ascend.reference.runner import compute_logits
 
         ids = _parse_ids(input_ids)
         writable_file(out, "--out")

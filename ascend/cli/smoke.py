@@ -64,9 +64,8 @@ def smoke(
 
     from rich.console import Console
 
-    from ascend.smoke import SmokeConfig, config_from_recipe, render_table, run_smoke, wait_ready
-
     from ascend.paths import writable_file
+    from ascend.smoke import SmokeConfig, config_from_recipe, render_table, run_smoke, wait_ready
 
     for option, path in (("--json", json_out), ("--junit", junit_out)):
         if path is not None and str(path) != "-":

@@ -58,8 +58,9 @@ def register(app: typer.Typer) -> None:
             if scripted:
                 import shutil
 
-                from ascend.tiny.scripted import FAMILY as SCRIPTED_FAMILY, write_scripted_checkpoint
                 from ascend.smoke.probes import probe_conversations
+                from ascend.tiny.scripted import FAMILY as SCRIPTED_FAMILY
+                from ascend.tiny.scripted import write_scripted_checkpoint
 
                 if arch != SCRIPTED_FAMILY:
                     raise AscendError(f"--scripted exists for {SCRIPTED_FAMILY} only, not {arch}",

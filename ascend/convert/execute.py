@@ -17,11 +17,11 @@ from ascend.checkpoint.fp8 import dequantize_fp8_block, quantize_fp8_block
 from ascend.checkpoint.safetensors_io import DTYPES, SafetensorsDir
 from ascend.checkpoint.safetensors_writer import SafetensorsWriter
 from ascend.checkpoint.w8a8 import quantize_w8a8
+from ascend.convert import w8a8_pieces as w8
 from ascend.convert.adapters import layout_of_piece
 from ascend.convert.adapters import source_format as source_format_adapter
-from ascend.convert.memory import CHUNK_BYTES
-from ascend.convert import w8a8_pieces as w8
 from ascend.convert.jobs import FP8_BLOCK, Piece
+from ascend.convert.memory import CHUNK_BYTES
 from ascend.errors import CheckpointError
 
 

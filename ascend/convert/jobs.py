@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ascend.checkpoint.files import DRAFT_SUBDIR
+from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_STEM
+from ascend.convert import w8a8_pieces as w8
 from ascend.convert.inventory import (  # noqa: F401 (SourceTensor, natural_key: re-exported for adapters)
     SCALE_INV_SUFFIX,
     SourceTensor,
@@ -31,8 +33,6 @@ from ascend.convert.inventory import (  # noqa: F401 (SourceTensor, natural_key:
     mtp_weights_missing,
     natural_key,
 )
-from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_STEM
-from ascend.convert import w8a8_pieces as w8
 from ascend.errors import ConvertError
 from ascend.models.precision import PrecisionPolicy
 from ascend.models.sharding import ParallelLayout

@@ -32,14 +32,13 @@ from ascend.checkpoint.files import MANIFEST, STATE_DIR
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, resolve_source
 from ascend.convert.adapters import BOOKKEEPING_FILES, WEIGHT_SUFFIXES, layout_of_piece, output_layout, source_format
 from ascend.convert.finalize import finalize
-from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs
+from ascend.convert.jobs import ConvertJobs, ConvertOptions, OutputFile, Piece, build_jobs
 from ascend.convert.w8a8_pieces import calibrated_jobs, needs_calibration
 from ascend.errors import CheckpointError, ConvertError
 from ascend.fileio import write_json
-from ascend.progress import ByteProgress
 from ascend.procs import die_with_parent, dir_lock
+from ascend.progress import ByteProgress
 from ascend.recipe.schema import CalibrationSection
-
 
 
 @dataclass

@@ -23,17 +23,17 @@ from typing import Any
 
 import torch
 
+from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, STATE_DIR
 from ascend.checkpoint.fp8 import dequantize_fp8_block, fp8_error_bound
 from ascend.checkpoint.safetensors_io import SafetensorsDir, file_sha256, read_header
 from ascend.checkpoint.w8a8 import dequantize_w8a8, w8a8_error_bound
-from ascend.checkpoint.files import DRAFT_SUBDIR, MANIFEST, STATE_DIR
 from ascend.convert import w8a8_pieces as w8
 from ascend.convert.adapters import output_layout, source_format
 from ascend.convert.config_check import check_config
 from ascend.convert.execute import all_finite, chunk_rows, source_fp32
+from ascend.convert.jobs import ConvertJobs, ConvertOptions, OutputFile, Piece, build_jobs
 from ascend.convert.pipeline import load_source
-from ascend.convert.jobs import ConvertOptions, ConvertJobs, OutputFile, Piece, build_jobs
-from ascend.errors import CheckpointError, CheckFailed
+from ascend.errors import CheckFailed, CheckpointError
 
 # Logit agreement required of output vs source, by the least exact transform in the output:
 # exact weights (copy only) must agree to float rounding of a different reduction order;

@@ -10,16 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ascend.doctor.host_checks import (
-    busy_ports,
-    check_disk,
-    check_hccl_env,
-    check_hccn,
-    check_hostname,
-    check_ports,
-    check_ram,
-    check_xllm,
-)
 from ascend.doctor.checks import (
     ERROR,
     INFO,
@@ -34,6 +24,16 @@ from ascend.doctor.checks import (
     check_python,
 )
 from ascend.doctor.host import LocalHost, ReplayHost
+from ascend.doctor.host_checks import (
+    busy_ports,
+    check_disk,
+    check_hccl_env,
+    check_hccn,
+    check_hostname,
+    check_ports,
+    check_ram,
+    check_xllm,
+)
 
 __all__ = [
     "ERROR", "INFO", "OK", "SEVERITIES", "WARN", "DoctorReport", "Finding", "LocalHost", "ReplayHost",

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ascend.errors import FetchError
-from ascend.fileio import write_json
 from ascend.fetch.completeness import (
     BAD_HEADER,
     BAD_SHA256,
@@ -39,6 +38,7 @@ from ascend.fetch.completeness import (
 )
 from ascend.fetch.hashing import Hashes
 from ascend.fetch.hubs import DownloadFailed, Listing, make_hub
+from ascend.fileio import write_json
 from ascend.procs import dir_lock
 
 RECORD_NAME = ".ascend-fetch.json"

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
+
 @dataclass(frozen=True)
 class PrecisionPolicy:
     """``convert.precision``: rules are (glob on tensor names, format); the first match wins.

@@ -61,8 +61,8 @@ def run_pipeline(
     """
     import yaml
 
-    from ascend.recipe import recipe_hash
     from ascend.fileio import write_atomic
+    from ascend.recipe import recipe_hash
 
     until = until or ORDER[-1]
     first, last = ORDER.index(stage_name(start, "--from")), ORDER.index(stage_name(until, "--until"))

@@ -132,7 +132,6 @@ def _source_tiny(ctx: RunContext) -> StageResult:
     options = tiny.model_dump(exclude={"scripted"}) if tiny else {}
     if scripted:
         from ascend.smoke.probes import probe_conversations
-
         from ascend.tiny.scripted import write_scripted_checkpoint
 
         write = lambda out, family, **kw: write_scripted_checkpoint(out, family, conversations=probe_conversations(), **kw)  # noqa: E731

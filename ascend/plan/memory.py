@@ -10,12 +10,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any
 
-from ascend.models import ModelArgs, ShardCoords, TensorSpec, local_shape, tensor_specs
 from ascend.hardware import ChipProfile
-from ascend.recipe.settings import Settings
+from ascend.models import ModelArgs, ShardCoords, TensorSpec, local_shape, tensor_specs
 from ascend.models.args import ceil_div
+from ascend.recipe.settings import Settings
 
 BF16_BYTES = 2
 FP8_BLOCK = 128

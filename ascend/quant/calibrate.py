@@ -30,22 +30,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
+from ascend.checkpoint.files import STATE_DIR
 from ascend.checkpoint.safetensors_io import SafetensorsDir
-from ascend.fileio import write_atomic, write_json
 from ascend.errors import BackendUnavailable, CheckFailed, ConvertError
+from ascend.fileio import write_atomic, write_json
 from ascend.models.args import ModelArgs, load_model_args
+from ascend.models.quant_schemes import static_linears
 from ascend.quant import data
 from ascend.quant.layer import Attention, LayerWeights, mlp_forward, run_attention
 from ascend.quant.sim import ActQuant, Recorder
 from ascend.quant.smooth import Smoothing, smooth_layer
-from ascend.checkpoint.files import STATE_DIR
 from ascend.recipe.schema import CalibrationSection
 from ascend.reference.layers import rms_norm
 from ascend.reference.model import make_rope
 from ascend.reference.parallel import Parallel
 from ascend.reference.weights import CheckpointReader
-
-from ascend.models.quant_schemes import static_linears
 
 CALIBRATION_DIR = f"{STATE_DIR}/calibration"  # under the convert output dir
 FORMAT = "ascend-calibration/1"

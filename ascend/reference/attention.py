@@ -22,7 +22,6 @@ from ascend.models.args import ModelArgs
 from ascend.reference.layers import Rope, attend, causal_mask, layer_norm, linear, rms_norm, yarn_mscale
 from ascend.reference.parallel import Parallel
 
-
 # transformers builds q_a_layernorm / kv_a_layernorm with the module default eps (1e-6), as
 # DeepSeek's inference/model.py does; config rms_norm_eps (GLM-5: 1e-5) is for the layer norms.
 MLA_LATENT_NORM_EPS = 1e-6

@@ -27,12 +27,13 @@ from safetensors import safe_open
 
 from ascend.checkpoint.files import SHARDING_FILE
 from ascend.checkpoint.fp8 import dequantize_fp8_block
-from ascend.checkpoint.w8a8 import V0_WEIGHT_FILE_STEM, WEIGHT_FILE_STEM as W8A8_WEIGHT_STEM, deq_scale_values, dequantize_w8a8
+from ascend.checkpoint.w8a8 import V0_WEIGHT_FILE_STEM, deq_scale_values, dequantize_w8a8
+from ascend.checkpoint.w8a8 import WEIGHT_FILE_STEM as W8A8_WEIGHT_STEM
 from ascend.errors import CheckpointError
-from ascend.reference.layers import StaticW8A8
 from ascend.models.args import ModelArgs
 from ascend.models.sharding import ShardCoords, shard_slice
 from ascend.models.tensors import spec_index, tensor_specs
+from ascend.reference.layers import StaticW8A8
 
 
 class CheckpointReader:

@@ -17,7 +17,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 
-
+from ascend.smoke.context import (  # noqa: F401 (THRESHOLDS, SmokeConfig: the suite's public names)
+    MARKUP,
+    THRESHOLDS,
+    Context,
+    Fail,
+    Skip,
+    SmokeConfig,
+    baseline,
+    check_usage,
+    no_markup,
+    reasoning_of,
+)
 from ascend.smoke.jsonschema import validate
 from ascend.smoke.probes import (
     ARITHMETIC,
@@ -32,20 +43,7 @@ from ascend.smoke.probes import (
     tool_result_messages,
     user,
 )
-from ascend.smoke.context import (  # noqa: F401 (THRESHOLDS, SmokeConfig: the suite's public names)
-    MARKUP,
-    THRESHOLDS,
-    Context,
-    Fail,
-    Skip,
-    SmokeConfig,
-    baseline,
-    check_usage,
-    no_markup,
-    reasoning_of,
-)
 from ascend.smoke.wire import StreamRecord
-
 
 # --- readiness ---------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-
 Status = Literal["pass", "fail", "skip"]
 
 

@@ -74,17 +74,16 @@ import torch
 from ascend.fileio import atomic_path, write_json
 from ascend.tiny.scripted_design import (  # FAMILY and the tool names: public surface
     CATEGORIES,
-    Conversation,
-    Design,
     FAMILY,
-    ScriptError,
     TIME_TOOL_NAME,
     WEATHER_TOOL_NAME,
+    Conversation,
+    Design,
+    ScriptError,
     design,
     segment,
 )
 from ascend.tiny.scripted_weights import encode_tensors, full_tensors, scripted_tensors
-
 
 # ------------------------------------------------------------------------------ checkpoint I/O
 

@@ -29,7 +29,6 @@ from ascend.tiny.scripted_design import (
     ScriptError,
 )
 
-
 # ------------------------------------------------------------------------------------ weights
 
 

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from ascend.fileio import atomic_dir
 from ascend.models.args import ModelArgs
 from ascend.models.tensors import tensor_specs
+from ascend.tiny.chat_templates import TEMPLATES
 from ascend.tiny.configs import (
     DEEPSEEK_SPECIAL_TOKENS,
     GLM_SPECIAL_TOKENS,
@@ -42,7 +43,6 @@ from ascend.tiny.configs import (
     special_tokens,
     tiny_config,
 )
-from ascend.tiny.chat_templates import TEMPLATES
 
 _DTYPES = {"bf16": torch.bfloat16, "f32": torch.float32, "f16": torch.float16}
 

@@ -4,7 +4,6 @@ E2E and token counts (usage or tokenizer) within 5 % of the scripted values."""
 from __future__ import annotations
 
 import pytest
-
 from fake_sse_server import TEXT_CHUNKS_AFTER_FIRST, WORDS_IN_SCRIPT
 
 from ascend.bench import Target, run_bench

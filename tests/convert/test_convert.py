@@ -4,15 +4,14 @@ import json
 
 import pytest
 import torch
+from convert_fixtures import FAMILIES
 from safetensors.torch import load_file
 
-from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.checkpoint.files import MANIFEST
-from ascend.convert.pipeline import convert
+from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.convert.jobs import ConvertOptions
+from ascend.convert.pipeline import convert
 from ascend.convert.verify import verify
-
-from convert_fixtures import FAMILIES
 
 
 def run(src, out, **kw):

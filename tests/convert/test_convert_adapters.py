@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.convert import adapters
 from ascend.convert.jobs import ConvertJobs, ConvertOptions, OutputFile, Piece
-from ascend.convert.pipeline import MANIFEST, convert, conversion_jobs, describe_jobs
+from ascend.convert.pipeline import MANIFEST, conversion_jobs, convert, describe_jobs
 from ascend.convert.verify import verify
 from ascend.fileio import atomic_path
 from ascend.models.args import load_model_args

@@ -15,11 +15,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from ascend.cli.main import main
-from ascend.checkpoint.files import MANIFEST, STATE_DIR
-
 from convert_fixtures import file_of, make_checkpoint
+
+from ascend.checkpoint.files import MANIFEST, STATE_DIR
+from ascend.cli.main import main
 
 
 def cli(capsys, *argv):

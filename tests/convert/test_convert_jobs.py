@@ -1,13 +1,12 @@
 """The conversion plan: which transform each tensor gets, split windows, FP8 alignment, options."""
 
 import pytest
+from convert_fixtures import FAMILIES
 
 from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.convert.jobs import ConvertOptions, build_jobs, make_pieces
 from ascend.errors import ConvertError, PlanError
 from ascend.models.args import load_model_args
-
-from convert_fixtures import FAMILIES
 
 
 def plan_for(src, **kw):

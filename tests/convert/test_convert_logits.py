@@ -4,12 +4,11 @@ import json
 
 import pytest
 import torch
-
-from ascend.convert.pipeline import convert
-from ascend.convert.jobs import ConvertOptions
-from ascend.convert.verify import verify
-
 from convert_fixtures import make_checkpoint
+
+from ascend.convert.jobs import ConvertOptions
+from ascend.convert.pipeline import convert
+from ascend.convert.verify import verify
 
 IDS = [5, 17, 300, 42, 9, 77, 12, 400, 3, 999]
 

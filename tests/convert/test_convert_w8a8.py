@@ -11,8 +11,8 @@ import torch
 from convert_fixtures import FAMILIES
 from safetensors import safe_open
 
-from ascend.convert.jobs import ConvertOptions
 from ascend.checkpoint.files import MANIFEST
+from ascend.convert.jobs import ConvertOptions
 from ascend.convert.pipeline import convert
 from ascend.convert.verify import verify
 from ascend.errors import ConvertError

@@ -7,9 +7,8 @@ import shutil
 import struct
 
 import pytest
-from safetensors import SafetensorError, safe_open
-
 from convert_fixtures import file_of
+from safetensors import SafetensorError, safe_open
 from test_convert_cli import assert_nothing_done, assert_one_line_error, cli
 
 EXPERT = "model.layers.1.mlp.experts.0.down_proj.weight"  # its file is the one made malformed

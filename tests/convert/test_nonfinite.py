@@ -10,12 +10,11 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_convert_cli import assert_nothing_done, assert_one_line_error, cli
 
 import ascend.convert.execute as execute
-from ascend.convert.execute import all_finite
 from ascend.checkpoint.files import MANIFEST
-
-from test_convert_cli import assert_nothing_done, assert_one_line_error, cli
+from ascend.convert.execute import all_finite
 
 WEIGHT = "model.layers.1.mlp.experts.3.up_proj.weight"  # block-FP8 in the source
 SCALE = WEIGHT + "_scale_inv"

@@ -13,7 +13,6 @@ import shutil
 
 import pytest
 import torch
-
 from test_convert_cli import assert_one_line_error, cli
 
 FAMILIES = ("deepseek_v3", "glm4_moe", "glm_moe_dsa")

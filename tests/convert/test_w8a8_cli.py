@@ -3,10 +3,10 @@
 import json
 
 import pytest
+from test_convert_cli import cli
 
 from ascend.errors import RecipeError
 from ascend.recipe import load_recipe
-from test_convert_cli import cli
 
 SHIPPED = ["glm5/a3-w8a8", "glm5/a2x2-w8a8", "deepseek-v3/a3-w8a8", "glm47/a3-w8a8"]
 

@@ -5,6 +5,7 @@ import json
 import calib_fixture
 import pytest
 from convert_fixtures import FAMILIES
+from test_convert_cli import cli
 
 from ascend.convert.jobs import ConvertOptions
 from ascend.convert.pipeline import convert
@@ -17,7 +18,6 @@ from ascend.models.quant_schemes import (
 )
 from ascend.models.tensors import tensor_specs
 from ascend.tiny.configs import tiny_config
-from test_convert_cli import cli
 
 
 @pytest.mark.parametrize("family", FAMILIES)

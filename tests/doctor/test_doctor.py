@@ -3,10 +3,9 @@ and on this machine (no NPU)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
 import re
+from pathlib import Path
 
 import pytest
 

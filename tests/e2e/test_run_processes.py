@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from e2e_helpers import recipe_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gate_hook"))

@@ -13,9 +13,8 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from e2e_helpers import ascend, recipe_args
+from safetensors.torch import load_file, save_file
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from fake_openai import FakeChatServer
 
 from ascend.cli.main import main
-from fake_openai import FakeChatServer
 
 MATH = [
     {"question": "Tom has 3 apples and buys 4 more.", "answer": "3 + 4 = 7\n#### 7"},

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from fake_modelscope_datasets import FakeDatasetHub
 
 from ascend.evaluate.tasks import EvalDataError, load_items, pick_files
 from ascend.recipe.schema import EvalTask
-from fake_modelscope_datasets import FakeDatasetHub
 
 GSM8K_ID = "modelscope/gsm8k"
 

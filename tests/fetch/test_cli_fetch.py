@@ -6,10 +6,9 @@ import json
 import sys
 
 import pytest
+from fake_modelscope import MODEL_ID
 
 from ascend.cli.main import main
-
-from fake_modelscope import MODEL_ID
 
 SHARD = "model-00002-of-00003.safetensors"
 

@@ -6,11 +6,10 @@ import json
 import struct
 
 import pytest
+from fake_modelscope import make_checkpoint
 
 from ascend.fetch.completeness import BAD_HEADER, LONG, MISSING, OK, SHORT, RemoteFile, check_dir
 from ascend.fetch.safetensors_header import HeaderError, expected_length
-
-from fake_modelscope import make_checkpoint
 
 SHARD = "model-00002-of-00003.safetensors"
 

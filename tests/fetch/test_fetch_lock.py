@@ -7,10 +7,9 @@ import sys
 import time
 
 import pytest
+from fake_modelscope import MODEL_ID
 
 from ascend.cli.main import main
-
-from fake_modelscope import MODEL_ID
 
 SHARD = "model-00002-of-00003.safetensors"
 

@@ -6,10 +6,10 @@ import hashlib
 import json
 import os
 
+from fake_modelscope import MODEL_ID
+
 from ascend.fetch import RECORD_NAME, fetch, verify_local
 from ascend.fetch.completeness import BAD_SHA256, MISSING, OK
-
-from fake_modelscope import MODEL_ID
 
 SHARD = "model-00002-of-00003.safetensors"
 

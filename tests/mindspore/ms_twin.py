@@ -64,8 +64,8 @@ def convert_hf_to_mindspore(
     ``ascend.checkpoint.fp8.dequantize_fp8_block``) and ``quantization_config`` leaves the
     copied config.json. Returns a summary dict.
     """
-    from ascend.models.args import load_model_args
     from ascend.interop.mindspore.names import hf_name_map, mindspore_rules, own_copy_rules
+    from ascend.models.args import load_model_args
 
     require_mindspore()
     src, out = Path(src), Path(out)

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ascend.interop.mindspore.io import require_mindspore
 from ascend.cli.main import main
 from ascend.errors import BackendUnavailable
+from ascend.interop.mindspore.io import require_mindspore
 
 try:
     require_mindspore()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from ascend.errors import BackendUnavailable
 from ascend.interop.mindspore.io import require_mindspore
 from ascend.interop.mindspore.layout import MindSporeSource
-from ascend.errors import BackendUnavailable
 
 try:
     require_mindspore()

@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import torch
 
-from ascend.interop.mindspore.io import NAME_MAP_FILE, list_mindspore, read_mindspore, require_mindspore, write_mindspore
 from ascend.errors import BackendUnavailable, ConvertError
+from ascend.interop.mindspore.io import (
+    NAME_MAP_FILE,
+    list_mindspore,
+    read_mindspore,
+    require_mindspore,
+    write_mindspore,
+)
 
 # Not pytest.importorskip("mindspore"): under pytest this very directory imports as an empty
 # "mindspore" namespace package where MindSpore is absent.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from ascend.errors import CheckpointError
-from ascend.models.args import ModelArgs
 from ascend.interop.mindspore.names import (
     FAMILY_BLOCKS,
     aliases_of,
@@ -14,6 +13,7 @@ from ascend.interop.mindspore.names import (
     mindspore_rules,
     ms_name_map,
 )
+from ascend.models.args import ModelArgs
 
 # Published DeepSeek-V3 config (checkpoints.md §1.1).
 DEEPSEEK_V3 = {

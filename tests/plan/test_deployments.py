@@ -13,12 +13,12 @@ from __future__ import annotations
 from functools import lru_cache
 
 import pytest
+from plan_helpers import settings
 
 from ascend.hardware import chip_profile
 from ascend.models import published_model_args
 from ascend.plan.memory import ModelTables
 from ascend.plan.planner import make_plan
-from plan_helpers import settings
 
 W8A8 = dict(precision="w8a8", rules=(("*.self_attn.kv_b_proj.*", "bf16"),))
 A3 = dict(chip="ascend-a3", devices_per_node=16)

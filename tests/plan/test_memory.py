@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from plan_helpers import settings
 
 from ascend.hardware import chip_profile
 from ascend.models import published_model_args
+from ascend.models.precision import PrecisionPolicy
 from ascend.models.tensors import TensorSpec
 from ascend.plan.memory import (
     hccl_buffsize,
@@ -16,8 +18,6 @@ from ascend.plan.memory import (
     workspace_bytes,
 )
 from ascend.plan.planner import make_plan, parallel_layout, require_fit
-from plan_helpers import settings
-from ascend.models.precision import PrecisionPolicy
 
 A3 = dict(chip="ascend-a3", nodes=1, devices_per_node=16)
 

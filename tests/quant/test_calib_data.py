@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from ascend.tiny.configs import FAMILIES
 from ascend.quant import data
+from ascend.tiny.configs import FAMILIES
 
 
 def test_builtin_set_is_mixed():

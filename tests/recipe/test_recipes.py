@@ -48,7 +48,7 @@ def test_every_shipped_recipe_validates_and_documents_how_to_run_it(path, cli):
     assert result.code == 0, result.err
     head = path.read_text().splitlines()[:6]
     name = path.relative_to(REPO / "recipes").with_suffix("").as_posix()
-    assert any(line.startswith(f"#   ascend ") and name in line for line in head), "header must show the exact command"
+    assert any(line.startswith("#   ascend ") and name in line for line in head), "header must show the exact command"
     assert any("--set" in line for line in head), "header must show one override example"
 
 

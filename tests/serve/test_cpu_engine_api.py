@@ -14,7 +14,6 @@ import time
 import httpx
 import openai
 import pytest
-
 from engine_fixtures import scripted_server, write_model_dir
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",

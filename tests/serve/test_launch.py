@@ -13,11 +13,11 @@ import time
 
 import httpx
 import pytest
+from engine_fixtures import free_port
 
 from ascend.errors import ServeError
 from ascend.serve.launch import RankFailed, Service
 from ascend.serve.xllm import Deployment, RankCommand
-from engine_fixtures import free_port
 
 FAKE_RANK = textwrap.dedent('''
     import http.server, os, signal, sys, threading, time

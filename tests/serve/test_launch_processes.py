@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_launch import _deployment
 
 from ascend.procs import Busy
 from ascend.serve.launch import Service
-from test_launch import _deployment
 
 LAUNCHER = textwrap.dedent('''
     import json, sys, time

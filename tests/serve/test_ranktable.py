@@ -12,8 +12,13 @@ import os
 import pytest
 
 from ascend.errors import ServeError
-from ascend.serve.ranktable import (build_rank_table, load_rank_table, parse_hccn_ip, parse_spod_info,
-                                    validate_rank_table)
+from ascend.serve.ranktable import (
+    build_rank_table,
+    load_rank_table,
+    parse_hccn_ip,
+    parse_spod_info,
+    validate_rank_table,
+)
 
 HOSTS = ["10.0.0.1", "10.0.0.2"]
 IPS = [["192.168.1.8", "192.168.1.9"], ["192.168.2.8", "192.168.2.9"]]

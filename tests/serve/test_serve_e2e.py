@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-
 from engine_fixtures import free_port, listening_addresses
 
 pytestmark = pytest.mark.slow

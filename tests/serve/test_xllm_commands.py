@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from ascend.errors import ServeError
-from ascend.recipe import load_recipe
 from ascend.models import published_model_args
 from ascend.plan import plan_recipe
 from ascend.plan.memory import moe_dispatch_buffer_mb
+from ascend.recipe import load_recipe
 from ascend.serve.xllm import build_deployment
 from ascend.serve.xllm_flags import TABLES, VERSIONS, xllm_version
 

@@ -22,9 +22,9 @@ from ascend.convert.execute import all_finite
 from ascend.convert.jobs import ConvertJobs, ConvertOptions, OutputFile, Piece, SourceTensor
 from ascend.convert.jobs import _output_config as output_config  # the config of any layout's files
 from ascend.errors import CheckpointError, ConvertError
-from ascend.models.precision import PrecisionPolicy
 from ascend.interop.mindspore.io import NAME_MAP_FILE, SCALE_INV, require_mindspore
 from ascend.interop.mindspore.names import MsRule
+from ascend.models.precision import PrecisionPolicy
 
 
 def piece_rule(piece: Piece) -> MsRule:

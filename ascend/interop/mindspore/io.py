@@ -64,8 +64,8 @@ _BITCAST: dict[torch.dtype, tuple[torch.dtype, str]] = {torch.bfloat16: (torch.i
 def require_mindspore() -> Any:
     """Import and return ``mindspore``, or raise one actionable ``BackendUnavailable`` line."""
     try:
-        import numpy
         import mindspore
+        import numpy
     except ImportError as err:
         mindspore, reason = None, None if "mindspore" in str(err) else str(err)
     else:

@@ -25,7 +25,6 @@ from ascend.interop.mindspore.io import (
 )
 from ascend.interop.mindspore.names import MsRule  # data only, no torch
 
-
 # ---- the declared transforms (see ascend.interop.mindspore.names) --------------------------
 
 

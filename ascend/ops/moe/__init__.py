@@ -20,6 +20,7 @@ The operators are also registered as ``torch.ops.ascend.*`` (CPU, NPU and fake k
 ``ascend.ops.moe.library``. Details and exact semantics: ``docs/operators.md``.
 """
 
+from ascend.ops.moe import library as _library  # noqa: F401  (registers torch.ops.ascend.*)
 from ascend.ops.moe.api import (
     dynamic_quant,
     expert_mlp,
@@ -34,7 +35,6 @@ from ascend.ops.moe.api import (
     use_backend,
 )
 from ascend.ops.moe.parallel import DispatchHandle, combine, dispatch
-from ascend.ops.moe import library as _library  # noqa: F401  (registers torch.ops.ascend.*)
 
 __all__ = [
     "DispatchHandle",

@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, FastAPI, Request as HttpRequest
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Request as HttpRequest
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +31,15 @@ from ascend.chat import ChatTemplate, Delta, OutputParser, TemplateError
 from ascend.chat.reasoning import held_back
 from ascend.serve.cpu_engine.scheduler import Request, SamplingParams, Scheduler
 from ascend.serve.cpu_engine.text import Detokenizer, TextCodec
-from ascend.serve.cpu_engine.validation import ApiError, Body, BodyLimit, ChatBody, CompletionBody, check_text, validation_error
+from ascend.serve.cpu_engine.validation import (
+    ApiError,
+    Body,
+    BodyLimit,
+    ChatBody,
+    CompletionBody,
+    check_text,
+    validation_error,
+)
 
 XLLM_DEFAULT_MAX_TOKENS = 5120
 CONCURRENCY_LIMIT_MESSAGE = "The number of concurrent requests has reached the limit."

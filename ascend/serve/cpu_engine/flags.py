@@ -13,8 +13,8 @@ import os
 
 from ascend.errors import ServeError
 from ascend.recipe.schema import ServeSection
-from ascend.serve.xllm_flags import CPU_ENGINE_VERSION_ENV as VERSION_ENV, Flag, XllmVersion, xllm_version
-
+from ascend.serve.xllm_flags import CPU_ENGINE_VERSION_ENV as VERSION_ENV
+from ascend.serve.xllm_flags import Flag, XllmVersion, xllm_version
 
 
 class FlagError(ValueError):
