@@ -18,7 +18,7 @@ from ascend.errors import AscendError
 HELP = """\
 Deploy very large MoE models (GLM-5, DeepSeek-V3/V3.2, GLM-4.x) on Huawei Ascend clusters.
 
-One YAML recipe drives every stage: plan -> fetch -> convert -> verify -> serve -> smoke -> eval.
+One YAML recipe drives every stage: plan -> fetch -> convert -> verify -> serve -> smoke -> bench -> eval.
 
 Examples:
 
