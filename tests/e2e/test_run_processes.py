@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "gate_hook"))
 from convert_gate import Gate, alive, wait_dead  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+
+PROGRESS = re.compile(r"^(source|tiny|convert|verify|serve|fetch): ")  # plain progress lines (piped stderr)
+
+
+def messages(err: str) -> list[str]:
+    """stderr without its progress lines: what remains must be the one interruption line."""
+    return [line for line in err.strip().splitlines() if not PROGRESS.match(line)]
 
 
 def start_run(args: list[str], gate: Gate, cwd: Path) -> subprocess.Popen:
@@ -50,7 +59,7 @@ def test_ctrl_c_during_convert_exits_130_with_one_line_and_an_interrupted_report
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["interrupted during convert; rerun to resume"], err
+    assert messages(err) == ["interrupted during convert; rerun to resume"], err
     assert "OK" not in out
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["ok"] is False and report["verdict"].startswith("INTERRUPTED during convert")
@@ -82,7 +91,7 @@ def test_ctrl_c_during_verify_stops_the_reference_ranks_quietly(tmp_path):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["interrupted during verify; rerun to resume"], err
+    assert messages(err) == ["interrupted during verify; rerun to resume"], err
     assert wait_dead(ranks, timeout=10) == []
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert {s["stage"]: s["status"] for s in report["stages"]}["verify"] == "interrupted" and report["ok"] is False

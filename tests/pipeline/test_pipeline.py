@@ -48,7 +48,7 @@ def test_all_stages_in_order_and_report_files(recipe, fake_stages, tmp_path):
     assert error is None and ran == ["plan", "source", "convert", "verify", "serve", "smoke", "bench", "eval"]
     data = json.loads((tmp_path / "report.json").read_text())
     assert data["ok"] is True and [s["stage"] for s in data["stages"]] == ran
-    assert "OK — 7 of 7 stages done" in (tmp_path / "report.txt").read_text()
+    assert "OK — 8 of 8 stages done" in (tmp_path / "report.txt").read_text()
     assert (tmp_path / "recipe.yaml").read_text().startswith("name: tiny-glm5-cpu")
 
 
