@@ -116,7 +116,7 @@ def heartbeat(what: str, detail: Callable[[], str] | None = None, *, spinner: bo
         status.start()
 
     def beat() -> None:
-        if status is None:  # piped: say at once what started (short work would otherwise print nothing)
+        if status is None and interval_s() == 0:  # ASCEND_PROGRESS_S=0: every step, the start included
             _say(text())
         while not stop.wait(1.0 if terminal else max(0.1, interval_s())):
             if status is not None:
