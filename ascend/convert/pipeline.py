@@ -101,7 +101,8 @@ def _done_path(out: Path, rel: str) -> Path:
     return _state_dir(out) / "done" / (rel.replace("/", "__") + ".json")
 
 
-def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: bool) -> None:
+def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: bool,
+                     force_hint: str = "pass --force") -> None:
     """Refuse to write into a directory made for another recipe/jobs (unless --force)."""
     manifest = out / MANIFEST
     state = _state_dir(out) / "jobs.json"
@@ -120,7 +121,7 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
                 f"{out} holds a conversion made by another recipe or with other options",
                 why=f"its manifest has recipe hash {m.get('recipe_hash')}, jobs {m.get('plan_digest')}; this run is "
                 f"recipe {recipe_hash}, jobs {digest}",
-                fix="choose another output directory, or pass --force to overwrite it",
+                fix=f"choose another output directory, or {force_hint} to overwrite it",
             )
     if state.is_file():
         s = json.loads(state.read_text())
@@ -128,12 +129,12 @@ def _check_ownership(out: Path, digest: str, recipe_hash: str | None, force: boo
             raise ConvertError(
                 f"{out} holds a partial conversion made by another recipe or with other options",
                 why=f"jobs {s.get('digest')} (recipe {s.get('recipe_hash')}) vs this run's {digest} (recipe {recipe_hash})",
-                fix="choose another output directory, or pass --force to start over",
+                fix=f"choose another output directory, or {force_hint} to start over",
             )
     elif out.is_dir() and any(p.name != STATE_DIR for p in out.iterdir()) and not manifest.is_file():
         raise ConvertError(
             f"{out} is not empty and was not made by ascend convert",
-            fix="choose an empty or new output directory, or pass --force to write into it",
+            fix=f"choose an empty or new output directory, or {force_hint} to write into it",
         )
 
 
@@ -242,6 +243,7 @@ def convert(
     progress: bool = False,
     log: Callable[[str], None] = lambda s: None,
     calibration: CalibrationSection | None = None,
+    force_hint: str = "pass --force",
 ) -> ConvertResult:
     """Convert ``src_dir`` into ``out_dir`` (resumable). Static W8A8 linears are calibrated first
     (``calibration``: the recipe's ``convert.calibration``, default the schema's), on one node:
@@ -266,9 +268,10 @@ def convert(
                 calibrate(src_dir, out, calibration or CalibrationSection(), scheme=opts.precision.w8a8_scheme,
                           runtime=Runtime(log=log))
 
-            jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force),
+            jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force, force_hint),
                                    run_calibration if nnodes == 1 else None)
-        return _convert_into(src_dir, out, jobs, opts, workers=workers, force=force, node_rank=node_rank,
+        return _convert_into(src_dir, out, jobs, opts, workers=workers, force=force, force_hint=force_hint,
+                             node_rank=node_rank,
                              nnodes=nnodes, finalize_only=finalize_only, recipe_hash=recipe_hash, progress=progress,
                              log=log, t0=t0)
 
@@ -290,12 +293,13 @@ def _output_lock(out: Path, node_rank: int, nnodes: int, finalize_only: bool) ->
 
 
 def _convert_into(src_dir: str, out: Path, jobs: ConvertJobs, opts: ConvertOptions, *, workers: int, force: bool,
+                  force_hint: str,
                   node_rank: int, nnodes: int, finalize_only: bool, recipe_hash: str | None, progress: bool,
                   log: Callable[[str], None], t0: float) -> ConvertResult:
     """The conversion proper, under the output lock."""
     digest = jobs.digest()
     out.mkdir(parents=True, exist_ok=True)
-    _check_ownership(out, digest, recipe_hash, force)
+    _check_ownership(out, digest, recipe_hash, force, force_hint)
     if force:
         _remove_stale_weights(out, {rel for rel, _ in jobs.all_files()})
     if (out / MANIFEST).is_file():

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 from ascend import __version__
 from ascend.checkpoint.files import MANIFEST
-from ascend.errors import CheckFailed, CheckpointError, ConvertError
+from ascend.errors import CheckFailed, CheckpointError
 from ascend.fileio import atomic_dir, write_atomic
 from ascend.paths import writable_dir
 from ascend.pipeline.report import StageResult
@@ -200,16 +200,12 @@ def stage_convert(ctx: RunContext) -> StageResult:
     r = ctx.recipe
     opts = convert_options(r)
     out = writable_dir(r.convert.output, "convert.output")
-    try:
-        result = convert(
-            r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
-            progress=ctx.progress, log=ctx.log, calibration=r.convert.calibration,
-        )
-    except ConvertError as err:  # its advice names `ascend convert`'s --force, which `ascend run` has not
-        if not (err.fix and "pass --force" in err.fix):
-            raise
-        again = f"run `ascend convert {ctx.run_dir / 'recipe.yaml'} --force`"  # this run's resolved recipe
-        raise ConvertError(err.what, why=err.why, fix=err.fix.replace("pass --force", again)) from None
+    result = convert(
+        r.model.path, out, opts, workers=r.convert.workers, recipe_hash=_hash(r, CONVERT_SECTIONS),
+        progress=ctx.progress, log=ctx.log, calibration=r.convert.calibration,
+        # `ascend run` has no --force: name the command that has, with this run's resolved recipe
+        force_hint=f"run `ascend convert {ctx.run_dir / 'recipe.yaml'} --force`",
+    )
     if not result.complete:
         raise CheckpointError(f"conversion into {out} did not complete", fix="rerun `ascend run` to resume")
     ctx.manifest_sha256 = _manifest_sha(out)
