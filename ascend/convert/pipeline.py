@@ -245,9 +245,12 @@ def convert(
     calibration: CalibrationSection | None = None,
     force_hint: str = "pass --force",
 ) -> ConvertResult:
-    """Convert ``src_dir`` into ``out_dir`` (resumable). Static W8A8 linears are calibrated first
-    (``calibration``: the recipe's ``convert.calibration``, default the schema's), on one node:
-    the parts of a multi-node conversion use the calibration an earlier single-node run made."""
+    """Convert ``src_dir`` into ``out_dir`` (resumable). Static W8A8 linears are calibrated first,
+    on one node (the parts of a multi-node conversion use the calibration an earlier single-node
+    run made). ``calibration``: the recipe's ``convert.calibration``; a finished calibration made
+    with other settings is another conversion's (refused without ``force``). None (flag mode): a
+    finished calibration in the output is used as it is (``ascend calibrate``'s), else one with
+    the schema's defaults is made."""
     t0 = time.monotonic()
     src_dir = resolve_source(src_dir)  # a symlink loop: exit 2, naming it
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
@@ -262,11 +265,15 @@ def convert(
         log(f"warning: {warning}")
     with _output_lock(out, node_rank, nnodes, finalize_only):
         if needs_calibration([f for _, f in jobs.all_files()]):  # calibrates into out: under the lock
-            def run_calibration() -> None:
-                from ascend.quant.calibrate import Runtime, calibrate
+            def run_calibration(check_owner: Callable[[], None]) -> None:
+                from ascend.quant.calibrate import Runtime, calibrate, finished, is_current
 
-                calibrate(src_dir, out, calibration or CalibrationSection(), scheme=opts.precision.w8a8_scheme,
-                          runtime=Runtime(log=log))
+                if calibration is None and finished(out):  # flag mode: e.g. made by `ascend calibrate`
+                    return
+                cfg, scheme = calibration or CalibrationSection(), opts.precision.w8a8_scheme
+                if not is_current(src_dir, out, cfg, scheme):  # something will be calibrated into out
+                    check_owner()
+                calibrate(src_dir, out, cfg, scheme=scheme, runtime=Runtime(log=log))
 
             jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force, force_hint),
                                    run_calibration if nnodes == 1 else None)

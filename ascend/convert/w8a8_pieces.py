@@ -15,7 +15,7 @@ Jobs side (pure data):
 Execution side: :func:`run_static` and :func:`run_calib`, called by ``execute.run_piece``.
 
 Calibration is read only through the interface of ``ascend.quant.calibrate`` (``load_calibration``:
-``input_range``, ``smooth_scale``, ``replaced``); see notes/w8a8-interface.md.
+``input_range``, ``smooth_scale``, ``replaced``).
 """
 
 from __future__ import annotations
@@ -124,10 +124,6 @@ def load_calibration(out_dir: str | Path, *, cached: bool = False):
     return calib
 
 
-def _calibration_done(out_dir: str | Path) -> bool:
-    return (calibration_dir(out_dir) / "calibration.json").is_file()
-
-
 def calibration_fingerprint(out_dir: str | Path) -> str:
     """Digest of the calibration files (so a new calibration re-writes every weight file)."""
     d = calibration_dir(out_dir)
@@ -180,22 +176,24 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
     """Static W8A8 of one linear window, row chunk by row chunk.
 
     ``read_fp32(a, b)``: fp32 rows [a, b) of the (windowed) float weight. The calibration's
-    replacement of the weight or its bias (``v -> o`` smoothing, anti-outlier shift) is used
-    instead of the source's. Smoothing multiplies the weight's input columns by the
-    calibration's ``smooth_scale``. The float bias is folded
+    replacement of the weight or its bias (``v -> o`` smoothing, anti-outlier shift) is the final
+    tensor; otherwise smoothing multiplies the source weight's input columns by the calibration's
+    ``smooth_scale``. The float bias is folded
     into ``quant_bias`` on the first column window only (a row-split shard's partial sums add up
     across ranks; the others carry ``-input_offset * sum(q)`` alone)."""
     module = piece.source[: -len(".weight")]
     lo, hi = calib.input_range(module)
     in_scale, in_offset = activation_qparams(lo, hi)
-    smooth = calib.smooth_scale(module)
-    if smooth is not None and piece.cols is not None:
-        smooth = smooth[piece.cols[0]:piece.cols[1]]
     bias_name = (piece.extra or {}).get("bias")
     fold_bias = bias_name is not None and (piece.cols is None or piece.cols[0] == 0)
     new_w = calib.replaced(piece.source)
+    smooth = None
     if new_w is not None:
         read_fp32 = functools.partial(_rows_fp32, new_w, piece.cols)
+    else:
+        smooth = calib.smooth_scale(module)
+        if smooth is not None and piece.cols is not None:
+            smooth = smooth[piece.cols[0]:piece.cols[1]]
     new_bias = calib.replaced(bias_name) if bias_name else None
     r0, r1 = piece.rows if piece.rows is not None else (0, src.tensors[piece.source].shape[0])
     quant_bias, deq, biases = [], [], []
@@ -226,20 +224,18 @@ def run_static(src, piece, write: Callable[[torch.Tensor], None], calib, read_fp
 
 
 def calibrated_jobs(jobs, out_dir: str | Path | None, rebuild, before: Callable | None = None,
-                    calibrate: Callable[[], Any] | None = None):
+                    calibrate: Callable[[Callable[[], None]], Any] | None = None):
     """``jobs`` again with the calibration of ``out_dir`` when it has static pieces (its replaced
     and added tensors, and its fingerprint in the digest). ``rebuild((calibration, fingerprint))``
-    builds the jobs. ``out_dir`` None (a dry run): ``jobs`` as is. When the output has no finished
-    calibration yet: ``before(jobs)`` runs first (the ownership check: a foreign directory is
-    refused before anything is calibrated into it), then ``calibrate()`` (the runner, resumable;
-    without it, ``load_calibration`` says what is missing)."""
+    builds the jobs. ``out_dir`` None (a dry run): ``jobs`` as is. ``calibrate(check)`` (the
+    runner: reuses a current calibration, resumes a partial one) calls ``check()`` before it
+    calibrates anything into the output, which runs ``before(jobs)`` (the ownership check: a
+    foreign directory, or a conversion made with another calibration, is refused first). Without
+    ``calibrate``, ``load_calibration`` says what is missing."""
     if out_dir is None or not needs_calibration([f for _, f in jobs.all_files()]):
         return jobs
-    if not _calibration_done(out_dir):
-        if before is not None:
-            before(jobs)
-        if calibrate is not None:
-            calibrate()
+    if calibrate is not None:
+        calibrate(lambda: before(jobs) if before is not None else None)
     return rebuild((load_calibration(out_dir), calibration_fingerprint(out_dir)))
 
 

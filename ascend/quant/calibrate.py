@@ -12,9 +12,14 @@ layer:
    runs simulated layers end to end, so the final logits are compared too (KL, top-1, rel. error);
 4. one streaming pass over the MLP / experts for all token sets; state saved (resume point).
 
+The MTP layer (index ``num_hidden_layers``, when the source has its weights) is calibrated last,
+on the inputs the engine gives it: ``eh_proj([enorm(embed(t_{p+1})) | hnorm(norm(h_p))])`` from
+the main model's final hidden states (float for calibration and the held-out report, simulated
+for the chain). The final-logits report is taken before it (``logits.json`` in the state).
+
 Output, in ``<out>/.ascend-convert/calibration/`` (the interface of docs/conversion.md):
-``calibration.safetensors`` (``M.input_min``, ``M.input_max``, ``M.smooth_scale``, smoothed float
-tensors under their checkpoint names) and ``calibration.json``, written last.
+``calibration.safetensors`` (``M.input_min``, ``M.input_max``, ``M.smooth_scale``, the smoothed
+float tensors that are not just a static weight times ``smooth_scale``, under their checkpoint names) and ``calibration.json``, written last.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from ascend.reference.parallel import Parallel
 from ascend.reference.weights import CheckpointReader
 
 CALIBRATION_DIR = f"{STATE_DIR}/calibration"  # under the convert output dir
+GATE_FAILED = "gate-failed.json"
 FORMAT = "ascend-calibration/1"
 HOLD_EVERY = 8  # every 8th sample is held out for the accuracy report
 
@@ -61,16 +67,82 @@ class Runtime:
     log: object = None  # callable(str) for per-layer progress lines
 
 
+@dataclass
+class _Plan:
+    """What a calibration run computes from (source, data, options); ``key`` names the result."""
+
+    a: ModelArgs
+    reader: CheckpointReader
+    static: list[str]
+    mtp: bool
+    cal: list[list[int]]
+    held: list[list[int]]
+    info: dict
+    key: str
+
+
 def calibrate(src: str | Path, out: str | Path, cfg: CalibrationSection, *, scheme: str = "w8a8",
               runtime: Runtime | None = None) -> dict:
     """Calibrate ``src`` for ``scheme``; returns calibration.json's content. Resumes from the
-    state in ``out``; raises ``CheckFailed`` (exit 3) when the accuracy gate fails (the files are
-    still written, so the report can be inspected)."""
+    state in ``out``; a finished calibration of the same source, data and options is reused
+    (only the gate is checked again, with ``cfg``'s thresholds). Raises ``CheckFailed`` (exit 3)
+    when the accuracy gate fails (the files are still written, so the report can be inspected)."""
     rt = runtime or Runtime()
     device = resolve_device(rt.device)
-    src, state = Path(src), Path(out) / CALIBRATION_DIR
+    state = Path(out) / CALIBRATION_DIR
+    plan = _plan(src, cfg, scheme)
+    done = _finished(state)
+    if done is not None and done.get("run") == plan.key:
+        _gate(state, done, cfg.thresholds)
+        return done
+    a, reader, static, mtp, cal, held, info = plan.a, plan.reader, plan.static, plan.mtp, plan.cal, plan.held, plan.info
+    L = a.num_hidden_layers
+    start = _prepare_state(state, plan.key)
+    with torch.device(device) if device != "cpu" else contextlib.nullcontext():  # new tensors on the NPU
+        x = _resume_hidden(state, start) if start else _embed(reader, a, cal, held)
+        x = {k: v.to(device) for k, v in x.items()}
+        rope = make_rope(a)
+        layers = L + mtp
+        for layer in range(start, layers):
+            lengths = [len(s) for s in cal], [len(s) for s in held]
+            if layer == L:  # the main model is done: its logits report, then the MTP layer's inputs
+                write_json(state / "logits.json", _logits_report(reader, a, x))
+                x, lengths = _mtp_inputs(reader, a, x, cal, held)
+            x, tensors, rel = _calibrate_layer(reader, a, layer, rope, x, *lengths,
+                                               {m for m in static if m.startswith(f"model.layers.{layer}.")}, cfg.smoothing_alpha, rt)
+            _save_layer(state, layer, x, tensors, rel)
+            if rt.log:
+                rt.log(f"layer {layer + 1}/{layers}{' (MTP)' if layer == L else ''}: rel-L2 {rel:.3g}")
+        if not (state / "logits.json").is_file():  # no MTP layer, or resumed after the last main layer
+            write_json(state / "logits.json", _logits_report(reader, a, x))
+    info["run"] = plan.key
+    info["layers"] = {str(n): {"rel_l2": _layer_rel(state, n)} for n in range(layers)}
+    info["logits"] = json.loads((state / "logits.json").read_text())
+    _finish(state, layers, info)
+    _gate(state, info, cfg.thresholds)
+    return info
+
+
+def _gate(state: Path, info: dict, th) -> None:
+    """``check_gate``, remembered: a calibration that failed its gate carries ``gate-failed.json``
+    (outside the fingerprinted files), so ``load_calibration`` refuses it until a run passes."""
+    marker = state / GATE_FAILED
+    try:
+        check_gate(info, th)
+    except CheckFailed as err:
+        write_json(marker, {"error": err.line()})
+        raise
+    marker.unlink(missing_ok=True)
+
+
+def _plan(src: str | Path, cfg: CalibrationSection, scheme: str) -> _Plan:
+    src = Path(src)
     a = load_model_args(src)
-    static = static_linears(a.family, scheme, a, mtp=False)  # the MTP layer is not calibrated (yet)
+    reader = CheckpointReader(src, a, Parallel().coords)
+    L = a.num_hidden_layers
+    has_mtp = bool(a.num_nextn_predict_layers) and reader.has(f"model.layers.{L}.eh_proj.weight")
+    static = static_linears(a.family, scheme, a, mtp=has_mtp)
+    mtp = any(m.startswith(f"model.layers.{L}.") for m in static)  # the scheme may leave the MTP layer float
     records = data.load_jsonl(cfg.file) if cfg.file else data.builtin_samples()
     seqs = data.tokenize_samples(src, records, samples=cfg.samples, max_len=cfg.max_len)
     if len(seqs) < 2:
@@ -82,27 +154,26 @@ def calibrate(src: str | Path, out: str | Path, cfg: CalibrationSection, *, sche
         "format": FORMAT, "scheme": scheme, "family": a.family, "samples": len(cal), "tokens": sum(map(len, cal)),
         "held_out": {"samples": len(held), "tokens": sum(map(len, held))},
         "smoothing": None if cfg.smoothing_alpha is None else {"alpha": cfg.smoothing_alpha},
-        "source_fingerprint": SafetensorsDir(src).fingerprint(),
+        "source_fingerprint": SafetensorsDir(src).fingerprint(), "mtp_layer": L if mtp else None,
     }
-    run_key = hashlib.sha256(json.dumps([info, cal, held], sort_keys=True).encode()).hexdigest()
-    start = _prepare_state(state, run_key)
-    reader = CheckpointReader(src, a, Parallel().coords)
-    with torch.device(device) if device != "cpu" else contextlib.nullcontext():  # new tensors on the NPU
-        x = _resume_hidden(state, start) if start else _embed(reader, a, cal, held)
-        x = {k: v.to(device) for k, v in x.items()}
-        rope = make_rope(a)
-        for layer in range(start, a.num_hidden_layers):
-            x, tensors, rel = _calibrate_layer(reader, a, layer, rope, x, [len(s) for s in cal], [len(s) for s in held],
-                                               {m for m in static if m.startswith(f"model.layers.{layer}.")}, cfg.smoothing_alpha, rt)
-            _save_layer(state, layer, x, tensors, rel)
-            if rt.log:
-                rt.log(f"layer {layer + 1}/{a.num_hidden_layers}: rel-L2 {rel:.3g}")
-        logits = _logits_report(reader, a, x)
-    info["layers"] = {str(n): {"rel_l2": _layer_rel(state, n)} for n in range(a.num_hidden_layers)}
-    info["logits"] = logits
-    _finish(state, a, info)
-    check_gate(info, cfg.thresholds)
-    return info
+    key = hashlib.sha256(json.dumps([info, cal, held], sort_keys=True).encode()).hexdigest()
+    return _Plan(a, reader, static, mtp, cal, held, info, key)
+
+
+def is_current(src: str | Path, out: str | Path, cfg: CalibrationSection, scheme: str) -> bool:
+    """Whether ``out`` holds a finished calibration of ``src`` with these data and options."""
+    done = finished(out)
+    return done is not None and done.get("run") == _plan(src, cfg, scheme).key
+
+
+def finished(out: str | Path) -> dict | None:
+    """calibration.json of the finished calibration in the convert output ``out``, if any."""
+    return _finished(Path(out) / CALIBRATION_DIR)
+
+
+def _finished(state: Path) -> dict | None:
+    meta = state / "calibration.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None
 
 
 def resolve_device(name: str) -> str:
@@ -211,7 +282,7 @@ def _layer_tensors(ranges: dict, smoothing: Smoothing) -> dict[str, torch.Tensor
         t[f"{m}.input_min"], t[f"{m}.input_max"] = lo, hi
         if m in smoothing.transforms:
             t[f"{m}.smooth_scale"] = smoothing.transforms[m][1]
-    t.update(smoothing.tensors)
+    t.update({k: v for k, v in smoothing.tensors.items() if k.removesuffix(".weight") not in smoothing.scaled})
     return t
 
 
@@ -225,6 +296,29 @@ def _embed(reader, a: ModelArgs, cal: list[list[int]], held: list[list[int]]) ->
                            fix="the tokenizer does not match the checkpoint")
     held_x = emb[ids(held)].clone()
     return {"cal": emb[ids(cal)].clone(), "held": held_x, "chain": held_x.clone()}
+
+
+def _mtp_inputs(reader, a: ModelArgs, x: dict, cal: list[list[int]], held: list[list[int]]) -> tuple[dict, tuple[list, list]]:
+    """The MTP layer's input for every position p < n - 1 of every sequence (main-model final
+    hidden ``h_p`` with the next token ``t_{p+1}``; as the reference ``MTPLayer``), and the new
+    sequence lengths (n - 1)."""
+    L, eps = a.num_hidden_layers, a.rms_norm_eps
+    p = f"model.layers.{L}"
+    emb = reader.read(f"{p}.embed_tokens.weight" if reader.has(f"{p}.embed_tokens.weight") else "model.embed_tokens.weight")
+    norm, enorm, hnorm, eh = (reader.read(n) for n in ("model.norm.weight", f"{p}.enorm.weight", f"{p}.hnorm.weight", f"{p}.eh_proj.weight"))
+
+    def shifted(h: torch.Tensor, seqs: list[list[int]]) -> torch.Tensor:
+        keep, nxt, row = [], [], 0
+        for s in seqs:  # a one-token sequence has no next token: nothing for the MTP layer
+            keep.append(torch.arange(row, row + len(s) - 1))
+            nxt += s[1:]
+            row += len(s)
+        e = rms_norm(emb[torch.tensor(nxt, dtype=torch.int64)].to(h.device), enorm.to(h.device), eps)
+        hid = rms_norm(rms_norm(h[torch.cat(keep).to(h.device)], norm.to(h.device), eps), hnorm.to(h.device), eps)
+        return torch.cat([e, hid], dim=-1) @ eh.to(h.device).T
+
+    new = {"cal": shifted(x["cal"], cal), "held": shifted(x["held"], held), "chain": shifted(x["chain"], held)}
+    return new, ([len(s) - 1 for s in cal if len(s) > 1], [len(s) - 1 for s in held if len(s) > 1])
 
 
 def _logits_report(reader, a: ModelArgs, x: dict, rows: int = 256) -> dict:
@@ -306,12 +400,12 @@ def _layer_rel(state: Path, layer: int) -> float:
         return float(f.metadata()["rel_l2"])
 
 
-def _finish(state: Path, a: ModelArgs, info: dict) -> None:
+def _finish(state: Path, layers: int, info: dict) -> None:
     """calibration.safetensors from the layer files, streamed tensor by tensor (the smoothed
     tensors of a whole model do not fit in memory), then calibration.json."""
     from ascend.checkpoint.safetensors_writer import SafetensorsWriter
 
-    handles = [safe_open(str(_layer_file(state, n)), "pt") for n in range(a.num_hidden_layers)]
+    handles = [safe_open(str(_layer_file(state, n)), "pt") for n in range(layers)]
     where = {k: h for h in handles for k in h.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
     names = sorted(where)
     entries = [(k, "F32", tuple(where[k].get_slice(k).get_shape())) for k in names]
@@ -325,8 +419,10 @@ def _finish(state: Path, a: ModelArgs, info: dict) -> None:
 # --- the interface the W8A8 writer reads ------------------------------------------------------------
 class Calibration:
     """A finished calibration. ``replaced(name)`` is the final float tensor for every tensor the
-    smoothing changed (norm weights / biases, static linears' weights with their columns already
-    multiplied by ``smooth_scale``, float consumers, v rows): write it instead of the source's.
+    smoothing changed (norm weights / biases, float consumers, v rows, a static linear's bias or
+    a weight changed beyond column scaling): write it instead of the source's. A static linear
+    with ``smooth_scale(module)`` and no replaced weight is the source's weight with its input
+    columns multiplied by that scale.
     Tensors are read on demand (the smoothed tensors of a whole model are tens of GB); the
     object pickles (for worker processes) without its open file."""
 
@@ -375,4 +471,8 @@ def load_calibration(out_dir: str | Path, *, source_fingerprint: str | None = No
         raise ConvertError(f"{meta}: made for another source checkpoint (fingerprint differs)", fix=fix)
     if scheme and info.get("scheme") != scheme:
         raise ConvertError(f"{meta}: made for scheme {info.get('scheme')!r}, not {scheme!r}", fix=fix)
+    if (path / GATE_FAILED).is_file():
+        raise CheckFailed(f"{path}: this calibration failed its accuracy gate",
+                          why=json.loads((path / GATE_FAILED).read_text()).get("error"),
+                          fix="calibrate again with other settings or relaxed thresholds (convert.calibration, or ascend calibrate)")
     return Calibration(path, info)

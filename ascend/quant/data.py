@@ -2,9 +2,12 @@
 template and tokenized with its ``tokenizer.json``.
 
 The built-in set (written for this project) mixes Chinese and English chat, code and math, like
-the practice's mixed calibration sets (quantization.md §5). A ``--calib FILE`` is JSONL, one
-object per line with either ``"text"`` (used as is) or ``"messages"`` (OpenAI chat messages,
-rendered with the chat template). Every problem in a file is one line naming the file and line.
+the practice's mixed calibration sets (quantization.md §5), plus a few tool-use conversations
+(tool schemas, a call, its result): agentic models read those template sections in production,
+and a static activation range that never saw them clips what they drive. A ``--calib FILE`` is
+JSONL, one object per line with either ``"text"`` (used as is) or ``"messages"`` (OpenAI chat
+messages, rendered with the chat template; optional ``"tools"``, OpenAI tool definitions). Every
+problem in a file is one line naming the file and line.
 """
 
 from __future__ import annotations
@@ -65,9 +68,52 @@ BUILTIN: list[tuple[str, str]] = [
 ]
 
 
+
+
+def _tool(name: str, description: str, **params: str) -> dict:
+    props = {k: {"type": "string", "description": v} for k, v in params.items()}
+    return {"type": "function", "function": {"name": name, "description": description,
+                                             "parameters": {"type": "object", "properties": props, "required": list(params)}}}
+
+
+WEATHER = _tool("get_weather", "Get the current weather for a city.", city="City name")
+CLOCK = _tool("get_time", "Get the current time on the server.")
+SEARCH = _tool("search_web", "Search the web and return the top results.", query="Search terms")
+CALC = _tool("calculator", "Evaluate an arithmetic expression.", expression="For example 2 * (3 + 4)")
+
+# (tools, user, (tool name, arguments JSON, tool result) or None, final assistant answer)
+TOOL_USE: list[tuple[list[dict], str, tuple[str, str, str] | None, str]] = [
+    ([WEATHER, CLOCK], "Thanks, that's all I needed!", None, "You're welcome! Have a nice day."),
+    ([WEATHER], "What's the weather like in Paris right now?",
+     ("get_weather", '{"city": "Paris"}', '{"city": "Paris", "temperature_c": 18, "condition": "sunny"}'),
+     "It is sunny in Paris at the moment, about 18 °C."),
+    ([WEATHER, SEARCH], "杭州今天下雨吗？",
+     ("get_weather", '{"city": "杭州"}', '{"city": "杭州", "temperature_c": 22, "condition": "小雨"}'),
+     "杭州今天有小雨，气温约 22 摄氏度，出门记得带伞。"),
+    ([CLOCK], "What time is it on the server?",
+     ("get_time", "{}", '{"time": "14:05:09", "timezone": "UTC"}'), "The server's clock reads 14:05 UTC."),
+    ([SEARCH, CALC], "Who wrote the novel Pride and Prejudice?",
+     ("search_web", '{"query": "Pride and Prejudice author"}', '[{"title": "Pride and Prejudice", "snippet": "a novel by Jane Austen, published in 1813"}]'),
+     "Pride and Prejudice was written by Jane Austen and published in 1813."),
+    ([CALC], "What is 12.5% of 640?",
+     ("calculator", '{"expression": "0.125 * 640"}', '{"result": 80}'), "12.5% of 640 is 80."),
+]
+
+
 def builtin_samples() -> list[dict]:
-    """The built-in set as ``{"messages": [...]}`` records."""
-    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in BUILTIN]
+    """The built-in set as ``{"messages": [...]}`` records (tool-use ones with ``"tools"``), in
+    a fixed order: the every-8th hold-out takes chat, code, math and tool use alike."""
+    chats = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in BUILTIN]
+    tools = []
+    for defs, question, call, answer in TOOL_USE:
+        messages = [{"role": "user", "content": question}]
+        if call:
+            name, arguments, result = call
+            messages += [{"role": "assistant", "content": "", "tool_calls": [
+                {"id": "call_0", "type": "function", "function": {"name": name, "arguments": arguments}}]},
+                {"role": "tool", "tool_call_id": "call_0", "content": result}]
+        tools.append({"messages": [*messages, {"role": "assistant", "content": answer}], "tools": defs})
+    return chats + tools
 
 
 def load_jsonl(path: str | Path) -> list[dict]:
@@ -77,7 +123,8 @@ def load_jsonl(path: str | Path) -> list[dict]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise ConvertError(f"{path}: cannot read the calibration file", why=str(err)) from None
-    fix = 'each line must be a JSON object with "text" (a string) or "messages" (a list of {"role", "content"})'
+    fix = ('each line must be a JSON object with "text" (a string) or "messages" (a list of {"role", "content"}), '
+           'optionally with "tools" (a list of tool definitions)')
     records = []
     for no, line in enumerate(lines, 1):
         if not line.strip():
@@ -108,6 +155,9 @@ def _problem(obj) -> str | None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             return f'messages[{i}] must be an object with string "role" and "content"'
+    tools = obj.get("tools")
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        return '"tools" must be a list of tool definitions (objects)'
     return None
 
 
@@ -132,7 +182,7 @@ def tokenize_samples(model_dir: str | Path, records: list[dict], *, samples: int
         else:
             template = template or ChatTemplate.from_model_dir(model_dir)
             try:
-                text = template.render(rec["messages"], add_generation_prompt=False)
+                text = template.render(rec["messages"], tools=rec.get("tools"), add_generation_prompt=False)
             except TemplateError as err:
                 raise ConvertError(f"calibration sample {i + 1}: {err}", fix="fix the messages (roles the template accepts)") from None
         ids = tokenizer.encode(text, add_special_tokens=False).ids[:max_len]

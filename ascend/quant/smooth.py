@@ -14,6 +14,9 @@ unchanged while activation outliers move into the weight. Two subgraph kinds:
 
 ``smooth_layer`` returns the changed float tensors under their checkpoint names and, per smoothed
 static linear, ``(shift, scale)`` so recorded input ranges can be mapped: ``x' = (x - shift) / s``.
+``scaled`` names the static linears whose new weight is just the source's with its columns
+multiplied by ``scale``: calibration stores ``scale`` for those, not the weight (the W8A8 writer
+applies it), which keeps the calibration file small (no copy of the attention weights).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ MIN_SCALE = 1e-5
 class Smoothing:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # checkpoint name -> new float tensor
     transforms: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # module -> (shift, scale)
+    scaled: set[str] = field(default_factory=set)  # static modules whose weight is source * scale (columns)
 
 
 def smooth_scale(act_absmax: torch.Tensor, w_absmax: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -87,6 +91,7 @@ def _norm_group(out, norm, linears, static, lo, hi, read, alpha, *, shift: bool)
             out.tensors[f"{m}.bias"] = (bias if bias is not None else torch.zeros(w.shape[0])) + w @ z
         if m in static:
             out.transforms[m] = (z, s)
+            out.scaled.add(m)
 
 
 def _v_to_o(out, a: ModelArgs, p: str, mn, mx, read, alpha) -> None:
@@ -109,8 +114,11 @@ def _v_to_o(out, a: ModelArgs, p: str, mn, mx, read, alpha) -> None:
         s_kv = smooth_scale(per_kv(act), per_kv(w_absmax), alpha)  # [Hkv * d]
         s = s_kv.view(-1, 1, d).expand(-1, rep, d).reshape(-1)
         out.tensors[f"{p}.v_proj.weight"] = v / s_kv[:, None]
+        out.scaled.discard(f"{p}.v_proj")  # rows divided too: its weight is stored whole
         bias = _current(out, read, f"{p}.v_proj.bias") if a.attention_bias else None
         if bias is not None:
             out.tensors[f"{p}.v_proj.bias"] = bias / s_kv
+    if o_name not in out.tensors:  # o_proj read from the source
+        out.scaled.add(f"{p}.o_proj")
     out.tensors[o_name] = o * s
     out.transforms[f"{p}.o_proj"] = (torch.zeros_like(s), s)

@@ -37,10 +37,24 @@ def test_builtin_set_renders_with_the_family_template(family, tiny_dir):
     user_marker = "<|user|>" if family.startswith("glm") else "<｜User｜>"
     for rec, ids in zip(samples, seqs):
         text = tok.decode(ids, skip_special_tokens=False)
-        assert text == template.render(rec["messages"], add_generation_prompt=False)
-        question, answer = rec["messages"][0]["content"], rec["messages"][1]["content"]
+        assert text == template.render(rec["messages"], tools=rec.get("tools"), add_generation_prompt=False)
+        question, answer = rec["messages"][0]["content"], rec["messages"][-1]["content"]
         assert user_marker in text and question in text and answer in text
         assert text.index(user_marker) < text.index(question)
+        for tool in rec.get("tools", []):  # tool-use samples carry their schemas and the call
+            assert tool["function"]["name"] in text
+        for call in (c for m in rec["messages"] for c in m.get("tool_calls", [])):
+            assert text.index(question) < text.rindex(call["function"]["name"]) < text.index(answer)
+
+
+def test_builtin_set_has_tool_use():
+    """Tool schemas, calls and results, in both languages, held out too (every 8th sample)."""
+    samples = data.builtin_samples()
+    with_tools = [i for i, r in enumerate(samples) if r.get("tools")]
+    calls = [i for i in with_tools if any(m.get("tool_calls") for m in samples[i]["messages"])]
+    assert len(with_tools) >= 5 and len(calls) >= 4
+    assert any(re.search(r"[\u4e00-\u9fff]", samples[i]["messages"][0]["content"]) for i in calls)
+    assert any(i % 8 == 7 for i in calls) and any(i % 8 != 7 for i in calls)
 
 
 def test_jsonl_text_and_messages_samples_and_max_len(tmp_path, tiny_dir):
@@ -69,6 +83,7 @@ BAD = [
     ('{"prompt": "x"}', ':2: no "text" or "messages" key'),
     ('{"messages": []}', ':2: "messages" must be a non-empty list'),
     ('{"messages": [{"role": "user"}]}', ':2: messages[0] must be an object with string "role" and "content"'),
+    ('{"messages": [{"role": "user", "content": "x"}], "tools": "get_weather"}', ':2: "tools" must be a list of tool definitions'),
 ]
 
 
