@@ -49,7 +49,8 @@ def cluster(tmp_path_factory):
 def chain(tmp_path_factory, cluster):
     """The whole chain, serve submitted to Slurm: plan -> source -> convert -> verify -> serve -> smoke -> stop."""
     d = tmp_path_factory.mktemp("slurmrun")
-    res = run(d, "--until", "smoke", "--scheduler", "slurm", "--run-dir", str(d / "run"),
+    # a run dir with a space: the job's output path is quoted in the script's #SBATCH line
+    res = run(d, "--until", "smoke", "--scheduler", "slurm", "--run-dir", str(d / "run dir"),
               env={**job_env(), "SLURM_CONF": cluster.env["SLURM_CONF"]})
     return d, res
 
@@ -62,18 +63,18 @@ def slurm_env(cluster, **extra: str) -> dict[str, str]:
 def test_run_serves_on_slurm_smokes_and_cancels(chain, cluster):
     d, res = chain
     assert res.returncode == 0, res.stdout + res.stderr
-    rep = report(d / "run")
+    rep = report(d / "run dir")
     serve, smoke, stop = stage(rep, "serve"), stage(rep, "smoke"), stage(rep, "stop")
     job = serve["details"]["slurm_job"]
     assert serve["status"] == "ok" and job.isdigit() and f"Slurm job {job}" in serve["summary"]
     assert smoke["status"] == "ok" and smoke["details"]["checks"]
     assert stop["status"] == "ok" and stop["details"]["slurm_job"] == job
-    assert f"Slurm job {job}" in (d / "run" / "report.txt").read_text()
+    assert f"Slurm job {job}" in (d / "run dir" / "report.txt").read_text()
     # the job Slurm ran is the script `ascend serve --emit slurm` writes, its output in the run dir
     out = Path(serve["details"]["output"]).read_text()
     assert out.count("ready: ") == 1 and serve["details"]["base_url"] in out
-    assert (d / "run" / "serve.sbatch").read_text().startswith("#!/usr/bin/env bash\n#SBATCH --job-name=ascend-serve-")
-    assert sorted(p.name for p in (d / "run" / "logs" / f"slurm-{job}").iterdir()) == ["rank-0.log", "rank-1.log"]
+    assert (d / "run dir" / "serve.sbatch").read_text().startswith("#!/usr/bin/env bash\n#SBATCH --job-name=ascend-serve-")
+    assert sorted(p.name for p in (d / "run dir" / "logs" / f"slurm-{job}").iterdir()) == ["rank-0.log", "rank-1.log"]
     # an independent look: Slurm knows the job as cancelled, squeue lists nothing, no rank is left
     assert "JobState=CANCELLED" in cluster.run("scontrol", "show", "job", job).stdout
     assert cluster.run("squeue", "-h").stdout.strip() == ""
@@ -131,6 +132,40 @@ def test_ctrl_c_while_waiting_for_readiness_cancels_the_job(chain, cluster):
     assert cluster.state(job) == ""  # scancelled before ascend run exited
     assert processes_mentioning(str(never)) == []
     assert stage(report(d / "int"), "serve")["status"] == "interrupted"
+
+
+@live
+def test_until_serve_holds_the_job_until_ctrl_c(chain, cluster):
+    d, _ = chain
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ascend", "run", "tiny/glm5-cpu", *recipe_sets(d), "--from", "serve", "--until", "serve",
+         "--scheduler", "slurm", "--run-dir", str(d / "hold")],
+        cwd=d, env=slurm_env(cluster), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        lines = []
+        while not any(line.startswith("serving at ") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines) + proc.communicate()[1]
+            lines.append(line)
+        job = stage_line_job(lines)
+        time.sleep(3)  # held: the job keeps running
+        assert cluster.state(job) == "RUNNING"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, "".join(lines) + out + err
+    assert cluster.state(job) == ""
+    rep = report(d / "hold")
+    assert stage(rep, "serve")["status"] == "ok" and stage(rep, "stop")["details"]["slurm_job"] == job
+    assert processes_mentioning(str(d / "out")) == []
+
+
+def stage_line_job(lines: list[str]) -> str:
+    held = next(line for line in lines if line.startswith("serving at "))
+    return held.split("(Slurm job ")[1].split(")")[0]
 
 
 def wait_for_running_job(cluster, proc: subprocess.Popen, timeout: float = 120) -> str:
