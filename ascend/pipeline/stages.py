@@ -387,8 +387,10 @@ def stop_service(ctx: RunContext) -> StageResult:
     ctx.service = None
     if job is not None:  # a Slurm job: {job id: its final state}
         state = codes[job]
-        return StageResult("stop", "failed" if state.startswith("still") else "ok",
-                           f"Slurm job {job} cancelled: {state}", details={"slurm_job": job})
+        if state.startswith("still"):
+            return StageResult("stop", "failed", f"Slurm job {job} {state} after scancel — see `squeue -j {job}`",
+                                details={"slurm_job": job})
+        return StageResult("stop", "ok", f"Slurm job {job} cancelled ({state})", details={"slurm_job": job})
     return StageResult("stop", "ok", f"{len(codes)} ranks stopped (exit codes {sorted(set(codes.values()), key=str)})")
 
 
