@@ -17,7 +17,9 @@ the full report goes to RUN_DIR/report.json, report.txt and report.html (a page 
 runs are kept in RUN_DIR/history/) (default RUN_DIR: runs/<recipe name>).
 
 Exit 0 when every stage that ran passed, 3 when a check failed (plan does not fit, verify
-mismatch, smoke failure, broken bench threshold, an eval score below its threshold), 2 for a bad recipe or input (or another run using RUN_DIR), 130 after
+mismatch, smoke failure, broken bench threshold, an eval score below its threshold, a Slurm serve job that ended before
+it was ready), 2 for a bad recipe or input (or another run using RUN_DIR, or with --scheduler slurm no sbatch or
+a refused submission), 130 after
 Ctrl-C (the report names the stage).
 
 Examples:
