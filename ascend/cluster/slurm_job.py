@@ -42,8 +42,8 @@ def require_sbatch() -> str:
 def check_sbatch_args(args: list[str]) -> None:
     for arg in args:
         if any(arg == o or arg.startswith(o + ("=" if o.startswith("--") else "")) for o in OWN_OPTIONS):
-            raise ServeError(f"--sbatch-arg {arg}: ascend run sets the job's output file itself",
-                             fix="drop it (the output goes to RUN_DIR/ascend-serve-<job>.out)")
+            raise ServeError(f"--sbatch-arg {arg}: ascend run sets this itself (it reads the job's id and output)",
+                             fix="drop it (the job's output goes to RUN_DIR/ascend-serve-<job>.out)")
 
 
 class JobFailed(CheckFailed):

@@ -188,3 +188,12 @@ def test_no_sbatch_is_one_line_exit_2_before_any_stage(tmp_path):
         "error: --scheduler slurm: sbatch not found on PATH — run where Slurm's client commands work "
         "(a login node), or use --scheduler local"]
     assert not (tmp_path / "source").exists()  # nothing ran: the check comes before the first stage
+
+
+@pytest.mark.parametrize("arg", ["--output=elsewhere.out", "-o", "--error=x", "--parsable"])
+def test_sbatch_args_that_would_hide_the_job_output_are_refused(tmp_path, arg):
+    res = run(tmp_path, "--scheduler", "slurm", f"--sbatch-arg={arg}", "--run-dir", str(tmp_path / "run"), timeout=120)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"error: --sbatch-arg {arg}: ascend run sets this itself (it reads the job's id and output) — drop it "
+        "(the job's output goes to RUN_DIR/ascend-serve-<job>.out)"]
