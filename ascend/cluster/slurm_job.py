@@ -59,7 +59,8 @@ class SlurmService:
     """The serve job of a recipe: submitted and ready inside ``with``, cancelled on the way out."""
 
     def __init__(self, recipe: Any, dep: Any, run_dir: str | Path, *, timeout_s: float,
-                 sbatch_args: list[str] | None = None, poll_s: float = 2.0, stop_timeout_s: float = STOP_TIMEOUT_S):
+                 sbatch_args: list[str] | None = None, on_submit: Callable[[str], None] = lambda job: None,
+                 poll_s: float = 2.0, stop_timeout_s: float = STOP_TIMEOUT_S):
         from ascend.cluster.slurm import serve_sbatch
 
         self.run_dir = Path(run_dir).absolute()
@@ -70,6 +71,7 @@ class SlurmService:
         self.sbatch_args = list(sbatch_args or [])
         check_sbatch_args(self.sbatch_args)
         self.timeout_s, self.poll_s, self.stop_timeout_s = timeout_s, poll_s, stop_timeout_s
+        self.on_submit = on_submit
         self.job_id: str | None = None
         self.base_url: str | None = None
         self.served_model: str = dep.served_model
@@ -95,6 +97,7 @@ class SlurmService:
             raise ServeError(f"sbatch refused the serve job (exit {res.returncode})", why=said or "no message",
                              fix=f"fix the submission (sbatch arguments, SBATCH_* environment), or try `sbatch {self.script}`")
         self.job_id = res.stdout.strip().split(";")[0]  # "<id>[;<cluster>]"
+        self.on_submit(self.job_id)
 
     def wait_ready(self, stop_requested: Callable[[], bool] = lambda: False) -> bool:
         """True once ready; False if ``stop_requested()`` turned true first; JobFailed (exit 3)

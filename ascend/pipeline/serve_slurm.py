@@ -18,7 +18,7 @@ def serve_on_slurm(ctx: RunContext, dep: Any) -> StageResult:
     r = ctx.recipe
     # The checkpoint is on the filesystem the nodes share; the ports are the node's, not this machine's.
     require_checkpoint(r, dep.model_dir, ref=r.source_path or r.name)
-    service = SlurmService(r, dep, ctx.run_dir, sbatch_args=ctx.sbatch_args,
+    service = SlurmService(r, dep, ctx.run_dir, sbatch_args=ctx.sbatch_args, on_submit=lambda job: submitted(ctx, job),
                            timeout_s=readiness_timeout(dep.model_dir, configured=r.serve.startup_timeout_s))
     t0 = time.monotonic()
     try:
@@ -35,3 +35,9 @@ def serve_on_slurm(ctx: RunContext, dep: Any) -> StageResult:
         details={"slurm_job": service.job_id, "base_url": service.base_url, "model": service.served_model,
                  "script": str(service.script), "output": str(service.output), "logs": str(logs)},
     )
+
+
+def submitted(ctx: RunContext, job: str) -> None:
+    """The job id on disk at once: whatever happens to this process, `scancel` knows what to cancel."""
+    ctx.write_record("serve", {"slurm_job": job})
+    ctx.log(f"  serve: submitted Slurm job {job}")

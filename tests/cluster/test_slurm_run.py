@@ -132,6 +132,7 @@ def test_ctrl_c_while_waiting_for_readiness_cancels_the_job(chain, cluster):
     assert cluster.state(job) == ""  # scancelled before ascend run exited
     assert processes_mentioning(str(never)) == []
     assert stage(report(d / "int"), "serve")["status"] == "interrupted"
+    assert json.loads((d / "int" / "stages" / "serve.json").read_text()) == {"slurm_job": job}  # recorded at submission
 
 
 @live
