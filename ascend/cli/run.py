@@ -17,7 +17,9 @@ the full report goes to RUN_DIR/report.json, report.txt and report.html (a page 
 runs are kept in RUN_DIR/history/) (default RUN_DIR: runs/<recipe name>).
 
 Exit 0 when every stage that ran passed, 3 when a check failed (plan does not fit, verify
-mismatch, smoke failure, broken bench threshold, an eval score below its threshold), 2 for a bad recipe or input (or another run using RUN_DIR), 130 after
+mismatch, smoke failure, broken bench threshold, an eval score below its threshold, a Slurm serve job that ended before
+it was ready), 2 for a bad recipe or input (or another run using RUN_DIR, or with --scheduler slurm no sbatch or
+a refused submission), 130 after
 Ctrl-C (the report names the stage).
 
 Examples:
@@ -28,6 +30,7 @@ Examples:
   ascend run glm5/a3-w8a8 --until convert              # fetch and convert only
   ascend run glm5/a3-w8a8 --from serve                 # reuse the converted checkpoint
   ascend run glm5/a3-w8a8 --until serve                # bring the service up, serve until Ctrl-C
+  ascend run glm5/a3x2-bf16 --from serve --scheduler slurm --sbatch-arg=--partition=npu
 """
 
 
@@ -40,6 +43,8 @@ def register(app: typer.Typer) -> None:
         start: str = typer.Option("plan", "--from", help="First stage to run (earlier artifacts must exist)."),
         run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where reports and logs go (default runs/<recipe name>)."),
         keep_going: bool = typer.Option(False, "--keep-going", help="After a failed check (verify), still serve and smoke to see the effect."),
+        scheduler: str = typer.Option("local", "--scheduler", metavar="local|slurm", help="Where the serve stage runs: `local` starts the ranks here; `slurm` submits `ascend serve --emit slurm`'s job with sbatch, waits for its `ready:` line and /health, and scancels it at the end (docs/slurm.md)."),
+        sbatch_args: list[str] = typer.Option([], "--sbatch-arg", metavar="ARG", help="With --scheduler slurm: one more sbatch argument, e.g. --sbatch-arg=--partition=npu (repeatable; SBATCH_* variables work too)."),
         as_json: bool = json_option("Print the run report as JSON on stdout (stage lines go to stderr)."),
     ) -> None:
         from rich.console import Console
@@ -70,7 +75,10 @@ def register(app: typer.Typer) -> None:
 
             stop = threading.Event()
             signal.signal(signal.SIGTERM, lambda *a: stop.set())
-            out.print(f"serving at {ctx.service.base_url} (model {ctx.service.served_model!r}); Ctrl-C to stop", markup=False)
+            job = getattr(ctx.service, "job_id", None)
+            where = f" (Slurm job {job})" if job else ""
+            out.print(f"serving at {ctx.service.base_url}{where} (model {ctx.service.served_model!r}); Ctrl-C to stop",
+                      markup=False)
             try:
                 ctx.service.wait(stop.is_set)
             except KeyboardInterrupt:
@@ -81,6 +89,7 @@ def register(app: typer.Typer) -> None:
             report, error = run_pipeline(
                 r, run_dir=run_dir, start=start, until=until, keep_going=keep_going, echo=echo, log=log,
                 hold=hold if until == "serve" else None, progress=True,  # bars, or plain lines when piped
+                scheduler=scheduler, sbatch_args=sbatch_args,
             )
         except Interrupted as stopped:  # Ctrl-C: one line (the report records the stage), exit 130
             err.print(f"{stopped}", markup=False)

@@ -28,6 +28,7 @@ from ascend.procs import dir_lock
 ORDER = [s for s in STAGES if s != "stop"]
 NEEDS = {"convert": "source", "verify": "convert", "serve": "convert", "smoke": "serve", "bench": "serve", "eval": "serve"}
 ALIASES = {"fetch": "source", "tiny": "source"}
+SCHEDULERS = ("local", "slurm")
 
 
 def stage_name(name: str, option: str) -> str:
@@ -52,11 +53,14 @@ def run_pipeline(
     log: Callable[[str], None] = lambda s: None,
     hold: Callable[[RunContext], None] | None = None,
     progress: bool = False,
+    scheduler: str = "local",
+    sbatch_args: list[str] | None = None,
 ) -> tuple[RunReport, AscendError | None]:
     """Run the stages from ``start`` to ``until`` (default: the last); never leaves a service running.
 
     ``echo`` gets each stage's result as soon as it is known; ``hold`` (if given) is called while
     the service is up after the last stage (``--until serve`` serves until interrupted).
+    ``scheduler="slurm"`` submits the serve stage as a Slurm job (``sbatch_args`` added to sbatch).
     Returns the report (also written to the run dir) and the first failure, if any.
     """
     import yaml
@@ -68,6 +72,7 @@ def run_pipeline(
     first, last = ORDER.index(stage_name(start, "--from")), ORDER.index(stage_name(until, "--until"))
     if first > last:
         raise RecipeError(f"--from {start} comes after --until {until}", fix="swap them")
+    check_scheduler(scheduler, sbatch_args or [], serves=first <= ORDER.index("serve") <= last)
     run_dir = Path(run_dir) if run_dir else default_run_dir(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = dir_lock(run_dir, "ascend run").acquire()  # two runs of one recipe would share its logs and reports
@@ -77,7 +82,7 @@ def run_pipeline(
         run_dir=str(run_dir),
         started_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
     )
-    ctx = RunContext(recipe, run_dir, log=log, progress=progress)
+    ctx = RunContext(recipe, run_dir, log=log, progress=progress, scheduler=scheduler, sbatch_args=list(sbatch_args or []))
     status: dict[str, str] = {}
     error: AscendError | None = None
     t_run = time.monotonic()
@@ -121,6 +126,8 @@ def run_pipeline(
             result = stop_service(ctx)
             result.seconds = time.monotonic() - t0
             add(result)
+            if result.status == "failed":
+                error = error or CheckFailed(f"stop: {result.summary}")
         ctx.stack.close()
         report.seconds = time.monotonic() - t_run
         write_atomic(run_dir / "report.json", report.to_json())
@@ -135,8 +142,21 @@ def run_pipeline(
     return report, error
 
 
+def check_scheduler(scheduler: str, sbatch_args: list[str], *, serves: bool) -> None:
+    """Bad --scheduler / --sbatch-arg, or no sbatch to submit with: exit 2 before any stage runs."""
+    if scheduler not in SCHEDULERS:
+        raise RecipeError(f"--scheduler {scheduler!r} is not a scheduler", fix=f"use one of: {', '.join(SCHEDULERS)}")
+    if sbatch_args and scheduler != "slurm":
+        raise RecipeError("--sbatch-arg only applies with --scheduler slurm", fix="add --scheduler slurm")
+    if scheduler == "slurm" and serves:
+        from ascend.cluster.slurm_job import check_sbatch_args, require_sbatch
+
+        check_sbatch_args(sbatch_args)
+        require_sbatch()
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during a stage; the message names the stage (the report records it too)."""
 
 
-__all__ = ["ORDER", "Interrupted", "RunReport", "StageResult", "default_run_dir", "run_pipeline", "stage_name"]
+__all__ = ["ORDER", "SCHEDULERS", "Interrupted", "RunReport", "StageResult", "default_run_dir", "run_pipeline", "stage_name"]

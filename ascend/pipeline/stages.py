@@ -53,6 +53,8 @@ class RunContext:
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     service: Any = None
     manifest_sha256: str | None = None
+    scheduler: str = "local"  # or "slurm": the serve stage submits a job (ascend.pipeline.serve_slurm)
+    sbatch_args: list[str] = field(default_factory=list)
 
     def record_path(self, stage: str) -> Path:
         return self.run_dir / "stages" / f"{stage}.json"
@@ -274,6 +276,10 @@ def stage_serve(ctx: RunContext) -> StageResult:
 
     r = ctx.recipe
     dep = build_deployment(r)
+    if ctx.scheduler == "slurm":
+        from ascend.pipeline.serve_slurm import serve_on_slurm
+
+        return serve_on_slurm(ctx, dep)
     preflight(r, dep.model_dir, ref=r.source_path or r.name)
     log_dir = ctx.run_dir / "logs"
     service = Service(dep, log_dir=log_dir, timeout_s=r.serve.startup_timeout_s)
@@ -376,8 +382,15 @@ def stop_service(ctx: RunContext) -> StageResult:
     if ctx.service is None:
         return StageResult("stop", "skipped", "nothing running")
     codes = ctx.service.stop()
+    job = getattr(ctx.service, "job_id", None)
     ctx.stack.close()
     ctx.service = None
+    if job is not None:  # a Slurm job: {job id: its final state}
+        state = codes[job]
+        if state.startswith("still"):
+            return StageResult("stop", "failed", f"Slurm job {job} {state} after scancel — see `squeue -j {job}`",
+                                details={"slurm_job": job})
+        return StageResult("stop", "ok", f"Slurm job {job} cancelled ({state})", details={"slurm_job": job})
     return StageResult("stop", "ok", f"{len(codes)} ranks stopped (exit codes {sorted(set(codes.values()), key=str)})")
 
 

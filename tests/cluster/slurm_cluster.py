@@ -123,6 +123,7 @@ def slurm_cluster(d: Path):
         _wait(lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T").stdout, 60, "an idle node", cluster)
         yield cluster
     finally:
+        _cancel_all(cluster)
         for p in reversed(cluster.procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -132,6 +133,21 @@ def slurm_cluster(d: Path):
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(5)
+
+
+def _cancel_all(cluster: Cluster, timeout: float = 90) -> None:
+    """Cancel the jobs a failed test left behind while slurmd still runs: stopping the daemons
+    would leave their slurmstepd and ranks running."""
+    if len(cluster.procs) < len(DAEMONS) or any(p.poll() is not None for p in cluster.procs):
+        return
+    jobs = cluster.run("squeue", "-h", "-o", "%i").stdout.split()
+    if jobs:
+        cluster.run("scancel", *jobs)
+        try:
+            for job in jobs:
+                cluster.wait_gone(job, timeout)
+        except AssertionError:
+            pass  # the daemons are stopped all the same
 
 
 def _wait(ok, timeout: float, what: str, cluster: Cluster) -> None:
