@@ -78,11 +78,11 @@ class PrecisionPolicy:
 def written_specs(args: Any, policy: PrecisionPolicy, specs: list) -> list[tuple[Any, str]]:
     """(TensorSpec, written format) of every tensor a conversion of ``args`` (ModelArgs) writes,
     from its tensor table ``specs`` (``models.tensor_specs``; source FP8 scales are skipped: each
-    output format brings its own). Beside the table's tensors:
-    the norm bias that anti-outlier smoothing adds (``ascend.quant.smooth``; GQA attention with
-    biases, i.e. GLM-4.x ``ALL_W8A8_ANTI``) before every main layer whose q/k/v are static. The
-    planner counts it whenever the scheme makes them static (smoothing is on by default; off, the
-    plan counts ``hidden × 2`` B per layer more than is written)."""
+    output format brings its own). Beside the table's tensors: the ``input_layernorm.bias`` that
+    anti-outlier smoothing adds (``ascend.quant.smooth``; GQA attention with biases, i.e. GLM-4.x,
+    xLLM's ``ALL_W8A8_ANTI``) in every main layer whose q/k/v are static. It is counted whenever
+    the scheme makes them static (smoothing is on by default; with it off this counts
+    ``hidden × 2`` B per layer more than is written)."""
     from dataclasses import replace
 
     out = []
