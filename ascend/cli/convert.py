@@ -57,6 +57,11 @@ def register(app: typer.Typer) -> None:
             None, "--w8a8-scheme",
             help="w8a8 (default: the family's engine practice, static attention needs calibration) | dynamic "
                  "(all W8A8_DYNAMIC, data-free; not readable by xLLM) (flag mode)."),
+        device: Optional[Literal["cpu", "npu"]] = typer.Option(
+            None, "--device",
+            help="Calibration device (recipe: convert.calibration.device; default cpu): cpu, or npu through "
+                 "torch_npu. Conversion itself runs on the CPU. When the output has static W8A8 linears, npu is "
+                 "checked before any work, even if their calibration is already done (exit 2 without torch_npu)."),
         requantize_misaligned: bool = typer.Option(
             False, "--requantize-misaligned",
             help="FP8 output whose TP split breaks 128-blocks: requantize per shard instead of refusing."),
@@ -142,6 +147,7 @@ def register(app: typer.Typer) -> None:
             src, out, opts, workers=workers or 1, force=force, node_rank=node_rank, nnodes=nnodes,
             finalize_only=finalize, recipe_hash=recipe_hash, progress=True,  # a bar, or lines when piped
             log=lambda s: typer.echo(s, err=True), calibration=r.convert.calibration if recipe is not None else None,
+            device=device,
         )
         state = "complete" if result.complete else "part done"
         typer.echo(

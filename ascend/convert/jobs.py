@@ -35,7 +35,7 @@ from ascend.convert.inventory import (  # noqa: F401 (SourceTensor, natural_key:
 )
 from ascend.convert.output_config import _draft_config, _mtp_draft_name, _output_config, _output_formats
 from ascend.errors import ConvertError
-from ascend.models.precision import PrecisionPolicy
+from ascend.models.precision import FOLDED_BIAS, PrecisionPolicy
 from ascend.models.sharding import ParallelLayout
 
 FP8_BLOCK = 128
@@ -315,16 +315,10 @@ def build_jobs(src, args, opts: ConvertOptions, calibration=None) -> ConvertJobs
     replaced, added = w8.calibration_tensors(calibration[0], specs) if calibration else (set(), [])
     added_after = {after: (name, shape) for name, after, shape in added}
 
-    def fmt_of(spec) -> str:
-        if not spec.quantizable:
-            return "keep"
-        return w8.refine_format(args.family, opts.precision.w8a8_scheme, spec, opts.precision.format_of(spec.name))
-
     def pieces_for(spec, out_name: str, rows=None, cols=None) -> list[Piece]:
         t = inv[spec.name]
-        fmt = fmt_of(spec)
-        weight = by_name.get(w8.linear_weight_of_bias(spec.name) or "")
-        if weight is not None and fmt_of(weight) == w8.STATIC_OP:
+        fmt = opts.precision.written_format(args.family, spec)
+        if fmt == FOLDED_BIAS:
             return []  # folded into its static linear's quant_bias (and written as its fp32 bias)
         bias = spec.name[: -len(".weight")] + ".bias" if fmt == w8.STATIC_OP else None
         pieces = make_pieces(spec.name, out_name, t.dtype, t.shape, t.has_scale, fmt, spec.quantizable,

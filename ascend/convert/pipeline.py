@@ -244,13 +244,16 @@ def convert(
     log: Callable[[str], None] = lambda s: None,
     calibration: CalibrationSection | None = None,
     force_hint: str = "pass --force",
+    device: str | None = None,
 ) -> ConvertResult:
     """Convert ``src_dir`` into ``out_dir`` (resumable). Static W8A8 linears are calibrated first,
     on one node (the parts of a multi-node conversion use the calibration an earlier single-node
     run made). ``calibration``: the recipe's ``convert.calibration``; a finished calibration made
     with other settings is another conversion's (refused without ``force``). None (flag mode): a
     finished calibration in the output is used as it is (``ascend calibrate``'s), else one with
-    the schema's defaults is made."""
+    the schema's defaults is made. ``device``: where calibration runs (default
+    ``calibration.device``); with static linears on one node, ``npu`` is checked before any work
+    (BackendUnavailable, exit 2, without torch_npu)."""
     t0 = time.monotonic()
     src_dir = resolve_source(src_dir)  # a symlink loop: exit 2, naming it
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
@@ -263,17 +266,23 @@ def convert(
     jobs = conversion_jobs(src_dir, opts)
     for warning in jobs.warnings:
         log(f"warning: {warning}")
+    cfg = calibration or CalibrationSection()
+    static = needs_calibration([f for _, f in jobs.all_files()])
+    if static and nnodes == 1:  # a missing torch_npu: one line before any work (calibrated yet or not)
+        from ascend.quant.calibrate import resolve_device
+
+        device = resolve_device(device or cfg.device)
     with _output_lock(out, node_rank, nnodes, finalize_only):
-        if needs_calibration([f for _, f in jobs.all_files()]):  # calibrates into out: under the lock
+        if static:  # calibrates into out: under the lock
             def run_calibration(check_owner: Callable[[], None]) -> None:
                 from ascend.quant.calibrate import Runtime, calibrate, finished, is_current
 
                 if calibration is None and finished(out):  # flag mode: e.g. made by `ascend calibrate`
                     return
-                cfg, scheme = calibration or CalibrationSection(), opts.precision.w8a8_scheme
+                scheme = opts.precision.w8a8_scheme
                 if not is_current(src_dir, out, cfg, scheme):  # something will be calibrated into out
                     check_owner()
-                calibrate(src_dir, out, cfg, scheme=scheme, runtime=Runtime(log=log))
+                calibrate(src_dir, out, cfg, scheme=scheme, runtime=Runtime(device=device, log=log))
 
             jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force, force_hint),
                                    run_calibration if nnodes == 1 else None)

@@ -4,8 +4,9 @@ from calibration, and ``quant_model_description.json`` (reference/quantization.m
 Jobs side (pure data):
 
 - ``w8a8`` in the precision rules is refined per tensor by the scheme
-  (``ascend.models.quant_schemes``): static ``W8A8`` -> piece op ``w8a8_static``;
-  ``W8A8_DYNAMIC`` -> op ``w8a8``; ``FLOAT`` -> the tensor stays as it is (BF16).
+  (``PrecisionPolicy.written_format``, the one decision the planner and doctor share): static
+  ``W8A8`` -> piece op ``w8a8_static``; ``W8A8_DYNAMIC`` -> op ``w8a8``; ``FLOAT`` -> the tensor
+  stays as it is (BF16).
 - a static piece writes ``P.weight`` int8, ``P.quant_bias`` int32, ``P.input_scale`` and
   ``P.input_offset`` fp32 [1], ``P.deq_scale`` and, when the float linear has one, ``P.bias``
   fp32; the float bias is folded into ``quant_bias``, so the bias tensor has no piece of its own.
@@ -38,9 +39,9 @@ from ascend.checkpoint.w8a8 import (
     static_params,
 )
 from ascend.errors import ConvertError
-from ascend.models.quant_schemes import DYNAMIC, FLOAT, STATIC, linear_kind
+from ascend.models.precision import W8A8_STATIC
 
-STATIC_OP = "w8a8_static"
+STATIC_OP = W8A8_STATIC
 DYNAMIC_OP = "w8a8"
 CALIB_OP = "calib"
 W8A8_OPS = (STATIC_OP, DYNAMIC_OP)
@@ -48,19 +49,7 @@ STATE_DIR = ".ascend-convert"  # the convert state dir (ascend.convert.pipeline.
 
 
 # ---------------------------------------------------------------------------------------------
-# kinds
-
-
-def refine_format(family: str, scheme: str, spec, fmt: str) -> str:
-    """The piece format of a quantizable tensor whose precision rule says ``fmt``."""
-    if fmt != "w8a8":
-        return fmt
-    kind = linear_kind(family, scheme, spec.name, mtp=spec.mtp)
-    return {STATIC: STATIC_OP, DYNAMIC: DYNAMIC_OP, FLOAT: "bf16"}[kind]
-
-
-def linear_weight_of_bias(name: str) -> str | None:
-    return name[: -len(".bias")] + ".weight" if name.endswith("_proj.bias") else None
+# pieces
 
 
 def deq_dtype(model_dtype: str) -> str:

@@ -84,18 +84,19 @@ def run_doctor(host: LocalHost | None = None, target: Target | None = None) -> D
 
 
 def estimate_output_bytes(recipe) -> tuple[int | None, str | None]:
-    """Conversion output size: every tensor of the model (``ascend.models.tensor_specs``) at the
-    format the recipe's precision policy gives it, sized like the planner sizes weights
+    """Conversion output size: every tensor the conversion writes
+    (``ascend.models.precision.written_specs``: the tensor table at the format the recipe's
+    precision policy and the family's W8A8 scheme give it), sized like the planner sizes weights
     (``ascend.plan.memory.tensor_bytes``). Falls back to the source checkpoint's size."""
     try:
         from ascend.models import model_args_for_recipe, tensor_specs
+        from ascend.models.precision import written_specs
         from ascend.plan.memory import tensor_bytes
 
         args = model_args_for_recipe(recipe.model)
-        policy = recipe.precision
-        total = sum(tensor_bytes(spec.shape, policy.format_of(spec.name, quantizable=spec.quantizable), spec.dtype)
-                    for spec in tensor_specs(args, mtp=recipe.convert.mtp != "drop") if spec.scale_of is None)
-        return total, "tensor table x precision rules"
+        specs = tensor_specs(args, mtp=recipe.convert.mtp != "drop")
+        total = sum(tensor_bytes(spec.shape, fmt, spec.dtype) for spec, fmt in written_specs(args, recipe.precision, specs))
+        return total, "tensor table x precision rules x W8A8 scheme"
     except Exception:  # noqa: BLE001 - no config anywhere: fall back to the source size
         pass
     src = Path(recipe.model.path)

@@ -11,6 +11,7 @@ from typing import Any
 from ascend.errors import AscendError, PlanError
 from ascend.hardware import chip_profile
 from ascend.models import ModelArgs, fp8_alignment_problem, model_args_for_recipe, shard_slice
+from ascend.models.precision import COMPUTE_FORMAT
 from ascend.models.sharding import divisors
 from ascend.plan.memory import weight_templates
 from ascend.recipe.settings import Settings
@@ -95,7 +96,7 @@ def check_recipe(recipe: Any, args: ModelArgs | None = None) -> list[str]:
     # output precision the chip cannot compute in
     used: dict[str, str] = {}
     for t in templates:
-        used.setdefault(t.fmt, t.spec.name)
+        used.setdefault(COMPUTE_FORMAT.get(t.fmt, t.fmt), t.spec.name)
     for fmt, example in sorted(used.items()):
         if not chip.supports(fmt):
             key = "convert.precision.default" if fmt == settings.precision.default else "convert.precision.rules"

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from ascend.hardware import ChipProfile
 from ascend.models import ModelArgs, ShardCoords, TensorSpec, local_shape, tensor_specs
 from ascend.models.args import ceil_div
+from ascend.models.precision import FOLDED_BIAS, W8A8_STATIC, written_specs
 from ascend.recipe.settings import Settings
 
 BF16_BYTES = 2
+F32_BYTES = 4
 FP8_BLOCK = 128
 HCCL_DEFAULT_MB = 200  # HCCL_BUFFSIZE default (ascend-ops.md §1.13)
 XLLM_EP_DEFAULT_MB = 512  # xLLM's EP and TP domain buffers when HCCL_BUFFSIZE is unset (mapping_npu.cpp)
@@ -37,20 +39,26 @@ WEIGHT_ROWS: dict[str, str] = {
 
 
 def tensor_bytes(shape: tuple[int, ...], fmt: str, native_dtype: str = "bf16") -> int:
-    """Bytes of one (local) tensor in ``fmt``.
+    """Bytes of one (local) tensor written in ``fmt`` (``PrecisionPolicy.written_format``), as
+    the converter writes it (reference/quantization.md §1-2):
 
     bf16: 2 B/element (f32-native tensors such as ``e_score_correction_bias`` stay 4 B);
     fp8: 1 B/element + float32 scale per 128×128 block, ``ceil(r/128)·ceil(c/128)·4``;
-    w8a8: 1 B/element + per-output-channel ``weight_scale`` and ``weight_offset`` (bf16, [r, 1]).
+    w8a8 (W8A8_DYNAMIC): 1 B/element + float32 ``weight_scale`` and ``weight_offset`` [r, 1];
+    w8a8_static: 1 B/element + int32 ``quant_bias`` and float32 ``deq_scale`` [r] + float32
+    ``input_scale`` and ``input_offset`` [1]; f32_folded (a static linear's bias): 4 B/element.
     """
     n = 1
     for d in shape:
         n *= d
-    if fmt == "fp8" and len(shape) == 2:
-        return n + ceil_div(shape[0], FP8_BLOCK) * ceil_div(shape[1], FP8_BLOCK) * 4
-    if fmt == "w8a8" and len(shape) == 2:
-        return n + shape[0] * 2 * BF16_BYTES
-    return n * (4 if native_dtype == "f32" else BF16_BYTES)
+    if len(shape) == 2:
+        if fmt == "fp8":
+            return n + ceil_div(shape[0], FP8_BLOCK) * ceil_div(shape[1], FP8_BLOCK) * 4
+        if fmt == "w8a8":
+            return n + shape[0] * 2 * F32_BYTES
+        if fmt == W8A8_STATIC:
+            return n + shape[0] * 2 * F32_BYTES + 2 * F32_BYTES
+    return n * (F32_BYTES if native_dtype == "f32" or fmt == FOLDED_BIAS else BF16_BYTES)
 
 
 @dataclass
@@ -94,8 +102,7 @@ class ModelTables:
         key = (mtp, settings.precision)
         if key not in self._templates:
             groups: dict[tuple[str, str, bool], WeightTemplate] = {}
-            for spec in self.specs(mtp):
-                fmt = settings.precision.format_of(spec.name, quantizable=spec.quantizable)
+            for spec, fmt in written_specs(self.args, settings.precision, self.specs(mtp)):
                 gkey = (_LAYER.sub("model.layers.*.", spec.name), fmt, spec.mtp)
                 hit = groups.get(gkey)
                 if hit is None:

@@ -261,12 +261,12 @@ def suggestions(settings: Settings, model: ModelArgs | ModelTables, chip: ChipPr
     if all(d.fixed <= d.budget for d in base.devices) and tokens >= serve.block_size:
         out.append(f"--set serve.max_model_len={tokens} (the KV cache left after weights holds {base.kv_tokens} "
                    f"tokens per DP group)")
-    # 2. W8A8 for every quantizable tensor (A2/A3 compute int8)
-    all_int8 = PrecisionPolicy("w8a8")
+    # 2. W8A8 for every quantizable tensor, as the recipe's scheme refines it (A2/A3 compute int8)
+    all_int8 = PrecisionPolicy("w8a8", w8a8_scheme=settings.precision.w8a8_scheme)
     if settings.precision != all_int8 and chip.supports("w8a8"):
         plan = _fits(replace(settings, precision=all_int8), args, chip)
         if plan is not None:
-            out.append(f"--set convert.precision.default=w8a8 --set convert.precision.rules=[] (all quantizable tensors int8): "
+            out.append(f"--set convert.precision.default=w8a8 --set convert.precision.rules=[] (all quantizable tensors W8A8): "
                        f"{plan.kv_tokens} KV tokens per DP group")
     # 3. more nodes, keeping dp and spreading experts over all ranks when they were
     for nodes in range(layout.nodes + 1, layout.nodes * 8 + 1):

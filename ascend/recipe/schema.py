@@ -133,6 +133,9 @@ class CalibrationSection(Section):
     thresholds: CalibrationThresholds = Field(
         default_factory=CalibrationThresholds, description="Accuracy gate; a broken threshold exits 3 naming the worst layers."
     )
+    device: Literal["cpu", "npu"] = Field(
+        "cpu", description="Where `ascend convert` / `ascend run` calibrate: `cpu`, or `npu` through torch_npu (checked before any work); conversion itself runs on the CPU."
+    )
 
 
 class ConvertSection(Section):

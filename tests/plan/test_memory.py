@@ -25,8 +25,11 @@ A3 = dict(chip="ascend-a3", nodes=1, devices_per_node=16)
 def test_tensor_bytes_per_format():
     # fp8: 1 B + float32 per 128×128 block (kv_a_proj 576×7168: 5×56 blocks, partial last row block)
     assert tensor_bytes((576, 7168), "fp8") == 576 * 7168 + 5 * 56 * 4
-    # w8a8: 1 B + bf16 weight_scale and weight_offset [out, 1]
-    assert tensor_bytes((2048, 7168), "w8a8") == 2048 * 7168 + 2048 * 4
+    # w8a8 (dynamic): 1 B + float32 weight_scale and weight_offset [out, 1], as written
+    assert tensor_bytes((2048, 7168), "w8a8") == 2048 * 7168 + 2048 * 8
+    # static W8A8: 1 B + int32 quant_bias and float32 deq_scale [out] + float32 input_scale, input_offset [1]
+    assert tensor_bytes((2048, 7168), "w8a8_static") == 2048 * 7168 + 2048 * 8 + 8
+    assert tensor_bytes((2048,), "f32_folded") == 2048 * 4  # a static linear's bias, written fp32
     assert tensor_bytes((2048, 7168), "bf16") == 2048 * 7168 * 2
     assert tensor_bytes((256,), "bf16", "f32") == 1024  # e_score_correction_bias stays fp32
 
