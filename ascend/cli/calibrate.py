@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
         src: Path = typer.Option(..., "--src", help="Source checkpoint (HF dir; BF16 or block-FP8)."),
         out: Path = typer.Option(..., "--out", help="Convert output dir; the calibration goes to OUT/.ascend-convert/calibration/."),
         scheme: str = typer.Option("w8a8", "--scheme", help="W8A8 scheme whose static linears are calibrated."),
-        calib: Path = typer.Option(None, "--calib", help='JSONL calibration file: one {"text": ...} or {"messages": [...]} per line (default: built-in set).'),
+        calib: Path = typer.Option(None, "--calib", help='JSONL calibration file: one {"text": ...} or {"messages": [...], "tools": [...] (optional)} per line (default: built-in set, chat, code, math and tool use).'),
         samples: int = typer.Option(64, "--samples", min=2, help="Samples used (every 8th is held out for the accuracy report)."),
         max_len: int = typer.Option(512, "--max-len", min=8, help="Tokens per sample at most."),
         alpha: float = typer.Option(0.5, "--alpha", min=0, max=1, help="SmoothQuant migration strength."),

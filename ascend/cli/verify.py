@@ -57,9 +57,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{out_dir}: {report.files_checked} files checksummed, "
                        f"{report.tensors_checked}/{report.tensors_total} tensors compared with the source")
             if report.logits:
-                lg = report.logits
-                typer.echo(f"  logits ({lg['tokens']} tokens): top-1 agreement {lg['top1_agreement']:.0%}, "
-                           f"max error {lg['max_abs_error']:.3g} ({lg['max_rel_error']:.2%} of max |logit|)")
+                typer.echo(f"  logits ({report.logits['tokens']} tokens): {report.logits_line()}")
             for note in report.notes:
                 typer.echo(f"  note: {note}")
             for problem in report.problems[:50]:

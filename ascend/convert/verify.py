@@ -65,6 +65,15 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def logits_line(self) -> str | None:
+        """One line of the logits comparison, e.g. ``top-1 agreement 100%, max error 0.24%``."""
+        lg = self.logits
+        if not lg:
+            return None
+        if lg["class"] == "calibrated W8A8":
+            return f"top-1 agreement {lg['top1']:.0%}, KL {lg['kl']:.3g}, rel. error {lg['rel_err']:.2%} (calibration gate's bounds)"
+        return f"top-1 agreement {lg['top1_agreement']:.0%}, max error {lg['max_rel_error']:.2%} of max |logit|"
+
     def to_json(self) -> dict[str, Any]:
         return {"out_dir": self.out_dir, "ok": self.ok, "problems": self.problems, "files_checked": self.files_checked,
                 "tensors_checked": self.tensors_checked, "tensors_total": self.tensors_total,
@@ -288,6 +297,13 @@ def _check_logits(out: Path, jobs: ConvertJobs, src_dir: str, args_params: int, 
     ids = torch.randint(0, vocab, (LOGIT_TOKENS,), generator=g).tolist()
     ref = compute_logits(src_dir, ids)
     got = compute_logits(str(out), ids)
+    for what, t in (("output", got), ("source", ref)):
+        if not bool(torch.isfinite(t).all()):
+            report.problems.append(f"logits: the {what}'s logits hold NaN or Inf (the error and top-1 figures are meaningless)")
+    gate = _calibration_gate(out, jobs)
+    if gate is not None:  # calibrated W8A8: the bounds its accuracy gate passed
+        _check_logits_gate(ref, got, gate, report)
+        return
     kind = _logit_class(jobs)
     bound = LOGIT_BOUNDS[kind]
     max_err = float((ref - got).abs().max())
@@ -295,15 +311,35 @@ def _check_logits(out: Path, jobs: ConvertJobs, src_dir: str, args_params: int, 
     top1 = float((ref.argmax(-1) == got.argmax(-1)).float().mean())
     report.logits = {"tokens": len(ids), "max_abs_error": max_err, "max_rel_error": max_err / scale,
                      "top1_agreement": top1, "class": kind, "bounds": bound}
-    for what, t in (("output", got), ("source", ref)):
-        if not bool(torch.isfinite(t).all()):
-            report.problems.append(f"logits: the {what}'s logits hold NaN or Inf (the error and top-1 figures are meaningless)")
     max_rel = bound["max_rel_error"]
     if (max_rel is not None and not max_err / scale <= max_rel) or top1 < bound["min_top1"]:
         limit = "max error not enforced" if max_rel is None else f"max error {max_rel:.1%}"
         report.problems.append(
             f"logits: max error {max_err:.3g} ({max_err / scale:.2%} of max |logit|), top-1 agreement {top1:.0%}; "
             f"bound for {kind} conversions: {limit}, top-1 {bound['min_top1']:.0%}")
+
+
+def _calibration_gate(out: Path, jobs: ConvertJobs):
+    """The thresholds the output's calibration passed (CalibrationThresholds), when it has static
+    W8A8 linears and its calibration was gated; else None (the generic bounds apply)."""
+    from ascend.recipe.schema import CalibrationThresholds
+
+    if not w8.needs_calibration(jobs.files):
+        return None
+    th = w8.load_calibration(out, cached=True).thresholds
+    return CalibrationThresholds(**th) if th is not None else None
+
+
+def _check_logits_gate(ref: torch.Tensor, got: torch.Tensor, th, report: VerifyReport) -> None:
+    from ascend.quant.calibrate import logits_agreement, logits_problems
+
+    lg = logits_agreement(ref, got)
+    report.logits = {**lg, "top1_agreement": lg["top1"], "class": "calibrated W8A8",
+                     "bounds": {"logits_kl": th.logits_kl, "top1": th.top1, "logits_rel_err": th.logits_rel_err}}
+    broken = logits_problems(lg, th)
+    if broken:
+        report.problems.append("logits: " + "; ".join(broken) + " (the bounds of the calibration's accuracy gate, "
+                               "convert.calibration.thresholds)")
 
 
 def _check_engine_xllm(out: Path, jobs: ConvertJobs, report: VerifyReport) -> None:

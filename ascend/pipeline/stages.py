@@ -252,8 +252,7 @@ def stage_verify(ctx: RunContext) -> StageResult:
     summary = (f"{report.files_checked} files checksummed, {report.tensors_checked}/{report.tensors_total} tensors "
                f"match the source")
     if report.logits:
-        lg = report.logits
-        summary += f"; logits: top-1 agreement {lg['top1_agreement']:.0%}, max error {lg['max_rel_error']:.2%}"
+        summary += f"; logits: {report.logits_line()}"
     summary += "".join(f"; note: {n}" for n in report.notes)
     write_atomic(ctx.run_dir / "verify.json", json.dumps(data, indent=2, default=str) + "\n")
     ctx.write_record("verify", {"manifest_sha256": manifest, "ok": report.ok, "summary": summary})

@@ -52,7 +52,7 @@ from ascend.reference.parallel import Parallel
 from ascend.reference.weights import CheckpointReader
 
 CALIBRATION_DIR = f"{STATE_DIR}/calibration"  # under the convert output dir
-GATE_FAILED = "gate-failed.json"
+GATE = "gate.json"  # the last gate check: thresholds and verdict (outside the fingerprinted files)
 FORMAT = "ascend-calibration/1"
 HOLD_EVERY = 8  # every 8th sample is held out for the accuracy report
 
@@ -124,15 +124,14 @@ def calibrate(src: str | Path, out: str | Path, cfg: CalibrationSection, *, sche
 
 
 def _gate(state: Path, info: dict, th) -> None:
-    """``check_gate``, remembered: a calibration that failed its gate carries ``gate-failed.json``
-    (outside the fingerprinted files), so ``load_calibration`` refuses it until a run passes."""
-    marker = state / GATE_FAILED
+    """``check_gate``, remembered in ``gate.json``: ``load_calibration`` refuses a calibration
+    that failed it, and ``verify`` holds the output's logits to the thresholds it passed."""
     try:
         check_gate(info, th)
     except CheckFailed as err:
-        write_json(marker, {"error": err.line()})
+        write_json(state / GATE, {"passed": False, "thresholds": th.model_dump(), "error": err.line()})
         raise
-    marker.unlink(missing_ok=True)
+    write_json(state / GATE, {"passed": True, "thresholds": th.model_dump()})
 
 
 def _plan(src: str | Path, cfg: CalibrationSection, scheme: str) -> _Plan:
@@ -327,15 +326,29 @@ def _logits_report(reader, a: ModelArgs, x: dict, rows: int = 256) -> dict:
     norm = reader.read("model.norm.weight")
     head = reader.read("lm_head.weight" if reader.has("lm_head.weight") else "model.embed_tokens.weight")
     n = x["held"].shape[0]
-    kl = same = err2 = ref2 = 0.0
+    sums = torch.zeros(4, dtype=torch.float64)
     for lo in range(0, n, rows):
         f = rms_norm(x["held"][lo:lo + rows], norm, a.rms_norm_eps) @ head.T
         q = rms_norm(x["chain"][lo:lo + rows], norm, a.rms_norm_eps) @ head.T
-        logp_f, logp_q = torch.log_softmax(f, -1), torch.log_softmax(q, -1)
-        kl += float((logp_f.exp() * (logp_f - logp_q)).sum())
-        same += int((f.argmax(-1) == q.argmax(-1)).sum())
-        err2, ref2 = err2 + float((q - f).pow(2).sum()), ref2 + float(f.pow(2).sum())
-    return {"kl": kl / n, "top1": same / n, "rel_err": (err2 / max(ref2, 1e-30)) ** 0.5, "tokens": n}
+        sums += _agreement_sums(f, q)
+    return _agreement(sums, n)
+
+
+def logits_agreement(ref: torch.Tensor, got: torch.Tensor) -> dict:
+    """Mean KL(ref ‖ got), top-1 agreement and relative L2 error of [N, vocab] logits: the figures
+    the accuracy gate bounds (``verify`` applies them to a converted output)."""
+    return _agreement(_agreement_sums(ref.float(), got.float()), ref.shape[0])
+
+
+def _agreement_sums(f: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    logp_f, logp_q = torch.log_softmax(f, -1), torch.log_softmax(q, -1)
+    return torch.tensor([float((logp_f.exp() * (logp_f - logp_q)).sum()), int((f.argmax(-1) == q.argmax(-1)).sum()),
+                         float((q - f).pow(2).sum()), float(f.pow(2).sum())], dtype=torch.float64)
+
+
+def _agreement(sums: torch.Tensor, n: int) -> dict:
+    kl, same, err2, ref2 = sums.tolist()
+    return {"kl": max(kl, 0.0) / n, "top1": same / n, "rel_err": (err2 / max(ref2, 1e-30)) ** 0.5, "tokens": n}
 
 
 def check_gate(info: dict, th) -> None:
@@ -347,18 +360,24 @@ def check_gate(info: dict, th) -> None:
         over = [n for n in worst if rels[n] > th.layer_rel_l2]
         if over:
             broken.append(f"layer rel-L2 above {th.layer_rel_l2}: " + ", ".join(f"layer {n} {rels[n]:.3g}" for n in over))
-    lg = info["logits"]
+    broken += logits_problems(info["logits"], th)
+    if broken:
+        names = ", ".join(f"{n} ({rels[n]:.3g})" for n in worst)
+        raise CheckFailed("calibrated W8A8 accuracy gate failed: " + "; ".join(broken),
+                          why=f"worst layers by rel-L2: {names}",
+                          fix="enable or retune smoothing (convert.calibration.smoothing_alpha), use more calibration data, or relax convert.calibration.thresholds")
+
+
+def logits_problems(lg: dict, th) -> list[str]:
+    """The logits thresholds of ``th`` (CalibrationThresholds) that ``lg`` (``logits_agreement``) breaks."""
+    broken = []
     if th.logits_kl is not None and lg["kl"] > th.logits_kl:
         broken.append(f"logits KL {lg['kl']:.3g} > {th.logits_kl}")
     if th.top1 is not None and lg["top1"] < th.top1:
         broken.append(f"top-1 agreement {lg['top1']:.3g} < {th.top1}")
     if th.logits_rel_err is not None and lg["rel_err"] > th.logits_rel_err:
         broken.append(f"logits rel. error {lg['rel_err']:.3g} > {th.logits_rel_err}")
-    if broken:
-        names = ", ".join(f"{n} ({rels[n]:.3g})" for n in worst)
-        raise CheckFailed("calibrated W8A8 accuracy gate failed: " + "; ".join(broken),
-                          why=f"worst layers by rel-L2: {names}",
-                          fix="enable or retune smoothing (convert.calibration.smoothing_alpha), use more calibration data, or relax convert.calibration.thresholds")
+    return broken
 
 
 # --- state and output -----------------------------------------------------------------------------
@@ -426,8 +445,9 @@ class Calibration:
     Tensors are read on demand (the smoothed tensors of a whole model are tens of GB); the
     object pickles (for worker processes) without its open file."""
 
-    def __init__(self, path: Path, info: dict):
+    def __init__(self, path: Path, info: dict, thresholds: dict | None = None):
         self.path, self.info = path, info
+        self.thresholds = thresholds  # the accuracy gate it passed (None: never checked, e.g. made elsewhere)
         self._handle = None
         self.names = set(self._file().keys())
 
@@ -471,8 +491,8 @@ def load_calibration(out_dir: str | Path, *, source_fingerprint: str | None = No
         raise ConvertError(f"{meta}: made for another source checkpoint (fingerprint differs)", fix=fix)
     if scheme and info.get("scheme") != scheme:
         raise ConvertError(f"{meta}: made for scheme {info.get('scheme')!r}, not {scheme!r}", fix=fix)
-    if (path / GATE_FAILED).is_file():
-        raise CheckFailed(f"{path}: this calibration failed its accuracy gate",
-                          why=json.loads((path / GATE_FAILED).read_text()).get("error"),
+    gate = json.loads((path / GATE).read_text()) if (path / GATE).is_file() else None
+    if gate is not None and not gate["passed"]:
+        raise CheckFailed(f"{path}: this calibration failed its accuracy gate", why=gate.get("error"),
                           fix="calibrate again with other settings or relaxed thresholds (convert.calibration, or ascend calibrate)")
-    return Calibration(path, info)
+    return Calibration(path, info, gate["thresholds"] if gate else None)

@@ -72,3 +72,25 @@ def test_flag_mode_uses_the_calibration_there_unless_it_failed_its_gate(tiny_dir
     calibrate(src, out, _cfg(samples=10))  # the same measurement, gate off: passes, nothing recomputed
     assert convert(src, out, opts).complete
     assert _info(out)["samples"] + _info(out)["held_out"]["samples"] == 10  # its settings, not the defaults
+
+
+def test_verify_holds_a_calibrated_output_to_its_gate(tiny_dir, tmp_path):
+    """Before: verify held every quantized output to top-1 >= 50 % only, whatever bounds its
+    calibration was gated with."""
+    from ascend.convert.verify import verify
+    from ascend.quant.calibrate import GATE
+
+    src, out = tiny_dir("deepseek_v3"), tmp_path / "o"
+    assert convert(src, out, ConvertOptions.from_flags(precision="w8a8", mtp="drop"), calibration=_cfg()).complete
+    report = verify(out, against=str(src))
+    assert report.ok and report.logits["class"] == "calibrated W8A8", report.problems
+    assert 0 < report.logits["rel_err"] < 1 and report.logits["kl"] >= 0
+    gate = out / CALIBRATION_DIR / GATE
+    data = json.loads(gate.read_text())
+    data["thresholds"]["logits_rel_err"] = report.logits["rel_err"] / 2  # as if the recipe had asked for that
+    gate.write_text(json.dumps(data))
+    from ascend.convert import w8a8_pieces
+
+    w8a8_pieces._LOADED.clear()  # one load per process: this test changed the file
+    strict = verify(out, against=str(src))
+    assert not strict.ok and "logits rel. error" in strict.problems[0] and "accuracy gate" in strict.problems[0]
