@@ -120,12 +120,8 @@ def measure(src: Path, samples: int, seq_len: int, held: int) -> dict:
     threading.Thread(target=sample, daemon=True).start()
 
     from ascend.models.args import load_model_args
-    from ascend.quant.calibrate import (
-        Runtime,
-        _calibrate_layer,
-        memory_bytes,
-        static_linears,
-    )
+    from ascend.models.quant_schemes import static_linears
+    from ascend.quant.calibrate import Runtime, _calibrate_layer, memory_bytes
     from ascend.reference.model import make_rope
     from ascend.reference.parallel import Parallel
     from ascend.reference.weights import CheckpointReader

@@ -275,7 +275,8 @@ def convert(
     with _output_lock(out, node_rank, nnodes, finalize_only):
         if static:  # calibrates into out: under the lock
             def run_calibration(check_owner: Callable[[], None]) -> None:
-                from ascend.quant.calibrate import Runtime, calibrate, finished, is_current
+                from ascend.quant.calibrate import Runtime, calibrate, is_current
+                from ascend.quant.store import finished
 
                 if calibration is None and finished(out):  # flag mode: e.g. made by `ascend calibrate`
                     return

@@ -331,7 +331,7 @@ def _calibration_gate(out: Path, jobs: ConvertJobs):
 
 
 def _check_logits_gate(ref: torch.Tensor, got: torch.Tensor, th, report: VerifyReport) -> None:
-    from ascend.quant.calibrate import logits_agreement, logits_problems
+    from ascend.quant.accuracy import logits_agreement, logits_problems
 
     lg = logits_agreement(ref, got)
     report.logits = {**lg, "top1_agreement": lg["top1"], "class": "calibrated W8A8",

@@ -15,7 +15,7 @@ Jobs side (pure data):
 
 Execution side: :func:`run_static` and :func:`run_calib`, called by ``execute.run_piece``.
 
-Calibration is read only through the interface of ``ascend.quant.calibrate`` (``load_calibration``:
+Calibration is read only through the interface of ``ascend.quant.store`` (``load_calibration``:
 ``input_range``, ``smooth_scale``, ``replaced``).
 """
 
@@ -92,7 +92,7 @@ def needs_calibration(files) -> bool:
 
 
 def calibration_dir(out_dir: str | Path) -> Path:
-    from ascend.quant.calibrate import CALIBRATION_DIR
+    from ascend.quant.store import CALIBRATION_DIR
 
     return Path(out_dir) / CALIBRATION_DIR
 
@@ -106,7 +106,7 @@ def load_calibration(out_dir: str | Path, *, cached: bool = False):
     key = str(Path(out_dir).resolve())
     if cached and key in _LOADED:
         return _LOADED[key]
-    from ascend.quant.calibrate import load_calibration as load
+    from ascend.quant.store import load_calibration as load
 
     calib = load(out_dir)
     _LOADED[key] = calib

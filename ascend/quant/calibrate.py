@@ -17,9 +17,11 @@ on the inputs the engine gives it: ``eh_proj([enorm(embed(t_{p+1})) | hnorm(norm
 the main model's final hidden states (float for calibration and the held-out report, simulated
 for the chain). The final-logits report is taken before it (``logits.json`` in the state).
 
-Output, in ``<out>/.ascend-convert/calibration/`` (the interface of docs/conversion.md):
-``calibration.safetensors`` (``M.input_min``, ``M.input_max``, ``M.smooth_scale``, the smoothed
-float tensors that are not just a static weight times ``smooth_scale``, under their checkpoint names) and ``calibration.json``, written last.
+Output, in ``<out>/.ascend-convert/calibration/`` (``ascend.quant.store``, the interface of
+docs/conversion.md): ``calibration.safetensors`` (``M.input_min``, ``M.input_max``,
+``M.smooth_scale``, the smoothed float tensors that are not just a static weight times
+``smooth_scale``, under their checkpoint names), ``calibration.json`` (written last) and
+``gate.json``. The accuracy figures and the gate: ``ascend.quant.accuracy``.
 """
 
 from __future__ import annotations
@@ -35,25 +37,23 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from ascend.checkpoint.files import STATE_DIR
 from ascend.checkpoint.safetensors_io import SafetensorsDir
 from ascend.errors import BackendUnavailable, CheckFailed, ConvertError
 from ascend.fileio import write_atomic, write_json
 from ascend.models.args import ModelArgs, load_model_args
 from ascend.models.quant_schemes import static_linears
 from ascend.quant import data
+from ascend.quant.accuracy import agreement_from_sums, agreement_sums, check_gate
 from ascend.quant.layer import Attention, LayerWeights, mlp_forward, run_attention
 from ascend.quant.sim import ActQuant, Recorder
 from ascend.quant.smooth import Smoothing, smooth_layer
+from ascend.quant.store import CALIBRATION_DIR, FORMAT, GATE, finished
 from ascend.recipe.schema import CalibrationSection
 from ascend.reference.layers import rms_norm
 from ascend.reference.model import make_rope
 from ascend.reference.parallel import Parallel
 from ascend.reference.weights import CheckpointReader
 
-CALIBRATION_DIR = f"{STATE_DIR}/calibration"  # under the convert output dir
-GATE = "gate.json"  # the last gate check: thresholds and verdict (outside the fingerprinted files)
-FORMAT = "ascend-calibration/1"
 HOLD_EVERY = 8  # every 8th sample is held out for the accuracy report
 
 
@@ -91,7 +91,7 @@ def calibrate(src: str | Path, out: str | Path, cfg: CalibrationSection, *, sche
     device = resolve_device(rt.device)
     state = Path(out) / CALIBRATION_DIR
     plan = _plan(src, cfg, scheme)
-    done = _finished(state)
+    done = finished(out)
     if done is not None and done.get("run") == plan.key:
         _gate(state, done, cfg.thresholds)
         return done
@@ -163,16 +163,6 @@ def is_current(src: str | Path, out: str | Path, cfg: CalibrationSection, scheme
     """Whether ``out`` holds a finished calibration of ``src`` with these data and options."""
     done = finished(out)
     return done is not None and done.get("run") == _plan(src, cfg, scheme).key
-
-
-def finished(out: str | Path) -> dict | None:
-    """calibration.json of the finished calibration in the convert output ``out``, if any."""
-    return _finished(Path(out) / CALIBRATION_DIR)
-
-
-def _finished(state: Path) -> dict | None:
-    meta = state / "calibration.json"
-    return json.loads(meta.read_text()) if meta.is_file() else None
 
 
 def resolve_device(name: str) -> str:
@@ -330,54 +320,8 @@ def _logits_report(reader, a: ModelArgs, x: dict, rows: int = 256) -> dict:
     for lo in range(0, n, rows):
         f = rms_norm(x["held"][lo:lo + rows], norm, a.rms_norm_eps) @ head.T
         q = rms_norm(x["chain"][lo:lo + rows], norm, a.rms_norm_eps) @ head.T
-        sums += _agreement_sums(f, q)
-    return _agreement(sums, n)
-
-
-def logits_agreement(ref: torch.Tensor, got: torch.Tensor) -> dict:
-    """Mean KL(ref ‖ got), top-1 agreement and relative L2 error of [N, vocab] logits: the figures
-    the accuracy gate bounds (``verify`` applies them to a converted output)."""
-    return _agreement(_agreement_sums(ref.float(), got.float()), ref.shape[0])
-
-
-def _agreement_sums(f: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    logp_f, logp_q = torch.log_softmax(f, -1), torch.log_softmax(q, -1)
-    return torch.tensor([float((logp_f.exp() * (logp_f - logp_q)).sum()), int((f.argmax(-1) == q.argmax(-1)).sum()),
-                         float((q - f).pow(2).sum()), float(f.pow(2).sum())], dtype=torch.float64)
-
-
-def _agreement(sums: torch.Tensor, n: int) -> dict:
-    kl, same, err2, ref2 = sums.tolist()
-    return {"kl": max(kl, 0.0) / n, "top1": same / n, "rel_err": (err2 / max(ref2, 1e-30)) ** 0.5, "tokens": n}
-
-
-def check_gate(info: dict, th) -> None:
-    """Exit 3 (``CheckFailed``) naming every broken threshold and the worst layers."""
-    rels = {int(n): v["rel_l2"] for n, v in info["layers"].items()}
-    worst = sorted(rels, key=lambda n: -rels[n])[:3]
-    broken = []
-    if th.layer_rel_l2 is not None:
-        over = [n for n in worst if rels[n] > th.layer_rel_l2]
-        if over:
-            broken.append(f"layer rel-L2 above {th.layer_rel_l2}: " + ", ".join(f"layer {n} {rels[n]:.3g}" for n in over))
-    broken += logits_problems(info["logits"], th)
-    if broken:
-        names = ", ".join(f"{n} ({rels[n]:.3g})" for n in worst)
-        raise CheckFailed("calibrated W8A8 accuracy gate failed: " + "; ".join(broken),
-                          why=f"worst layers by rel-L2: {names}",
-                          fix="enable or retune smoothing (convert.calibration.smoothing_alpha), use more calibration data, or relax convert.calibration.thresholds")
-
-
-def logits_problems(lg: dict, th) -> list[str]:
-    """The logits thresholds of ``th`` (CalibrationThresholds) that ``lg`` (``logits_agreement``) breaks."""
-    broken = []
-    if th.logits_kl is not None and lg["kl"] > th.logits_kl:
-        broken.append(f"logits KL {lg['kl']:.3g} > {th.logits_kl}")
-    if th.top1 is not None and lg["top1"] < th.top1:
-        broken.append(f"top-1 agreement {lg['top1']:.3g} < {th.top1}")
-    if th.logits_rel_err is not None and lg["rel_err"] > th.logits_rel_err:
-        broken.append(f"logits rel. error {lg['rel_err']:.3g} > {th.logits_rel_err}")
-    return broken
+        sums += agreement_sums(f, q)
+    return agreement_from_sums(sums, n)
 
 
 # --- state and output -----------------------------------------------------------------------------
@@ -433,66 +377,3 @@ def _finish(state: Path, layers: int, info: dict) -> None:
         writer.write(where[k].get_tensor(k).float().contiguous())
     writer.commit()
     write_json(state / "calibration.json", info)
-
-
-# --- the interface the W8A8 writer reads ------------------------------------------------------------
-class Calibration:
-    """A finished calibration. ``replaced(name)`` is the final float tensor for every tensor the
-    smoothing changed (norm weights / biases, float consumers, v rows, a static linear's bias or
-    a weight changed beyond column scaling): write it instead of the source's. A static linear
-    with ``smooth_scale(module)`` and no replaced weight is the source's weight with its input
-    columns multiplied by that scale.
-    Tensors are read on demand (the smoothed tensors of a whole model are tens of GB); the
-    object pickles (for worker processes) without its open file."""
-
-    def __init__(self, path: Path, info: dict, thresholds: dict | None = None):
-        self.path, self.info = path, info
-        self.thresholds = thresholds  # the accuracy gate it passed (None: never checked, e.g. made elsewhere)
-        self._handle = None
-        self.names = set(self._file().keys())
-
-    def _file(self):
-        if self._handle is None:
-            self._handle = safe_open(str(self.path / "calibration.safetensors"), "pt")
-        return self._handle
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handle": None}
-
-    def _get(self, name: str) -> torch.Tensor | None:
-        return self._file().get_tensor(name) if name in self.names else None
-
-    def input_range(self, module: str) -> tuple[float, float]:
-        lo, hi = self._get(f"{module}.input_min"), self._get(f"{module}.input_max")
-        if lo is None or hi is None:
-            raise ConvertError(f"{self.path}: no calibrated input range for {module}",
-                               fix="rerun calibration with the scheme being written (ascend calibrate)")
-        return float(lo[0]), float(hi[0])
-
-    def smooth_scale(self, module: str) -> torch.Tensor | None:
-        return self._get(f"{module}.smooth_scale")
-
-    def replaced(self, tensor_name: str) -> torch.Tensor | None:
-        return None if tensor_name.endswith((".input_min", ".input_max", ".smooth_scale")) else self._get(tensor_name)
-
-
-def load_calibration(out_dir: str | Path, *, source_fingerprint: str | None = None, scheme: str | None = None) -> Calibration:
-    """The calibration in ``out_dir``; ``ConvertError`` (exit 2) when missing, incomplete, or made
-    for another source / scheme."""
-    path = Path(out_dir) / CALIBRATION_DIR
-    meta = path / "calibration.json"
-    fix = "run the calibration first (ascend calibrate --src SRC --out OUT)"
-    if not meta.is_file():
-        raise ConvertError(f"{path}: no complete calibration (calibration.json missing)", fix=fix)
-    info = json.loads(meta.read_text())
-    if info.get("format") != FORMAT:
-        raise ConvertError(f"{meta}: format {info.get('format')!r}, expected {FORMAT!r}", fix=fix)
-    if source_fingerprint and info.get("source_fingerprint") != source_fingerprint:
-        raise ConvertError(f"{meta}: made for another source checkpoint (fingerprint differs)", fix=fix)
-    if scheme and info.get("scheme") != scheme:
-        raise ConvertError(f"{meta}: made for scheme {info.get('scheme')!r}, not {scheme!r}", fix=fix)
-    gate = json.loads((path / GATE).read_text()) if (path / GATE).is_file() else None
-    if gate is not None and not gate["passed"]:
-        raise CheckFailed(f"{path}: this calibration failed its accuracy gate", why=gate.get("error"),
-                          fix="calibrate again with other settings or relaxed thresholds (convert.calibration, or ascend calibrate)")
-    return Calibration(path, info, gate["thresholds"] if gate else None)

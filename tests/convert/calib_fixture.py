@@ -1,27 +1,18 @@
-"""FIXTURE, not calibration: writes a calibration directory in the interface format of
-notes/w8a8-interface.md (``calibration.safetensors`` + ``calibration.json``) from GIVEN min/max
-values, so the W8A8 writer and runtime can be tested without the calibration runner.
-
-``install(monkeypatch)`` makes ``ascend.quant.calibrate`` importable with a minimal loader of that
-format when the real module (the ``calib`` helper's runner) is not in this tree; when it is,
-the real ``load_calibration`` reads these fixture files (a cross-check of the format).
+"""FIXTURE, not calibration: writes a calibration directory in the format of
+``ascend.quant.store`` (``calibration.safetensors`` + ``calibration.json``) from GIVEN min/max
+values, so the W8A8 writer and runtime can be tested without the calibration runner (the real
+``load_calibration`` reads these files: a cross-check of the format).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
-
-from ascend.errors import ConvertError
+from safetensors.torch import save_file
 
 CALIBRATION_DIR = ".ascend-convert/calibration"
-RANGE_SUFFIXES = (".input_min", ".input_max", ".smooth_scale")
 
 
 def write_calibration(out_dir: Path, family: str, ranges: dict[str, tuple[float, float]], *,
@@ -43,45 +34,6 @@ def write_calibration(out_dir: Path, family: str, ranges: dict[str, tuple[float,
         "smoothing": {"alpha": 0.5} if smooth else None, "source_fingerprint": fingerprint,
         "layers": {}, "logits": None}))
     return d
-
-
-class _Calibration:
-    def __init__(self, d: Path):
-        self.tensors = load_file(str(d / "calibration.safetensors"))
-
-    def input_range(self, module: str) -> tuple[float, float]:
-        try:
-            return float(self.tensors[module + ".input_min"]), float(self.tensors[module + ".input_max"])
-        except KeyError:
-            raise ConvertError(f"calibration has no input range for {module}") from None
-
-    def smooth_scale(self, module: str):
-        return self.tensors.get(module + ".smooth_scale")
-
-    def replaced(self, name: str):
-        return None if name.endswith(RANGE_SUFFIXES) else self.tensors.get(name)
-
-
-def _load_calibration(out_dir) -> _Calibration:
-    d = Path(out_dir) / CALIBRATION_DIR
-    if not (d / "calibration.json").is_file():
-        raise ConvertError(f"{d}: no calibration", fix="run the calibration first")
-    return _Calibration(d)
-
-
-def install(monkeypatch) -> None:
-    try:
-        importlib.import_module("ascend.quant.calibrate")
-        return  # the real runner is here: it reads the fixture files
-    except ImportError:
-        pass
-    pkg = types.ModuleType("ascend.quant")
-    mod = types.ModuleType("ascend.quant.calibrate")
-    mod.CALIBRATION_DIR = CALIBRATION_DIR
-    mod.load_calibration = _load_calibration
-    pkg.calibrate = mod
-    monkeypatch.setitem(sys.modules, "ascend.quant", pkg)
-    monkeypatch.setitem(sys.modules, "ascend.quant.calibrate", mod)
 
 
 def fixed_ranges(modules: list[str], lo: float = -4.0, hi: float = 6.0) -> dict[str, tuple[float, float]]:

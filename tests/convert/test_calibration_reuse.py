@@ -14,7 +14,7 @@ import pytest
 from ascend.convert.jobs import ConvertOptions
 from ascend.convert.pipeline import convert
 from ascend.errors import CheckFailed, ConvertError
-from ascend.quant.calibrate import CALIBRATION_DIR
+from ascend.quant.store import CALIBRATION_DIR
 
 
 def _cfg(**kw):
@@ -78,7 +78,7 @@ def test_verify_holds_a_calibrated_output_to_its_gate(tiny_dir, tmp_path):
     """Before: verify held every quantized output to top-1 >= 50 % only, whatever bounds its
     calibration was gated with."""
     from ascend.convert.verify import verify
-    from ascend.quant.calibrate import GATE
+    from ascend.quant.store import GATE
 
     src, out = tiny_dir("deepseek_v3"), tmp_path / "o"
     assert convert(src, out, ConvertOptions.from_flags(precision="w8a8", mtp="drop"), calibration=_cfg()).complete

@@ -24,11 +24,6 @@ from ascend.reference.weights import CheckpointReader
 STATIC_SUFFIXES = (".weight", ".quant_bias", ".input_scale", ".input_offset", ".deq_scale")
 
 
-@pytest.fixture(autouse=True)
-def _calibration_module(monkeypatch):
-    calib_fixture.install(monkeypatch)
-
-
 def load_dir(d):
     """Every tensor of a dir, through the official safetensors reader."""
     out = {}

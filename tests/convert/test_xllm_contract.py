@@ -34,7 +34,6 @@ def test_contract_data_agrees_with_the_schemes(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_practice_output_passes(ckpt_factory, tmp_path, capsys, monkeypatch, family):
-    calib_fixture.install(monkeypatch)
     src = ckpt_factory(family, fp8=True)
     out = tmp_path / "o"
     calib_fixture.write_calibration(out, family, calib_fixture.fixed_ranges(

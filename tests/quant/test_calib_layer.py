@@ -43,7 +43,7 @@ def test_layer_by_layer_equals_reference_model(family, fp8, tiny_dir):
 def test_smoothing_preserves_the_float_layer(family, tiny_dir):
     """norm weight ÷ s (+ norm bias for GLM-4.x), columns × s, v rows ÷ s, o columns × s: the float
     attention output is unchanged up to fp32 rounding, while the inputs really are rescaled."""
-    from ascend.quant.calibrate import static_linears  # the scheme table, or its shim
+    from ascend.models.quant_schemes import static_linears
 
     path = tiny_dir(family)
     a, reader = _reader(path)

@@ -14,12 +14,9 @@ import pytest
 import torch
 
 from ascend.errors import CheckFailed, ConvertError
-from ascend.quant.calibrate import (
-    CALIBRATION_DIR,
-    calibrate,
-    check_gate,
-    load_calibration,
-)
+from ascend.quant.accuracy import check_gate
+from ascend.quant.calibrate import calibrate
+from ascend.quant.store import CALIBRATION_DIR, load_calibration
 from ascend.recipe.schema import CalibrationThresholds
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,8 @@ from ascend.convert.pipeline import convert
 from ascend.models.args import load_model_args
 from ascend.models.quant_schemes import STATIC, linear_kind, static_linears
 from ascend.quant import data
-from ascend.quant.calibrate import HOLD_EVERY, calibrate, load_calibration
+from ascend.quant.calibrate import HOLD_EVERY, calibrate
+from ascend.quant.store import load_calibration
 from ascend.reference.runner import compute_logits
 
 

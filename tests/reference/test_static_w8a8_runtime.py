@@ -97,7 +97,6 @@ def test_calibrated_w8a8_logits_within_bounds(tmp_path, family, monkeypatch):
     from ascend.models.args import load_model_args
     from ascend.models.quant_schemes import static_linears
 
-    calib_fixture.install(monkeypatch)
     src = make_checkpoint(tmp_path / "src", family, fp8=True, mtp=False)
     g = torch.Generator().manual_seed(7)
     vocab = load_model_args(src).vocab_size
@@ -132,7 +131,6 @@ def test_anti_outlier_smoothing_keeps_the_model(tmp_path, monkeypatch):
     from ascend.models.quant_schemes import static_linears
     from ascend.models.sharding import ShardCoords
 
-    calib_fixture.install(monkeypatch)
     family = "glm4_moe"
     src = make_checkpoint(tmp_path / "src", family, fp8=True, mtp=False)
     args = load_model_args(src)
