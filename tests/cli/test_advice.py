@@ -19,7 +19,8 @@ def test_run_advises_a_force_that_exists_and_works(cli, tmp_path):
     (out / "notes.txt").write_text("someone else's file")
     run_dir = tmp_path / "run"
     res = cli("run", "tiny/glm5-cpu", "--from", "convert", "--until", "convert", "--run-dir", str(run_dir),
-              "--set", f"model.path={src}", "--set", f"convert.output={out}")
+              "--set", f"model.path={src}", "--set", f"convert.output={out}",
+              "--set", "convert.precision.default=bf16")  # a random model: no calibration gate to meet
     assert res.code == 2, res.err
     assert "pass --force" not in res.err  # `ascend run` has no --force
     advice = re.search(r"`(ascend convert [^`]+ --force)`", res.err)

@@ -77,13 +77,15 @@ def test_broken_conversion_fails_verify_and_smoke(glm5_run):
     assert first.code == 0
     broken = work / "broken"
     shutil.copytree(work / "converted", broken)
-    name = "model.layers.0.self_attn.q_b_proj.weight"
+    # a tensor the calibrated W8A8 scheme keeps in BF16 (a swapped static W8A8 slice would keep
+    # the other rank's per-row deq_scale and mostly vanish: verify still catches it, bit for bit)
+    name = "model.layers.0.self_attn.kv_b_proj.weight"
     assert not torch.equal(*[load_file(str(broken / f"model-rank-{r:05d}-of-00002.safetensors"))[name] for r in (0, 1)])
     _swap_rank_slices(broken, name)
 
     res = ascend("verify", str(broken), "--against", str(work / "source"), cwd=work)
     assert res.code == 3, res.out + res.err
-    assert "q_b_proj" in res.out and "error: verify failed" in res.err
+    assert "kv_b_proj" in res.out and "error: verify failed" in res.err
 
     run_args = [a if not a.startswith("convert.output=") else f"convert.output={broken}" for a in args]
     run_args[run_args.index("--run-dir") + 1] = str(work / "run-broken")
@@ -92,7 +94,7 @@ def test_broken_conversion_fails_verify_and_smoke(glm5_run):
     assert stage_status(res.report())["smoke"] == "failed"
     smoke = json.loads((work / "run-broken" / "smoke.json").read_text())
     failed = {c["name"] for c in smoke["checks"] if c["status"] == "fail"}
-    # the query heads no longer match their keys: no flag is detected, so no script runs
+    # the heads no longer get their own keys and values: no flag is detected, so no script runs
     assert {"thinking", "tools", "tools_stream", "tools_no_args"} <= failed, smoke
     assert "FAILED at smoke" in res.err
 

@@ -4,7 +4,8 @@ threshold (exit 3, naming the task and its score).
 
 The scripted model answers every plain question "Hello to you and your world!", which is the
 right option of 3 of the 4 shipped tiny-choice items: an intact conversion scores exactly 0.75.
-Damage: rank 0 and rank 1 swap their slices of layer 0's q_b_proj (a wrong TP split), so no
+Damage: rank 0 and rank 1 swap their slices of layer 0's kv_b_proj (a wrong TP split of a
+tensor the calibrated W8A8 scheme keeps in BF16: it gives each head its key and value), so no
 marker is detected and the model says its fallback instead of the script.
 """
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 ONLY_MODELS = ["--set", "smoke.checks=[models]"]  # the eval is under test here, not the smoke suite
 
 
-def damage(out_dir: Path, name: str = "model.layers.0.self_attn.q_b_proj.weight") -> None:
+def damage(out_dir: Path, name: str = "model.layers.0.self_attn.kv_b_proj.weight") -> None:
     files = [out_dir / f"model-rank-{r:05d}-of-00002.safetensors" for r in (0, 1)]
     tensors = [load_file(str(f)) for f in files]
     tensors[0][name], tensors[1][name] = tensors[1][name].clone(), tensors[0][name].clone()
