@@ -71,6 +71,10 @@ def register(app: typer.Typer) -> None:
         node_rank: int = typer.Option(0, "--node-rank", help="This machine's part (0-based) of a multi-node conversion."),
         nnodes: int = typer.Option(1, "--nnodes", help="Number of parts the output files are spread over."),
         finalize: bool = typer.Option(False, "--finalize", help="Only write index + manifest once all parts are done."),
+        calibrate_only: bool = typer.Option(
+            False, "--calibrate-only",
+            help="Only calibrate the static W8A8 linears (into OUT/.ascend-convert/calibration/), then stop: the "
+            "first job of a multi-node conversion, whose parts use that calibration (--emit submits it first)."),
         file_gb: float = typer.Option(5.0, "--file-gb", help="Target size of hf output files in GB."),
         ms_format: Literal["safetensors", "ckpt"] = typer.Option(
             "safetensors", "--ms-format", help="--layout mindspore: safetensors | ckpt."),
@@ -82,8 +86,9 @@ def register(app: typer.Typer) -> None:
         emit: Optional[str] = typer.Option(
             None, "--emit", metavar="FORM",
             help="Print a job file instead of converting: `slurm` (submits a job array of the parts, then a "
-            "dependent --finalize job) or `kubernetes` (Indexed Job + finalize Job). Parts: --nnodes, "
-            "else hardware.nodes. Redirect stdout to save it."),
+            "dependent --finalize job; a --calibrate-only job first when the output has static W8A8) or "
+            "`kubernetes` (Indexed Job + finalize Job; a calibrate Job first, the parts wait for it). Parts: "
+            "--nnodes, else hardware.nodes. Redirect stdout to save it."),
     ) -> None:
         from ascend.convert.jobs import ConvertOptions
         from ascend.errors import ConvertError
@@ -139,6 +144,8 @@ def register(app: typer.Typer) -> None:
 
             typer.echo(describe_jobs(conversion_jobs(src, opts), src, out))
             return
+        if calibrate_only and (nnodes > 1 or finalize):
+            raise ConvertError("--calibrate-only is the single job before the parts", fix="drop --node-rank/--nnodes/--finalize")
         from ascend.convert.pipeline import convert
         from ascend.paths import writable_dir
 
@@ -147,8 +154,12 @@ def register(app: typer.Typer) -> None:
             src, out, opts, workers=workers or 1, force=force, node_rank=node_rank, nnodes=nnodes,
             finalize_only=finalize, recipe_hash=recipe_hash, progress=True,  # a bar, or lines when piped
             log=lambda s: typer.echo(s, err=True), calibration=r.convert.calibration if recipe is not None else None,
-            device=device,
+            device=device, calibrate_only=calibrate_only,
         )
+        if calibrate_only:
+            typer.echo(f"{result.out_dir}: calibrated (.ascend-convert/calibration/); no weights written" if result.calibrated
+                       else f"{result.out_dir}: nothing to calibrate (no static W8A8 linears); no weights written", err=True)
+            return
         state = "complete" if result.complete else "part done"
         typer.echo(
             f"{result.out_dir}: {state}; wrote {len(result.files_written)} file(s) "

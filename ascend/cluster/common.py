@@ -27,6 +27,17 @@ def with_absolute_paths(recipe: Recipe) -> Recipe:
     return recipe.model_copy(update={"model": model, "convert": convert})
 
 
+def calibrates(recipe: Recipe) -> bool:
+    """Whether the recipe's conversion writes static W8A8 linears: then one calibration job
+    (`ascend convert --calibrate-only`) runs before the parts, which all use its result."""
+    from ascend.models.catalog import model_args_for_recipe
+    from ascend.models.precision import W8A8_STATIC
+    from ascend.models.tensors import tensor_specs
+
+    a, policy = model_args_for_recipe(recipe.model), recipe.precision
+    return any(policy.written_format(a.family, s) == W8A8_STATIC for s in tensor_specs(a, mtp=recipe.convert.mtp != "drop"))
+
+
 def heredoc(text: str, tag: str) -> str:
     """A quoted here-document body (no expansion); refuses text that would end it early."""
     if any(line == tag for line in text.splitlines()):

@@ -50,6 +50,7 @@ class ConvertResult:
     complete: bool  # manifest written
     bytes_written: int
     seconds: float
+    calibrated: bool = False  # static W8A8: the output's calibration is done (and passed its gate)
 
 
 def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
@@ -245,6 +246,7 @@ def convert(
     calibration: CalibrationSection | None = None,
     force_hint: str = "pass --force",
     device: str | None = None,
+    calibrate_only: bool = False,
 ) -> ConvertResult:
     """Convert ``src_dir`` into ``out_dir`` (resumable). Static W8A8 linears are calibrated first,
     on one node (the parts of a multi-node conversion use the calibration an earlier single-node
@@ -253,7 +255,8 @@ def convert(
     finished calibration in the output is used as it is (``ascend calibrate``'s), else one with
     the schema's defaults is made. ``device``: where calibration runs (default
     ``calibration.device``); with static linears on one node, ``npu`` is checked before any work
-    (BackendUnavailable, exit 2, without torch_npu)."""
+    (BackendUnavailable, exit 2, without torch_npu). ``calibrate_only``: stop after the
+    calibration (``calibrated`` says whether there was one to make)."""
     t0 = time.monotonic()
     src_dir = resolve_source(src_dir)  # a symlink loop: exit 2, naming it
     src_dir, out = str(Path(src_dir).resolve()), Path(out_dir).resolve()
@@ -287,6 +290,8 @@ def convert(
 
             jobs = conversion_jobs(src_dir, opts, out, lambda j: _check_ownership(out, j.digest(), recipe_hash, force, force_hint),
                                    run_calibration if nnodes == 1 else None)
+        if calibrate_only:  # the job before the parts of a multi-node conversion
+            return ConvertResult(str(out), [], [], False, 0, time.monotonic() - t0, calibrated=static)
         return _convert_into(src_dir, out, jobs, opts, workers=workers, force=force, force_hint=force_hint,
                              node_rank=node_rank,
                              nnodes=nnodes, finalize_only=finalize_only, recipe_hash=recipe_hash, progress=progress,
