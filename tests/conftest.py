@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
 from dataclasses import dataclass
 
 import pytest
+
+# A suite started in the background (`cmd &` in a script: SIGINT ignored, as POSIX says) would
+# hand the ignored SIGINT to every process it starts, and the Ctrl-C tests could not pass.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
