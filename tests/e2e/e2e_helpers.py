@@ -3,6 +3,7 @@ on free ports (so parallel test runs and other engineers' servers never collide)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -51,3 +52,19 @@ def recipe_args(name: str, work: Path) -> list[str]:
         "--set", f"serve.master_port={master}",
         "--run-dir", str(work / "run"),
     ]
+
+
+def swap_rank_slices(out_dir: Path, name: str) -> None:
+    """A wrong TP split: rank 0 and rank 1 of a 2-rank sharded output hold each other's slice of
+    ``name``. The manifest is rewritten to match, as a buggy converter would write it (checksums
+    stay consistent)."""
+    from safetensors.torch import load_file, save_file
+
+    files = [out_dir / f"model-rank-{r:05d}-of-00002.safetensors" for r in (0, 1)]
+    tensors = [load_file(str(f)) for f in files]
+    tensors[0][name], tensors[1][name] = tensors[1][name].clone(), tensors[0][name].clone()
+    manifest = json.loads((out_dir / "ascend-manifest.json").read_text())
+    for f, t in zip(files, tensors):
+        save_file(t, str(f), metadata={"format": "pt"})
+        manifest["files"][f.name] = {"size": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+    (out_dir / "ascend-manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -7,14 +7,13 @@ experts / BF16 rest, sharded TP2 x EP2, served by 2 CPU-engine ranks, every smok
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 
 import pytest
 import torch
-from e2e_helpers import ascend, recipe_args
-from safetensors.torch import load_file, save_file
+from e2e_helpers import ascend, recipe_args, swap_rank_slices
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
@@ -59,19 +58,6 @@ def test_glm5_rerun_skips_finished_stages(glm5_run):
     assert s["serve"] == s["smoke"] == "not-run"
 
 
-def _swap_rank_slices(out_dir, name: str) -> None:
-    """A wrong TP split: rank 0 and rank 1 hold each other's slice of ``name``. The manifest is
-    rewritten to match, as a buggy converter would write it (checksums stay consistent)."""
-    files = [out_dir / f"model-rank-{r:05d}-of-00002.safetensors" for r in (0, 1)]
-    tensors = [load_file(str(f)) for f in files]
-    tensors[0][name], tensors[1][name] = tensors[1][name].clone(), tensors[0][name].clone()
-    manifest = json.loads((out_dir / "ascend-manifest.json").read_text())
-    for f, t in zip(files, tensors):
-        save_file(t, str(f), metadata={"format": "pt"})
-        manifest["files"][f.name] = {"size": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
-    (out_dir / "ascend-manifest.json").write_text(json.dumps(manifest, indent=2))
-
-
 def test_broken_conversion_fails_verify_and_smoke(glm5_run):
     work, args, first = glm5_run
     assert first.code == 0
@@ -81,7 +67,7 @@ def test_broken_conversion_fails_verify_and_smoke(glm5_run):
     # the other rank's per-row deq_scale and mostly vanish: verify still catches it, bit for bit)
     name = "model.layers.0.self_attn.kv_b_proj.weight"
     assert not torch.equal(*[load_file(str(broken / f"model-rank-{r:05d}-of-00002.safetensors"))[name] for r in (0, 1)])
-    _swap_rank_slices(broken, name)
+    swap_rank_slices(broken, name)
 
     res = ascend("verify", str(broken), "--against", str(work / "source"), cwd=work)
     assert res.code == 3, res.out + res.err

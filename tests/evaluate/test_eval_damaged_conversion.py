@@ -11,31 +11,18 @@ marker is detected and the model says its fallback instead of the script.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
-from e2e_helpers import ascend, recipe_args  # noqa: E402
+from e2e_helpers import ascend, recipe_args, swap_rank_slices  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ONLY_MODELS = ["--set", "smoke.checks=[models]"]  # the eval is under test here, not the smoke suite
-
-
-def damage(out_dir: Path, name: str = "model.layers.0.self_attn.kv_b_proj.weight") -> None:
-    files = [out_dir / f"model-rank-{r:05d}-of-00002.safetensors" for r in (0, 1)]
-    tensors = [load_file(str(f)) for f in files]
-    tensors[0][name], tensors[1][name] = tensors[1][name].clone(), tensors[0][name].clone()
-    manifest = json.loads((out_dir / "ascend-manifest.json").read_text())
-    for f, t in zip(files, tensors):
-        save_file(t, str(f), metadata={"format": "pt"})
-        manifest["files"][f.name] = {"size": f.stat().st_size, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
-    (out_dir / "ascend-manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
 def test_intact_passes_and_damaged_fails_the_threshold(tmp_path):
@@ -52,7 +39,7 @@ def test_intact_passes_and_damaged_fails_the_threshold(tmp_path):
 
     broken = tmp_path / "broken"
     shutil.copytree(tmp_path / "converted", broken)
-    damage(broken)
+    swap_rank_slices(broken, "model.layers.0.self_attn.kv_b_proj.weight")
     run_args = [a if not a.startswith("convert.output=") else f"convert.output={broken}" for a in args]
     res = ascend("run", *run_args, *ONLY_MODELS, "--from", "serve", "--json", cwd=tmp_path, timeout=600)
     assert res.code == 3, res.err[-3000:]
