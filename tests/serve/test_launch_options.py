@@ -111,9 +111,9 @@ def test_script_steps_for_preload_and_npu_init(tmp_path):
 
 
 # DeepSeek-V3 (published config): hidden 7168, moe_intermediate 2048, 61 layers of which the first
-# 3 are dense -> 58 MoE layers. One routed expert in W8A8 (int8 weight + bf16 scale and offset per
-# output channel): gate and up [2048, 7168], down [7168, 2048].
-EXPERT_LAYER_BYTES = 3 * 2048 * 7168 + (2048 + 2048 + 7168) * 2 * 2
+# 3 are dense -> 58 MoE layers. One routed expert in dynamic W8A8 as written (int8 weight + fp32
+# weight_scale and weight_offset per output channel): gate and up [2048, 7168], down [7168, 2048].
+EXPERT_LAYER_BYTES = 3 * 2048 * 7168 + (2048 + 2048 + 7168) * 2 * 4
 EXPERT_BYTES = 58 * EXPERT_LAYER_BYTES
 
 
