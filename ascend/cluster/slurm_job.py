@@ -18,10 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import httpx
-
 from ascend.errors import CheckFailed, ServeError
 from ascend.fileio import write_atomic
+from ascend.serve.launch import health_ok
 
 READY = re.compile(r"^ready: (\S+)/v1\s+model=(\S+)", re.MULTILINE)
 ALIVE = {"PENDING", "CONFIGURING", "RUNNING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING", "STAGE_OUT"}
@@ -108,7 +107,7 @@ class SlurmService:
             found = READY.search(self._read_output())
             if self._poll_ended():
                 self._fail_ended("before it was ready")
-            if found and self._healthy(found.group(1)):
+            if found and health_ok(found.group(1)):
                 self.base_url, self.served_model = found.group(1), found.group(2)
                 return True
             if stop_requested():
@@ -145,13 +144,6 @@ class SlurmService:
         final = self.final_state() or self.state or "gone"
         raise JobFailed(f"Slurm job {self.job_id} ended ({final}) {when}", self.tail(),
                         fix=f"see {self.output} and the rank logs in {self.log_dir}/slurm-{self.job_id}")
-
-    def _healthy(self, url: str) -> bool:
-        try:
-            with httpx.Client(trust_env=False, timeout=2.0) as client:  # never through an HTTP proxy
-                return client.get(f"{url}/health").status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def _read_output(self) -> str:
         try:

@@ -147,11 +147,7 @@ class Service:
             return True  # another node's rank 0 serves HTTP
         if not self._log_seen and not self._scan_rank0_log():
             return False
-        try:
-            with httpx.Client(trust_env=False, timeout=2.0) as client:  # never through an HTTP proxy
-                return client.get(f"{self.base_url}/health").status_code == 200
-        except httpx.HTTPError:
-            return False
+        return health_ok(self.base_url)
 
     def _scan_rank0_log(self) -> bool:
         """Look for the readiness line in what rank 0 logged since the last look."""
@@ -238,3 +234,12 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def health_ok(base_url: str) -> bool:
+    """``GET base_url/health`` answers 200 (never through an HTTP proxy)."""
+    try:
+        with httpx.Client(trust_env=False, timeout=2.0) as client:
+            return client.get(f"{base_url}/health").status_code == 200
+    except httpx.HTTPError:
+        return False
