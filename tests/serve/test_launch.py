@@ -60,6 +60,10 @@ def test_ready_then_clean_stop(tmp_path):
         assert httpx.get(svc.base_url + "/health", trust_env=False).status_code == 200
         assert json.loads((tmp_path / "rt.json").read_text())["version"] == "1.0"
         assert not (tmp_path / "rt.json").is_symlink()
+        # The stand-in rank 0 is ready without waiting for rank 1, which may not have logged yet.
+        deadline = time.time() + 20
+        while "rank 1 serving" not in svc.logs[1].read_text() and time.time() < deadline:
+            time.sleep(0.05)
         procs = list(svc.procs.values())
     assert all(p.poll() is not None for p in procs)
     assert (tmp_path / "logs" / "rank-1.log").read_text().startswith("rank 1 starting")
