@@ -56,7 +56,6 @@ COMMAND_MODULES = [
 def build_app() -> typer.Typer:
     app = typer.Typer(
         help=HELP,
-        no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
         rich_markup_mode=None,
@@ -85,8 +84,19 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     app = build_app()
     debug = os.environ.get("ASCEND_DEBUG") == "1"
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="ascend")
+        # Not standalone, so that usage errors reach the handler below as one line, like all
+        # other bad input (typer would print a four-line usage block).
+        code = app(args=args or ["--help"], prog_name="ascend", standalone_mode=False)
+    except typer.TyperException as err:  # typer's usage errors: unknown option, bad value, ...
+        ctx = getattr(err, "ctx", None)
+        where = f" (see '{ctx.command_path} -h')" if ctx is not None else ""
+        print(f"error: {err.format_message()}{where}", file=sys.stderr)
+        sys.exit(2 if ctx is not None else err.exit_code)
+    except typer.Abort:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     except AscendError as err:
         if debug:
             raise
@@ -96,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # the reader went away (`ascend plan ... | head`): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second EPIPE at exit
+        sys.exit(1)
     except Exception as err:  # a bug: say so, point at the debug switch
         if debug:
             raise
@@ -104,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    # `raise typer.Exit(n)` comes back as n; a command's own return value means success.
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)
 
 
 if __name__ == "__main__":
