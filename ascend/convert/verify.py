@@ -362,10 +362,19 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
     out = Path(out_dir)
     report = VerifyReport(str(out))
     manifest_path = out / MANIFEST
+    if not manifest_path.is_file() and not (out / STATE_DIR).is_dir():
+        raise CheckpointError(f"{out}: not an ascend convert output (no {MANIFEST}, no {STATE_DIR}/)",
+                          fix="point verify at the --out directory of a conversion")
     if not manifest_path.is_file():
         raise CheckFailed(f"{out}: no {MANIFEST}", why="the conversion did not finish (the manifest is written last)",
                           fix="rerun ascend convert with the same arguments; it resumes")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("options"), dict):
+            raise ValueError("not a manifest object with 'options'")
+    except (ValueError, OSError) as err:  # the manifest is written whole, so this is damage
+        raise CheckFailed(f"{manifest_path}: unreadable ({err})", why="the output was modified after conversion",
+                          fix="rerun ascend convert with --force") from None
     _check_files(out, manifest, report)
     jobs, src = _load_jobs(out, manifest, against, report)
     if jobs is None:

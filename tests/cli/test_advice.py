@@ -36,6 +36,20 @@ def test_verify_names_a_missing_directory(cli, tmp_path):
     assert f"{tmp_path / 'nope'} does not exist" in res.err and "did not finish" not in res.err
 
 
+def test_verify_tells_a_foreign_directory_from_an_unfinished_conversion(cli, tmp_path, tiny_dir):
+    res = cli("verify", str(tmp_path))  # a directory no conversion ever wrote to
+    assert res.code == 2 and "not an ascend convert output" in res.err and "did not finish" not in res.err
+    out = tmp_path / "out"
+    assert cli("convert", "--src", str(tiny_dir("glm4_moe", layers=2)), "--out", str(out), "--precision", "bf16").code == 0
+    for damaged in ('{"files": ', "[]"):  # the manifest damaged after the conversion
+        (out / "ascend-manifest.json").write_text(damaged)
+        res = cli("verify", str(out))
+        assert res.code == 3 and "ascend-manifest.json: unreadable" in res.err and "internal error" not in res.err
+    (out / "ascend-manifest.json").unlink()  # as if the conversion had stopped before its last step
+    res = cli("verify", str(out))
+    assert res.code == 3 and "did not finish" in res.err
+
+
 def test_serve_without_a_conversion_says_convert_first(cli, tmp_path):
     res = cli("serve", "tiny/glm5-cpu", "--set", f"convert.output={tmp_path / 'none'}", "--log-dir", str(tmp_path / "logs"))
     assert res.code == 2
