@@ -30,8 +30,8 @@ from ascend.recipe.schema import Recipe
 
 NPU_RESOURCE = {"ascend-910b": "huawei.com/Ascend910", "ascend-a3": "huawei.com/Ascend910"}
 CONFIG_DIR = "/etc/ascend"  # the ConfigMap: recipe.yaml (and ranktable.json when generated)
-# The node script rewrites the rank table at serve.rank_table (never a stale file), so the pods use
-# a writable copy of the ConfigMap's read-only one.
+# The node script may write the rank table at serve.rank_table, so the pods use a writable copy of
+# the ConfigMap's read-only one.
 RANK_TABLE = "/tmp/ascend/ranktable.json"
 LWS_API = "leaderworkerset.x-k8s.io/v1"
 

@@ -195,7 +195,7 @@ class ServeSection(Section):
     device_ips: dict[str, list[str]] = Field(
         default_factory=dict, description="Per host, the NPU device IPs (for generating the rank table)."
     )
-    rank_table: str | None = Field(None, description="Absolute path of the rank table: an existing file is used (validated), else the generated table is written there by the node scripts; default `/tmp/ascend-recipes/<name>/ranktable.json`.")
+    rank_table: str | None = Field(None, description="Absolute path of the rank table: an existing file is used (validated; never rewritten, only copied to nodes that lack it), else the generated table is written there by the node scripts; default `/tmp/ascend-recipes/<name>/ranktable.json`.")
     startup_timeout_s: int | None = Field(None, ge=1, description="Readiness timeout; default sized from the model.")
     image: str | None = Field(
         None, description="Container image for `--emit kubernetes` (serve and convert): CANN, torch_npu, xLLM and this "

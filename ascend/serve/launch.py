@@ -127,7 +127,7 @@ class Service:
         path = self.dep.rank_table_path
         if not path:
             return
-        if self.dep.rank_table is None:
+        if self.dep.rank_table is None or self.dep.rank_table_given:  # the given file was read from there
             if not Path(path).is_file():
                 raise ServeError(f"rank table {path} does not exist",
                                  fix="set serve.device_ips (from `hccn_tool -i N -ip -g`) or serve.rank_table")

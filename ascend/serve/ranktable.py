@@ -228,8 +228,9 @@ def default_rank_table_path(recipe_name: str) -> str:
 
 def rank_table_for(recipe, device_ips: list[list[str]] | None = None,
                    super_device_ids: list[list[str]] | None = None,
-                   super_pod_ids: list[str] | None = None) -> tuple[dict | None, str]:
-    """(table or None, path) of a multi-node recipe: ``serve.rank_table`` when that file exists,
+                   super_pod_ids: list[str] | None = None) -> tuple[dict | None, str, bool]:
+    """(table or None, path, given) of a multi-node recipe: ``serve.rank_table`` when that file exists
+    (``given``: the user's file, which is never rewritten),
     else generated from ``device_ips`` (default ``serve.device_ips``) for the path
     ``serve.rank_table`` (default :func:`default_rank_table_path`); None when no IPs are known
     yet (the node script then refuses to start until the file exists)."""
@@ -242,7 +243,7 @@ def rank_table_for(recipe, device_ips: list[list[str]] | None = None,
                          fix="give an absolute path, or leave serve.rank_table unset to use " + default_rank_table_path(recipe.name))
     if given and Path(given).expanduser().is_file():
         path = Path(given).expanduser()
-        return load_rank_table(path, **plan), str(path)
+        return load_rank_table(path, **plan), str(path), True
     ips = device_ips
     if ips is None and serve.device_ips:
         missing = [h for h in hosts if h not in serve.device_ips]
@@ -252,11 +253,11 @@ def rank_table_for(recipe, device_ips: list[list[str]] | None = None,
         ips = [serve.device_ips[h] for h in hosts]
     path = str(Path(given).expanduser()) if given else default_rank_table_path(recipe.name)
     if not ips:
-        return None, path
+        return None, path, False
     ips = [[str(ip) for ip in node] for node in ips]
     for node, node_ips in enumerate(ips):
         if len(node_ips) != per_node:
             raise ServeError(f"serve.device_ips[{node}] lists {len(node_ips)} devices, hardware.devices_per_node is {per_node}")
     table = build_rank_table(hw.chip, hosts, ips, super_device_ids=super_device_ids, super_pod_ids=super_pod_ids)
     validate_rank_table(table, source="generated rank table", **plan)
-    return table, path
+    return table, path, False

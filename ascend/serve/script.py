@@ -13,6 +13,28 @@ if TYPE_CHECKING:
 CANN_ENV_SCRIPTS = ("/usr/local/Ascend/ascend-toolkit/set_env.sh", "/usr/local/Ascend/nnal/atb/set_env.sh")
 
 
+def _rank_table_lines(dep: Deployment) -> list[str]:
+    """The same rank table at the same path on every node. Ours is written whole and renamed over
+    the old one (never a stale host file; a symlink, which xLLM refuses, is replaced too). The
+    user's serve.rank_table is written only where it is missing: a node whose file differs stops
+    (exit 2) rather than have a later edit silently undone by an older script."""
+    q = shlex.quote
+    path, tmp = q(dep.rank_table_path), q(dep.rank_table_path + ".tmp")
+    write = [f"mkdir -p {q(posixpath.dirname(dep.rank_table_path))}",
+             f"cat > {tmp}.$$ <<'RANKTABLE'", json.dumps(dep.rank_table, indent=2, ensure_ascii=False), "RANKTABLE",
+             f"mv -f {tmp}.$$ {path}"]
+    if not dep.rank_table_given:
+        return ["# the rank table generated for this recipe, identical on every node"] + write
+    # compared as JSON text without whitespace (no rank table value contains any)
+    compact = "".join(json.dumps(dep.rank_table, separators=(",", ":"), ensure_ascii=False).split())
+    differs = (f"rank table {dep.rank_table_path} on this node differs from serve.rank_table when this script was "
+               "generated: copy the right file to every node, or regenerate the scripts")
+    return ["# serve.rank_table, the user's file: written where missing, never over a different one",
+            f"if [ -f {path} ] && [ ! -L {path} ]; then",
+            f"  [ \"$(tr -d '[:space:]' < {path})\" = {q(compact)} ] || {{ echo {q(differs)} >&2; exit 2; }}",
+            "else", *("  " + line for line in write[:2]), *write[2:4], "  " + write[4], "fi"]
+
+
 def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     """A bash script that starts ``node``'s ranks, one log file each, and stops them all together."""
     ranks = dep.node_ranks(node)
@@ -39,13 +61,7 @@ def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:
     if dep.rank_table is None and dep.rank_table_path:
         lines += [f"[ -f {q(dep.rank_table_path)} ] || {{ echo {q('missing rank table ' + dep.rank_table_path + ': set serve.device_ips or serve.rank_table and regenerate')} >&2; exit 2; }}"]
     if dep.rank_table is not None and dep.rank_table_path:
-        path, tmp = q(dep.rank_table_path), q(dep.rank_table_path + ".tmp")
-        lines += ["# the same rank table at the same path on every node (never a stale host file);",
-                  "# written whole, then renamed over the old one (which also replaces a symlink xLLM would refuse)",
-                  f"mkdir -p {q(posixpath.dirname(dep.rank_table_path))}",
-                  f"cat > {tmp}.$$ <<'RANKTABLE'",
-                  json.dumps(dep.rank_table, indent=2), "RANKTABLE",
-                  f"mv -f {tmp}.$$ {path}"]
+        lines += _rank_table_lines(dep)
     lines += [
         'LOG_DIR="${LOG_DIR:-logs}"', 'mkdir -p "$LOG_DIR"', "pids=()",
         # SIGTERM, up to 15 s for a clean exit (xLLM's launcher waits as long), then SIGKILL

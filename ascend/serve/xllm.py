@@ -61,6 +61,7 @@ class Deployment:
     scripts: dict[str, str] = field(default_factory=dict)
     rank_table: dict | None = None
     rank_table_path: str | None = None
+    rank_table_given: bool = False  # read from the user's serve.rank_table: checked, never rewritten
     unset_env: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     preload: str | None = None  # serve.preload: the script checks it exists before starting
@@ -160,7 +161,8 @@ def build_deployment(
     reasoning = resolve_parser("reasoning", serve.reasoning_parser, model_type, version)
 
     multi_node_xllm = serve.engine == "xllm" and layout.nodes > 1
-    table, table_path = rank_table_for(recipe, device_ips, super_device_ids, super_pod_ids) if multi_node_xllm else (None, None)
+    table, table_path, table_given = (rank_table_for(recipe, device_ips, super_device_ids, super_pod_ids)
+                                      if multi_node_xllm else (None, None, False))
     env = rank_environment(settings, args)
     binary = CPU_ENGINE_BINARY if serve.engine == "cpu" else serve.binary
     model_dir = served_model_dir(recipe)
@@ -184,7 +186,7 @@ def build_deployment(
 
     warnings = env.warnings + _graph_warnings(serve, settings.speculative_tokens)
     dep = Deployment(serve.engine, version.name, served, model_dir, serve.port, hosts, layout.devices_per_node, ranks,
-                     rank_table=table, rank_table_path=table_path, unset_env=env.unset, warnings=warnings,
+                     rank_table=table, rank_table_path=table_path, rank_table_given=table_given, unset_env=env.unset, warnings=warnings,
                      preload=serve.preload, npu_init=serve.npu_init)
     dep.scripts = {str(n): node_script(dep, n, recipe_name=recipe.name) for n in range(layout.nodes)}
     return dep

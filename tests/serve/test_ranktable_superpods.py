@@ -91,3 +91,43 @@ def test_node_script_creates_the_directory_and_writes_the_same_table(tmp_path):
         assert run.returncode == 0, run.stderr
         assert json.loads(path.read_text()) == dep.rank_table
         assert not list(path.parent.glob("*.tmp*"))
+
+
+def test_a_given_rank_table_is_never_rewritten(tmp_path):
+    """serve.rank_table naming an existing file: the node scripts (run with bash, engine `true`)
+    and the local launcher leave that file's bytes alone; a node without it gets a copy; a node
+    whose file differs stops with exit 2 instead of having it overwritten by the script's copy."""
+    from ascend.serve.launch import Service
+
+    hosts = ["10.0.0.21", "10.0.0.22"]  # the recipe's
+    ips = {h: [f"192.168.{n}.{d + 1}" for d in range(8)] for n, h in enumerate(hosts)}
+    table = build_deployment(load_recipe("glm5/a2x2-w8a8", [f"serve.device_ips={json.dumps(ips)}"])).rank_table
+    given = tmp_path / "mine" / "ranktable.json"
+    given.parent.mkdir()
+    original = json.dumps(table, separators=(",", ":")).encode() + b"\n"  # the user's own formatting
+    given.write_bytes(original)
+    dep = build_deployment(load_recipe("glm5/a2x2-w8a8", [f"serve.rank_table={given}", "serve.binary=true"]))
+    assert dep.rank_table == table and dep.rank_table_path == str(given)
+
+    def run_node(node: str) -> subprocess.CompletedProcess:
+        env = {"PATH": "/usr/bin:/bin", "LOG_DIR": str(tmp_path / f"logs{node}")}
+        return subprocess.run(["bash", "-c", dep.scripts[node]], check=False, env=env, capture_output=True, text=True,
+                              timeout=60)
+
+    for node in dep.scripts:
+        run = run_node(node)
+        assert run.returncode == 0, run.stderr
+        assert given.read_bytes() == original
+    given.unlink()  # another node, without the file: it gets the same table
+    assert run_node("1").returncode == 0 and json.loads(given.read_text()) == table
+    edited = json.loads(original)
+    edited["server_list"][1]["device"][0]["device_ip"] = "192.168.9.9"  # the user edited it since
+    given.write_text(json.dumps(edited))
+    run = run_node("1")
+    assert run.returncode == 2 and "differs from serve.rank_table" in run.stderr
+    assert json.loads(given.read_text()) == edited
+
+    given.write_bytes(original)
+    svc = Service(dep, log_dir=tmp_path / "logs", timeout_s=5, grace_s=1)
+    svc._write_rank_table()  # what start() does before the ranks
+    assert given.read_bytes() == original
