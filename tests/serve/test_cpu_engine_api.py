@@ -292,6 +292,25 @@ def test_unencodable_text_and_nan_get_400_json(server, client, route, body, para
     _still_serving(url, client)
 
 
+def test_output_the_engine_cannot_give_is_refused_not_dropped(server, client):
+    """logprobs and echo: a 400 naming the field, never a reply whose logprobs are silently null."""
+    asks = [(client.chat.completions.create, dict(messages=HI, logprobs=True), "logprobs"),
+            (client.chat.completions.create, dict(messages=HI, top_logprobs=2), "top_logprobs"),
+            (client.completions.create, dict(prompt="hi", logprobs=2), "logprobs"),
+            (client.completions.create, dict(prompt="hi", echo=True), "echo")]
+    for create, kwargs, param in asks:
+        with pytest.raises(openai.BadRequestError) as exc:
+            create(model="tiny", max_tokens=2, **kwargs)
+        assert (exc.value.param, exc.value.code) == (param, "unsupported_parameter")
+    assert client.chat.completions.create(model="tiny", messages=HI, max_tokens=2, logprobs=False).choices
+    _still_serving(server[0], client)
+
+
+def test_a_body_not_sent_as_json_gets_a_json_400(server, client):
+    r = httpx.post(f"{server[0]}/v1/chat/completions", content=b"hi", headers={"content-type": "text/plain"})
+    assert r.status_code == 400 and "Content-Type: application/json" in r.json()["error"]["message"]
+
+
 def test_tiny_temperature_is_greedy(server, client):
     kwargs = dict(model="tiny", messages=[{"role": "user", "content": "count"}], max_tokens=12,
                   extra_body={"chat_template_kwargs": {"enable_thinking": False}})

@@ -38,6 +38,7 @@ from ascend.serve.cpu_engine.validation import (
     ChatBody,
     CompletionBody,
     check_text,
+    unsupported_field,
     validation_error,
 )
 
@@ -208,6 +209,10 @@ def create_app(state: EngineState) -> FastAPI:
 
 def _check_request(state: EngineState, body: Body) -> None:
     check_text(body.model_dump(exclude_none=True))
+    unsupported = unsupported_field(body)
+    if unsupported:
+        raise ApiError(400, f"'{unsupported}' is not supported by the CPU engine (it returns no log probabilities "
+                       "and no echo); leave it out", param=unsupported, code="unsupported_parameter")
     if body.model != state.served_model:
         raise ApiError(404, f"The model `{body.model}` does not exist; this server serves `{state.served_model}`.",
                        type="not_found_error", param="model", code="model_not_found")

@@ -74,10 +74,21 @@ class ChatBody(Body):
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+    logprobs: Bool = False
+    top_logprobs: Annotated[Int, Field(ge=0, le=20)] | None = None
 
 
 class CompletionBody(Body):
     prompt: Annotated[StrList, Field(min_length=1)]
+    logprobs: Annotated[Int, Field(ge=0, le=5)] | None = None
+    echo: Bool = False
+
+
+def unsupported_field(body: Body) -> str | None:
+    """A field asking for output this engine does not produce (refused, never silently dropped)."""
+    asked = {"logprobs": bool(getattr(body, "logprobs", None)), "top_logprobs": bool(getattr(body, "top_logprobs", None)),
+             "echo": bool(getattr(body, "echo", False))}
+    return next((name for name, on in asked.items() if on), None)
 
 
 # --- pydantic errors in OpenAI's words -----------------------------------------------------------
@@ -119,6 +130,8 @@ def validation_error(errors: list[dict]) -> ApiError:
     kind, ctx, value, param = err["type"], err.get("ctx") or {}, err.get("input"), _param(tuple(err.get("loc", ())))
     if kind == "json_invalid":
         return ApiError(400, f"request body is not valid JSON: {ctx.get('error', '')}".strip())
+    if not param and isinstance(value, (bytes, str)):  # a body not sent as JSON (another Content-Type)
+        return ApiError(400, "request body is not JSON: send a JSON object with Content-Type: application/json")
     if kind == "missing":
         return ApiError(400, f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
     if kind.endswith(("_type", "_parsing")) or kind == "int_from_float":
