@@ -48,9 +48,11 @@ def register(app: typer.Typer) -> None:
           ascend fetch ZhipuAI/GLM-5-FP8 --local-dir /data/GLM-5-FP8 --offline --checksum
         """
         from ascend.fetch import fetch, verify_local
-        from ascend.fetch.fetch import FetchResult
+        from ascend.fetch.fetch import FetchResult, check_model_id
 
         model_id, src, rev, directory = _resolve_target(target, source, revision, local_dir, overrides)
+        if src != "local":
+            check_model_id(model_id)  # before a directory is made for it
         if src != "local" and not offline:
             from ascend.paths import writable_dir
 

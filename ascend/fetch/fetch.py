@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,17 @@ def verify_local(
     return report, record
 
 
+# Hub ids: ORG/NAME (Hugging Face also has a few bare names); letters, digits, `_`, `.`, `-`.
+_MODEL_ID = re.compile(r"(?:[A-Za-z0-9_][\w.-]*/)?[A-Za-z0-9_][\w.-]*")
+
+
+def check_model_id(model_id: str) -> None:
+    """Refuse what no hub can hold before any network call (which would only time out)."""
+    if not _MODEL_ID.fullmatch(model_id) or ".." in model_id:
+        raise FetchError(f"{model_id!r} is not a hub model id",
+                         fix="give ORG/NAME, e.g. ZhipuAI/GLM-5-FP8 (ModelScope) or zai-org/GLM-5-FP8 (Hugging Face)")
+
+
 def fetch(
     model_id: str,
     *,
@@ -160,6 +172,7 @@ def fetch(
     ``progress`` (optional) is a hashing progress hook ``progress(kind, n)`` with kind
     ``"total"`` or ``"advance"``; hub client bars show only when it is given.
     """
+    check_model_id(model_id)
     local_dir = Path(local_dir)
     include = list(include)
     hub = make_hub(source, endpoint, token)

@@ -50,6 +50,13 @@ def test_cli_unknown_repo_is_exit_2(hub, tmp_path, capsys):
     assert code == 2 and "cannot list nobody/nothing@master" in err
 
 
+@pytest.mark.parametrize("bad", ["a b/c", "../../etc", "org/name/extra", "org/", "ZhipuAI/GLM-5?rev=1"])
+def test_cli_refuses_what_is_no_model_id_before_the_network(hub, tmp_path, capsys, bad):
+    code, _, err = run(["fetch", bad, "--local-dir", str(tmp_path / "x"), "--endpoint", hub.endpoint], capsys)
+    assert code == 2 and f"{bad!r} is not a hub model id" in err
+    assert not (tmp_path / "x").exists() and not hub.requests  # no directory made, no request sent
+
+
 def test_huggingface_without_the_extra_says_how_to_install(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # import fails as if not installed
     code, _, err = run(["fetch", "zai-org/GLM-5", "--source", "huggingface", "--local-dir", str(tmp_path)], capsys)
