@@ -66,7 +66,9 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     if fmt is not None:
         return fmt.load(src_dir, opts)
     if not (src_dir / "config.json").is_file():
-        raise CheckpointError(f"{src_dir}: no config.json",
+        what = "does not exist" if not src_dir.exists() else "is a file, not a checkpoint directory" \
+            if not src_dir.is_dir() else "has no config.json"
+        raise CheckpointError(f"{src_dir} {what}",
                               fix="point --src at a Hugging Face checkpoint directory (ascend fetch RECIPE downloads one)")
     args = load_model_args(src_dir)
     return SafetensorsDir(src_dir), args

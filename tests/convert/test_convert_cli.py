@@ -92,6 +92,15 @@ def test_fp8_tensor_without_scale(src_copy, tmp_path, capsys):
     assert_nothing_done(tmp_path / "o")
 
 
+def test_src_that_is_no_checkpoint_directory_says_what_it_is(src_copy, tmp_path, capsys):
+    src = src_copy()
+    for bad, says in [(src / "config.json", "is a file, not a checkpoint directory"), (tmp_path / "nope", "does not exist"),
+                      (tmp_path, "has no config.json")]:
+        code, _, err = cli(capsys, "convert", "--src", bad, "--out", tmp_path / "o", "--precision", "bf16")
+        assert_one_line_error(code, err, f"{bad} {says}")
+    assert_nothing_done(tmp_path / "o")
+
+
 def test_shape_disagreeing_with_config(src_copy, tmp_path, capsys):
     src = src_copy()
     cfg = json.loads((src / "config.json").read_text())
