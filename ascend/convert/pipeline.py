@@ -66,8 +66,12 @@ def load_source(src_dir: str | Path, opts: ConvertOptions | None = None):
     if fmt is not None:
         return fmt.load(src_dir, opts)
     if not (src_dir / "config.json").is_file():
-        what = "does not exist" if not src_dir.exists() else "is a file, not a checkpoint directory" \
-            if not src_dir.is_dir() else "has no config.json"
+        if not src_dir.exists():
+            what = "does not exist"
+        elif not src_dir.is_dir():
+            what = "is a file, not a checkpoint directory"
+        else:
+            what = "has no config.json"
         raise CheckpointError(f"{src_dir} {what}",
                               fix="point --src at a Hugging Face checkpoint directory (ascend fetch RECIPE downloads one)")
     args = load_model_args(src_dir)

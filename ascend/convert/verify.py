@@ -364,7 +364,7 @@ def verify(out_dir: str | Path, against: str | None = None, sample: int | None =
     manifest_path = out / MANIFEST
     if not manifest_path.is_file() and not (out / STATE_DIR).is_dir():
         raise CheckpointError(f"{out}: not an ascend convert output (no {MANIFEST}, no {STATE_DIR}/)",
-                          fix="point verify at the --out directory of a conversion")
+                              fix="point verify at the --out directory of a conversion")
     if not manifest_path.is_file():
         raise CheckFailed(f"{out}: no {MANIFEST}", why="the conversion did not finish (the manifest is written last)",
                           fix="rerun ascend convert with the same arguments; it resumes")
