@@ -31,11 +31,12 @@ def calibrates(recipe: Recipe) -> bool:
     """Whether the recipe's conversion writes static W8A8 linears: then one calibration job
     (`ascend convert --calibrate-only`) runs before the parts, which all use its result."""
     from ascend.models.catalog import model_args_for_recipe
-    from ascend.models.precision import W8A8_STATIC
+    from ascend.models.precision import W8A8_STATIC, written_specs
     from ascend.models.tensors import tensor_specs
 
-    a, policy = model_args_for_recipe(recipe.model), recipe.precision
-    return any(policy.written_format(a.family, s) == W8A8_STATIC for s in tensor_specs(a, mtp=recipe.convert.mtp != "drop"))
+    a = model_args_for_recipe(recipe.model)
+    specs = tensor_specs(a, mtp=recipe.convert.mtp != "drop")
+    return any(fmt == W8A8_STATIC for _, fmt in written_specs(a, recipe.precision, specs))
 
 
 def heredoc(text: str, tag: str) -> str:

@@ -20,11 +20,13 @@ def _rank_table_lines(dep: Deployment) -> list[str]:
     (exit 2) rather than have a later edit silently undone by an older script."""
     q = shlex.quote
     path, tmp = q(dep.rank_table_path), q(dep.rank_table_path + ".tmp")
-    write = [f"mkdir -p {q(posixpath.dirname(dep.rank_table_path))}",
-             f"cat > {tmp}.$$ <<'RANKTABLE'", json.dumps(dep.rank_table, indent=2, ensure_ascii=False), "RANKTABLE",
-             f"mv -f {tmp}.$$ {path}"]
+
+    def write(indent: str) -> list[str]:  # the here-document body and its end stay unindented
+        return [f"{indent}mkdir -p {q(posixpath.dirname(dep.rank_table_path))}", f"{indent}cat > {tmp}.$$ <<'RANKTABLE'",
+                json.dumps(dep.rank_table, indent=2, ensure_ascii=False), "RANKTABLE", f"{indent}mv -f {tmp}.$$ {path}"]
+
     if not dep.rank_table_given:
-        return ["# the rank table generated for this recipe, identical on every node"] + write
+        return ["# the rank table generated for this recipe, identical on every node", *write("")]
     # compared as JSON text without whitespace (no rank table value contains any)
     compact = "".join(json.dumps(dep.rank_table, separators=(",", ":"), ensure_ascii=False).split())
     differs = (f"rank table {dep.rank_table_path} on this node differs from serve.rank_table when this script was "
@@ -32,7 +34,7 @@ def _rank_table_lines(dep: Deployment) -> list[str]:
     return ["# serve.rank_table, the user's file: written where missing, never over a different one",
             f"if [ -f {path} ] && [ ! -L {path} ]; then",
             f"  [ \"$(tr -d '[:space:]' < {path})\" = {q(compact)} ] || {{ echo {q(differs)} >&2; exit 2; }}",
-            "else", *("  " + line for line in write[:2]), *write[2:4], "  " + write[4], "fi"]
+            "else", *write("  "), "fi"]
 
 
 def node_script(dep: Deployment, node: int, *, recipe_name: str = "") -> str:

@@ -38,7 +38,6 @@ from ascend.serve.cpu_engine.validation import (
     ChatBody,
     CompletionBody,
     check_text,
-    unsupported_field,
     validation_error,
 )
 
@@ -209,7 +208,7 @@ def create_app(state: EngineState) -> FastAPI:
 
 def _check_request(state: EngineState, body: Body) -> None:
     check_text(body.model_dump(exclude_none=True))
-    unsupported = unsupported_field(body)
+    unsupported = body.unsupported()
     if unsupported:
         raise ApiError(400, f"'{unsupported}' is not supported by the CPU engine (it returns no log probabilities "
                        "and no echo); leave it out", param=unsupported, code="unsupported_parameter")

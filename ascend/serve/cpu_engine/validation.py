@@ -68,6 +68,10 @@ class Body(BaseModel):
     stop_token_ids: list[Annotated[Int, Field(ge=0, le=INT32_MAX)]] | None = None
     ignore_eos: Bool = False
 
+    def unsupported(self) -> str | None:
+        """A field asking for output this engine does not produce (refused, never silently dropped)."""
+        return None
+
 
 class ChatBody(Body):
     messages: list[dict[str, Any]] = Field(min_length=1)
@@ -77,18 +81,17 @@ class ChatBody(Body):
     logprobs: Bool = False
     top_logprobs: Annotated[Int, Field(ge=0, le=20)] | None = None
 
+    def unsupported(self) -> str | None:
+        return "logprobs" if self.logprobs else "top_logprobs" if self.top_logprobs else None
+
 
 class CompletionBody(Body):
     prompt: Annotated[StrList, Field(min_length=1)]
     logprobs: Annotated[Int, Field(ge=0, le=5)] | None = None
     echo: Bool = False
 
-
-def unsupported_field(body: Body) -> str | None:
-    """A field asking for output this engine does not produce (refused, never silently dropped)."""
-    asked = {"logprobs": bool(getattr(body, "logprobs", None)), "top_logprobs": bool(getattr(body, "top_logprobs", None)),
-             "echo": bool(getattr(body, "echo", False))}
-    return next((name for name, on in asked.items() if on), None)
+    def unsupported(self) -> str | None:
+        return "logprobs" if self.logprobs else "echo" if self.echo else None
 
 
 # --- pydantic errors in OpenAI's words -----------------------------------------------------------
